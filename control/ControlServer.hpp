@@ -1,0 +1,67 @@
+// The daemon's control socket (ARCHITECTURE.md §6): QMP conventions over a
+// unix stream socket, one JSON object per line. Runs on the main lcore,
+// never on the packet path; reaches the dataplane only through the engine.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "dataplane/engine/Engine.hpp"
+
+namespace mm::control {
+
+// An error reply: QMP's {"error": {"class": ..., "desc": ...}}.
+class CommandError : public std::runtime_error {
+ public:
+  CommandError(std::string cls, const std::string& desc)
+      : std::runtime_error(desc), cls_(std::move(cls)) {}
+  const std::string& error_class() const { return cls_; }
+
+ private:
+  std::string cls_;
+};
+
+struct DaemonIdentity {
+  std::string name;         // instance name (logs, EAL file prefix)
+  uint16_t udp_base_port;   // our fabric UDP base port (default for peers)
+  std::function<nlohmann::json()> port_stats;  // counters of the fabric port
+  std::string port_description;
+};
+
+class ControlServer {
+ public:
+  // Largest request line accepted; a longer one is refused and the client
+  // disconnected (it could only be garbage or an attack on memory).
+  static constexpr size_t kMaxRequest = 1 << 20;
+
+  ControlServer(const std::string& path, engine::Engine& engine, DaemonIdentity id);
+  ~ControlServer();
+
+  // Serves clients until stop is set or a client sends "quit".
+  void run(std::atomic<bool>& stop);
+
+  // Executes one parsed request and returns the reply object (with "id"
+  // echoed). Never throws.
+  nlohmann::json execute(const nlohmann::json& request, std::atomic<bool>& stop);
+
+ private:
+  nlohmann::json dispatch(const std::string& cmd, const nlohmann::json& args,
+                          std::atomic<bool>& stop);
+  template <class F>
+  void on_worker(F&& fn);
+  void broadcast(const nlohmann::json& event);
+
+  std::string path_;
+  engine::Engine& engine_;
+  DaemonIdentity id_;
+  int listen_fd_ = -1;
+  int epoll_fd_ = -1;
+  std::map<int, std::string> clients_;  // fd -> bytes of an incomplete line
+};
+
+}  // namespace mm::control

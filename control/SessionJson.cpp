@@ -1,0 +1,94 @@
+#include "control/SessionJson.hpp"
+
+#include <arpa/inet.h>
+
+#include <cstdio>
+#include <stdexcept>
+
+namespace mm::control {
+
+using nlohmann::json;
+
+json to_json(const engine::SessionInfo& s) {
+  const auto& c = s.counters;
+  auto ms = [](uint64_t from, uint64_t to) -> json {
+    if (from == 0 || to == 0) return nullptr;
+    return double(to - from) / 1e6;
+  };
+  json j = {
+      {"session", s.id},
+      {"role", engine::to_string(s.role)},
+      {"state", engine::to_string(s.state)},
+      {"qemu-uri", s.qemu_uri},
+      {"peer", s.peer},
+      {"duration-ms", ms(s.started_ns, s.finished_ns)},
+      {"counters",
+       {
+           {"qemu_bytes_in", c.qemu_bytes_in},
+           {"qemu_bytes_out", c.qemu_bytes_out},
+           {"wire_bytes_tx", c.conn.wire_bytes_tx},
+           {"wire_bytes_rx", c.conn.wire_bytes_rx},
+           {"packets_tx", c.conn.packets_tx},
+           {"packets_rx", c.conn.packets_rx},
+           {"data_packets_tx", c.tx.packets},
+           {"payload_bytes_tx", c.tx.payload_bytes},
+           {"retransmits", c.tx.retransmits},
+           {"fast_retransmits", c.tx.fast_retransmits},
+           {"rto_events", c.tx.rto_events},
+           {"acks_rx", c.tx.acks_in},
+           {"data_packets_rx", c.rx.packets},
+           {"payload_bytes_rx", c.rx.payload_bytes},
+           {"duplicates_rx", c.rx.duplicates},
+           {"out_of_order_rx", c.rx.out_of_order},
+           {"out_of_window_rx", c.rx.out_of_window},
+           {"messages_rx", c.rx.messages},
+           {"acks_tx", c.rx.acks_out},
+           {"probes_tx", c.conn.probes_tx},
+           {"probes_rx", c.conn.probes_rx},
+           {"bad_stream_rx", c.conn.bad_stream},
+           {"bad_ack_rx", c.conn.bad_ack},
+           {"rejected_channels", c.rejected_channels},
+       }},
+  };
+  if (!s.error.empty()) j["error"] = s.error;
+  return j;
+}
+
+json to_json(const engine::EngineStats& s) {
+  json invalid = json::object();
+  for (size_t e = 1; e < size_t(wire::DecodeError::count_); ++e) {
+    invalid[std::string(wire::to_string(wire::DecodeError(e)))] = s.rx_invalid[e].load();
+  }
+  return {
+      {"loops", s.loops.load()},
+      {"idle_sleeps", s.idle_sleeps.load()},
+      {"rx_datagrams", s.rx_datagrams.load()},
+      {"rx_invalid", invalid},
+      {"rx_unknown_session", s.rx_unknown_session.load()},
+      {"rx_bad_auth", s.rx_bad_auth.load()},
+      {"rx_wrong_peer", s.rx_wrong_peer.load()},
+      {"rx_late", s.rx_late.load()},
+  };
+}
+
+std::array<uint8_t, 6> parse_mac(const std::string& text) {
+  std::array<uint8_t, 6> m{};
+  unsigned v[6];
+  char extra;
+  if (std::sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4],
+                  &v[5], &extra) != 6) {
+    throw std::invalid_argument("'" + text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
+  }
+  for (int i = 0; i < 6; ++i) m[i] = uint8_t(v[i]);
+  return m;
+}
+
+uint32_t parse_ipv4(const std::string& text) {
+  in_addr a{};
+  if (::inet_pton(AF_INET, text.c_str(), &a) != 1) {
+    throw std::invalid_argument("'" + text + "' is not an IPv4 address");
+  }
+  return ntohl(a.s_addr);
+}
+
+}  // namespace mm::control

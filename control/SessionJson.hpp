@@ -1,0 +1,17 @@
+// JSON views of engine state for the control socket and memmotionctl.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "dataplane/engine/Engine.hpp"
+
+namespace mm::control {
+
+nlohmann::json to_json(const engine::SessionInfo& s);
+nlohmann::json to_json(const engine::EngineStats& s);
+// "aa:bb:cc:dd:ee:ff" -> bytes; "a.b.c.d" -> host-order IPv4. Throw
+// std::invalid_argument naming the bad text.
+std::array<uint8_t, 6> parse_mac(const std::string& text);
+uint32_t parse_ipv4(const std::string& text);
+
+}  // namespace mm::control

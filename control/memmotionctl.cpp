@@ -1,0 +1,233 @@
+// memmotionctl: the command-line client of memmotiond's control socket.
+// Exit codes scripts can trust: 0 ok, 1 the daemon answered with an error,
+// 2 usage, 3 cannot reach the daemon, 4 timed out, 5 the session ended
+// failed or cancelled.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+using nlohmann::json;
+
+namespace {
+
+enum Exit { kOk = 0, kErrorReply = 1, kUsage = 2, kUnreachable = 3, kTimeout = 4, kSessionFailed = 5 };
+
+struct Failure {
+  int code;
+  std::string text;
+};
+
+class Client {
+ public:
+  Client(const std::string& path, double timeout_s) : timeout_ms_(int(timeout_s * 1000)) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.size() >= sizeof a.sun_path) throw Failure{kUsage, "socket path too long: " + path};
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      throw Failure{kUnreachable, "cannot connect to " + path + ": " + strerror(errno) +
+                                      " (is memmotiond running?)"};
+    }
+    json greeting = read_message();
+    if (!greeting.contains("QMP")) throw Failure{kUnreachable, path + " did not greet like memmotiond"};
+  }
+  ~Client() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  // Sends one request line and returns the reply, skipping events.
+  json call(const std::string& line) {
+    const std::string s = line + "\n";
+    if (::send(fd_, s.data(), s.size(), MSG_NOSIGNAL) != ssize_t(s.size())) {
+      throw Failure{kUnreachable, "lost the connection to the daemon"};
+    }
+    for (;;) {
+      json m = read_message();
+      if (!m.contains("event")) return m;
+    }
+  }
+  json execute(const std::string& cmd, const json& args = json::object()) {
+    return call(json{{"execute", cmd}, {"arguments", args}}.dump());
+  }
+
+ private:
+  json read_message() {
+    for (;;) {
+      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        try {
+          return json::parse(line);
+        } catch (const json::parse_error&) {
+          throw Failure{kUnreachable, "the daemon sent malformed JSON: " + line.substr(0, 200)};
+        }
+      }
+      pollfd p{fd_, POLLIN, 0};
+      const int r = ::poll(&p, 1, timeout_ms_);
+      if (r == 0) throw Failure{kTimeout, "no answer from the daemon within the timeout"};
+      char tmp[65536];
+      const ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+      if (n <= 0) throw Failure{kUnreachable, "the daemon closed the connection"};
+      buf_.append(tmp, size_t(n));
+    }
+  }
+
+  int fd_ = -1;
+  int timeout_ms_;
+  std::string buf_;
+};
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  char s[32];
+  std::snprintf(s, sizeof s, "%.1f %s", b, units[u]);
+  return s;
+}
+
+void print_session(const json& s) {
+  const auto& c = s["counters"];
+  std::cout << "session " << s["session"] << " (" << s["role"].get<std::string>() << ") "
+            << s["state"].get<std::string>() << ": from QEMU "
+            << human_bytes(c["qemu_bytes_in"].get<double>()) << ", to QEMU "
+            << human_bytes(c["qemu_bytes_out"].get<double>()) << ", wire tx "
+            << human_bytes(c["wire_bytes_tx"].get<double>()) << ", wire rx "
+            << human_bytes(c["wire_bytes_rx"].get<double>()) << ", retransmits "
+            << c["retransmits"];
+  if (!s["duration-ms"].is_null()) std::cout << ", " << s["duration-ms"].get<double>() << " ms";
+  std::cout << "\n";
+  if (s.contains("error")) std::cout << "  error: " << s["error"].get<std::string>() << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"memmotionctl: drive memmotiond over its control socket"};
+  std::string socket_path = "/run/memmotion/control.sock";
+  bool as_json = false;
+  double timeout = 10;
+  app.add_option("-s,--socket", socket_path, "control socket of the daemon")->capture_default_str();
+  app.add_flag("--json", as_json, "print the daemon's JSON reply");
+  app.add_option("--timeout", timeout, "seconds to wait for an answer (wait: for the end)")
+      ->capture_default_str();
+  app.require_subcommand(1);
+
+  uint32_t session = 0;
+  std::string uri, peer_ip, peer_mac, raw;
+  uint16_t peer_port = 0;
+  auto* prepare = app.add_subcommand("prepare", "destination: prepare an incoming session");
+  prepare->add_option("--session", session, "session id")->required();
+  prepare->add_option("--qemu-uri", uri, "destination QEMU's -incoming URI (unix:/path)")->required();
+  prepare->add_option("--peer-udp-port", peer_port, "source daemon's fabric UDP base port");
+  auto* start = app.add_subcommand("start", "source: start an outgoing session");
+  start->add_option("--session", session, "session id")->required();
+  start->add_option("--listen", uri, "URI the source QEMU migrates to (unix:/path)")->required();
+  start->add_option("--peer-ip", peer_ip, "destination daemon's fabric IPv4")->required();
+  start->add_option("--peer-mac", peer_mac, "destination daemon's fabric MAC (default broadcast)");
+  start->add_option("--peer-udp-port", peer_port, "destination daemon's fabric UDP base port");
+  auto* status = app.add_subcommand("status", "show one session");
+  status->add_option("--session", session, "session id")->required();
+  auto* wait = app.add_subcommand("wait", "wait until a session ends (exit 0 only if completed)");
+  wait->add_option("--session", session, "session id")->required();
+  auto* cancel = app.add_subcommand("cancel", "cancel a session");
+  cancel->add_option("--session", session, "session id")->required();
+  auto* sessions = app.add_subcommand("sessions", "list sessions");
+  auto* stats = app.add_subcommand("stats", "port and engine counters");
+  auto* version = app.add_subcommand("version", "daemon version");
+  auto* quit = app.add_subcommand("quit", "stop the daemon");
+  auto* rawcmd = app.add_subcommand("raw", "send one request line as is and print the reply");
+  rawcmd->add_option("request", raw, "a JSON request")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kOk : kUsage;
+  }
+
+  try {
+    Client c(socket_path, timeout);
+    json reply;
+    json args = json::object();
+    if (peer_port) args["peer-udp-port"] = peer_port;
+    if (*prepare) {
+      args["session"] = session;
+      args["qemu-uri"] = uri;
+      reply = c.execute("session-prepare", args);
+    } else if (*start) {
+      args["session"] = session;
+      args["listen"] = uri;
+      args["peer-ip"] = peer_ip;
+      if (!peer_mac.empty()) args["peer-mac"] = peer_mac;
+      reply = c.execute("session-start", args);
+    } else if (*status) {
+      reply = c.execute("query-session", {{"session", session}});
+    } else if (*cancel) {
+      reply = c.execute("session-cancel", {{"session", session}});
+    } else if (*sessions) {
+      reply = c.execute("query-sessions");
+    } else if (*stats) {
+      reply = c.execute("query-stats");
+    } else if (*version) {
+      reply = c.execute("query-version");
+    } else if (*quit) {
+      reply = c.execute("quit");
+    } else if (*rawcmd) {
+      reply = c.call(raw);
+    } else if (*wait) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
+      for (;;) {
+        reply = c.execute("query-session", {{"session", session}});
+        if (reply.contains("error")) break;
+        const std::string st = reply["return"]["state"];
+        if (st == "completed" || st == "failed" || st == "cancelled") break;
+        if (std::chrono::steady_clock::now() > deadline) {
+          std::cerr << "memmotionctl: session " << session << " still " << st << " after "
+                    << timeout << " s\n";
+          return kTimeout;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+    if (reply.contains("error")) {
+      if (as_json) std::cout << reply.dump() << "\n";
+      std::cerr << "memmotionctl: " << reply["error"]["class"].get<std::string>() << ": "
+                << reply["error"]["desc"].get<std::string>() << "\n";
+      return kErrorReply;
+    }
+    const json& r = reply["return"];
+    if (as_json || *rawcmd) {
+      std::cout << (*rawcmd ? reply : r).dump() << "\n";
+    } else if (*status || *wait) {
+      print_session(r);
+    } else if (*sessions) {
+      for (auto& s : r) print_session(s);
+      if (r.empty()) std::cout << "no sessions\n";
+    } else if (*start) {
+      std::cout << "session " << session << " started; migrate QEMU to " << r["migrate-uri"].get<std::string>() << "\n";
+    } else if (*prepare) {
+      std::cout << "session " << session << " prepared\n";
+    } else if (!r.empty()) {
+      std::cout << r.dump(2) << "\n";
+    }
+    if (*wait && r["state"] != "completed") return kSessionFailed;
+    return kOk;
+  } catch (const Failure& f) {
+    std::cerr << "memmotionctl: " << f.text << "\n";
+    return f.code;
+  }
+}

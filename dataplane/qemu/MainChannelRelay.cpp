@@ -1,0 +1,96 @@
+#include "dataplane/qemu/MainChannelRelay.hpp"
+
+#include <array>
+
+#include "dataplane/wire/Records.hpp"
+
+namespace mm::qemu {
+
+namespace {
+constexpr uint32_t kReadSlots = 32;  // packets one readv() may fill
+}
+
+size_t MainChannelRelay::pump_in(transport::StreamSender& tx) {
+  if (!chan_ || local_fin_ || !chan_->is_open()) return 0;
+  const uint32_t slots = std::min(tx.free_slots(), kReadSlots);
+  if (slots == 0) return 0;
+  std::array<std::span<uint8_t>, kReadSlots> bufs;
+  const size_t cap = tx.max_payload() - wire::kBytesRecordOverhead;
+  for (uint32_t i = 0; i < slots; ++i) {
+    bufs[i] = tx.reserve_at(i).subspan(wire::kBytesRecordOverhead, cap);
+  }
+  const ssize_t r = chan_->read_into({bufs.data(), slots});
+  if (r == ByteChannel::kAgain) return 0;
+  if (r == ByteChannel::kEof || r == ByteChannel::kError) {
+    if (r == ByteChannel::kError) error_ = chan_->error_text();
+    wire::RecordWriter w(tx.reserve());
+    w.put_fin();
+    tx.commit(uint32_t(w.size()), wire::flag::first | wire::flag::last);
+    local_fin_ = true;
+    return 0;
+  }
+  // Each filled slot becomes a one-packet message with one BYTES record;
+  // the bytes are already in place behind the record header.
+  size_t left = size_t(r);
+  for (uint32_t i = 0; left > 0; ++i) {
+    const size_t n = std::min(left, cap);
+    wire::RecordWriter w(tx.reserve());
+    w.put_bytes_header(n);
+    tx.commit(uint32_t(w.size()), wire::flag::first | wire::flag::last);
+    left -= n;
+  }
+  return size_t(r);
+}
+
+bool MainChannelRelay::pump_out(transport::StreamReceiver& rx) {
+  if (!chan_) return true;
+  const int delivered = rx.deliver([&](std::span<const uint8_t> message) {
+    // Check the whole message first so it is taken all or nothing.
+    wire::RecordReader reader(message);
+    wire::Record rec;
+    size_t bytes = 0;
+    bool fin = false;
+    for (;;) {
+      const wire::RecordError e = reader.next(rec);
+      if (e == wire::RecordError::end) break;
+      if (e != wire::RecordError::ok) {
+        error_ = "main channel: " + std::string(wire::to_string(e)) + " at offset " +
+                 std::to_string(reader.offset());
+        return false;
+      }
+      if (fin) {
+        error_ = "main channel: records after FIN";
+        return false;
+      }
+      if (rec.type == wire::RecordType::bytes) bytes += rec.body.size();
+      if (rec.type == wire::RecordType::fin) fin = true;
+    }
+    if (remote_fin_ && (bytes > 0 || fin)) {
+      error_ = "main channel: data after FIN";
+      return false;
+    }
+    if (bytes > chan_->out_room()) return false;  // QEMU is slow: try later
+    wire::RecordReader again(message);
+    while (again.next(rec) == wire::RecordError::ok) {
+      if (rec.type == wire::RecordType::bytes) chan_->send(rec.body);
+    }
+    if (fin) remote_fin_ = true;
+    return true;
+  });
+  if (delivered < 0) {
+    error_ = std::string("main channel: ") + rx.error();
+    return false;
+  }
+  if (!error_.empty()) return false;
+  if (!chan_->flush()) {
+    error_ = chan_->error_text();
+    return false;
+  }
+  if (remote_fin_ && !shut_wr_ && chan_->out_empty()) {
+    chan_->shutdown_write();
+    shut_wr_ = true;
+  }
+  return true;
+}
+
+}  // namespace mm::qemu

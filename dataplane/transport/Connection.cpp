@@ -1,0 +1,153 @@
+#include "dataplane/transport/Connection.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace mm::transport {
+
+namespace {
+constexpr uint32_t kCloseCopies = 3;
+// Control packets are built into this many slots per flush.
+constexpr uint32_t kCtlBurst = 32;
+}  // namespace
+
+std::string to_string(const PeerAddress& a) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x/%u.%u.%u.%u:%u", a.mac[0],
+                a.mac[1], a.mac[2], a.mac[3], a.mac[4], a.mac[5], a.ip >> 24, (a.ip >> 16) & 255,
+                (a.ip >> 8) & 255, a.ip & 255, a.udp_port);
+  return buf;
+}
+
+Connection::Connection(const TransportConfig& cfg, uint32_t session, uint16_t streams,
+                       size_t max_message, uint64_t now)
+    : cfg_(cfg), session_(session), last_rx_ns_(now), last_tx_ns_(now) {
+  for (uint16_t s = 0; s < streams; ++s) {
+    senders_.push_back(std::make_unique<StreamSender>(cfg, session, s));
+    receivers_.push_back(std::make_unique<StreamReceiver>(cfg, max_message));
+  }
+}
+
+uint16_t Connection::src_port(uint16_t stream) const {
+  // WIRE.md: the UDP source port is a hash of (session, stream) so that NIC
+  // RSS spreads streams; kept in the dynamic range.
+  uint32_t h = session_ * 0x9E3779B1u ^ (uint32_t(stream) * 0x85EBCA6Bu);
+  h ^= h >> 16;
+  return uint16_t(49152 + (h % 16384));
+}
+
+bool Connection::on_packet(const wire::Header& h, std::span<const uint8_t> payload, uint64_t now) {
+  if (h.type != wire::PacketType::close && h.stream >= senders_.size()) {
+    ++stats_.bad_stream;
+    error_ = "packet for stream " + std::to_string(h.stream) + " of a session with " +
+             std::to_string(senders_.size()) + " streams";
+    return false;
+  }
+  ++stats_.packets_rx;
+  stats_.wire_bytes_rx += payload.size() + wire::kHeaderSize + wire::kIpUdpOverhead + kEthOverhead;
+  last_rx_ns_ = now;
+  switch (h.type) {
+    case wire::PacketType::data:
+      receivers_[h.stream]->on_data(h, payload, now);
+      return true;
+    case wire::PacketType::ack: {
+      wire::AckPayload ack;
+      if (!wire::decode_ack(payload, ack) || !senders_[h.stream]->on_ack(ack, now)) {
+        ++stats_.bad_ack;
+        error_ = "ACK that acknowledges packets never sent";
+        return false;
+      }
+      return true;
+    }
+    case wire::PacketType::probe:
+      ++stats_.probes_rx;
+      if (payload.size() != wire::kProbeSize) {
+        error_ = "PROBE with a payload of " + std::to_string(payload.size()) + " bytes";
+        return false;
+      }
+      receivers_[h.stream]->on_probe(wire::get_be64(payload.data()));
+      return true;
+    case wire::PacketType::close:
+      if (payload.size() < 2 || payload.size() > 2 + wire::kMaxCloseText) {
+        error_ = "CLOSE with a payload of " + std::to_string(payload.size()) + " bytes";
+        return false;
+      }
+      peer_closed_ = true;
+      peer_close_reason_ = wire::CloseReason(wire::get_be16(payload.data()));
+      peer_close_text_.assign(reinterpret_cast<const char*>(payload.data() + 2), payload.size() - 2);
+      return true;
+  }
+  return false;
+}
+
+void Connection::close(wire::CloseReason reason, std::string_view text) {
+  text = text.substr(0, wire::kMaxCloseText);
+  wire::put_be16(close_payload_.data(), uint16_t(reason));
+  std::copy(text.begin(), text.end(), close_payload_.begin() + 2);
+  close_len_ = uint32_t(2 + text.size());
+  close_copies_ = kCloseCopies;
+}
+
+uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
+  if (!has_peer_) return 0;
+  std::array<std::array<uint8_t, wire::kHeaderSize + wire::kAckSize>, kCtlBurst> ctl;
+  std::array<TxDatagram, kCtlBurst> batch;
+  uint32_t n = 0;
+  auto add_ctl = [&](wire::PacketType type, uint16_t stream, std::span<const uint8_t> body,
+                     uint8_t* body_store) {
+    wire::Header h;
+    h.type = type;
+    h.session = session_;
+    h.stream = stream;
+    auto hdr = std::span<uint8_t, wire::kHeaderSize>(ctl[n].data(), wire::kHeaderSize);
+    wire::seal_header(h, body, hdr);
+    batch[n] = TxDatagram{&peer_, src_port(stream), ctl[n].data(), uint32_t(wire::kHeaderSize),
+                          body_store, uint32_t(body.size())};
+    ++n;
+  };
+
+  if (close_copies_ > 0) {
+    add_ctl(wire::PacketType::close, 0, {close_payload_.data(), close_len_}, close_payload_.data());
+    --close_copies_;
+  }
+  for (uint16_t s = 0; s < receivers_.size() && n < kCtlBurst; ++s) {
+    if (!receivers_[s]->ack_due(now)) continue;
+    uint8_t* body = ctl[n].data() + wire::kHeaderSize;
+    wire::encode_ack(receivers_[s]->make_ack(), std::span<uint8_t, wire::kAckSize>(body, wire::kAckSize));
+    add_ctl(wire::PacketType::ack, s, {body, wire::kAckSize}, body);
+  }
+  // Keep-alive, and a probe for a sender stalled on credits (the window
+  // update that would reopen it may have been lost).
+  const bool stalled = std::any_of(senders_.begin(), senders_.end(),
+                                   [](auto& s) { return s->blocked_by_credits(); });
+  const uint64_t probe_every = stalled ? senders_[0]->rto_ns() : cfg_.keepalive_ns;
+  if (keepalive_ && n < kCtlBurst && now - std::max(last_tx_ns_, last_probe_ns_) >= probe_every) {
+    uint8_t* body = ctl[n].data() + wire::kHeaderSize;
+    wire::put_be64(body, now);
+    add_ctl(wire::PacketType::probe, 0, {body, wire::kProbeSize}, body);
+    last_probe_ns_ = now;
+    ++stats_.probes_tx;
+  }
+  uint32_t sent = 0;
+  if (n > 0) {
+    sent = port.tx_burst({batch.data(), n});
+    for (uint32_t i = 0; i < sent; ++i) account_tx(batch[i].head_len + batch[i].body_len);
+  }
+  for (uint16_t s = 0; s < senders_.size(); ++s) {
+    const SenderStats before = senders_[s]->stats();
+    const uint32_t k = senders_[s]->flush(now, port, peer_, src_port(s));
+    if (k == 0) continue;
+    sent += k;
+    const SenderStats& after = senders_[s]->stats();
+    const uint64_t pkts = (after.packets - before.packets) + (after.retransmits - before.retransmits);
+    const uint64_t bytes = (after.payload_bytes - before.payload_bytes) +
+                           (after.retransmit_bytes - before.retransmit_bytes);
+    stats_.packets_tx += pkts;
+    stats_.wire_bytes_tx +=
+        bytes + pkts * (wire::kHeaderSize + wire::kIpUdpOverhead + kEthOverhead);
+  }
+  if (sent > 0) last_tx_ns_ = now;
+  return sent;
+}
+
+}  // namespace mm::transport

@@ -1,0 +1,106 @@
+// The transport side of one session: its streams (a sender and a receiver
+// each), the peer's fabric address, ACK/PROBE/CLOSE control packets and
+// liveness. The engine feeds it validated packets and calls flush() to send.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dataplane/transport/DatagramPort.hpp"
+#include "dataplane/transport/StreamReceiver.hpp"
+#include "dataplane/transport/StreamSender.hpp"
+#include "dataplane/transport/TransportConfig.hpp"
+#include "dataplane/wire/Mmp.hpp"
+
+namespace mm::transport {
+
+struct ConnectionStats {
+  uint64_t packets_tx = 0;  // every datagram sent (data, ACK, PROBE, CLOSE)
+  uint64_t packets_rx = 0;  // every valid datagram of this session received
+  uint64_t wire_bytes_tx = 0;  // frame bytes: Ethernet + IPv4 + UDP + MMP
+  uint64_t wire_bytes_rx = 0;
+  uint64_t probes_tx = 0;
+  uint64_t probes_rx = 0;
+  uint64_t bad_stream = 0;   // stream index the session does not have
+  uint64_t bad_ack = 0;      // malformed or lying ACKs
+};
+
+class Connection {
+ public:
+  // Ethernet header bytes counted on top of the UDP datagram for wire bytes.
+  static constexpr uint32_t kEthOverhead = 14;
+
+  Connection(const TransportConfig& cfg, uint32_t session, uint16_t streams, size_t max_message,
+             uint64_t now);
+
+  uint32_t session() const { return session_; }
+  uint16_t streams() const { return uint16_t(senders_.size()); }
+  StreamSender& sender(uint16_t s) { return *senders_[s]; }
+  StreamReceiver& receiver(uint16_t s) { return *receivers_[s]; }
+  const StreamSender& sender(uint16_t s) const { return *senders_[s]; }
+  const StreamReceiver& receiver(uint16_t s) const { return *receivers_[s]; }
+
+  void set_peer(const PeerAddress& p) {
+    peer_ = p;
+    has_peer_ = true;
+  }
+  bool has_peer() const { return has_peer_; }
+  const PeerAddress& peer() const { return peer_; }
+
+  // Handles one packet of this session that passed wire validation. Returns
+  // false when the packet breaks the protocol (error() says how); the
+  // packet is then not acted on.
+  bool on_packet(const wire::Header& h, std::span<const uint8_t> payload, uint64_t now);
+
+  // Sends due ACKs, keep-alive PROBEs, a queued CLOSE, and data.
+  uint32_t flush(uint64_t now, DatagramPort& port);
+
+  // Keep-alive PROBEs stop once a session has ended (ACKs still go out).
+  void set_keepalive(bool on) { keepalive_ = on; }
+
+  // Queues a CLOSE for the peer (sent a few times: it is not acknowledged).
+  void close(wire::CloseReason reason, std::string_view text);
+  bool peer_closed() const { return peer_closed_; }
+  wire::CloseReason peer_close_reason() const { return peer_close_reason_; }
+  const std::string& peer_close_text() const { return peer_close_text_; }
+
+  // No valid packet from the peer for the dead timeout (only once it has
+  // been heard from, or since `since_ns` for the side that starts).
+  bool peer_silent(uint64_t now) const { return now - last_rx_ns_ > cfg_.dead_timeout_ns; }
+  uint64_t last_rx_ns() const { return last_rx_ns_; }
+
+  const ConnectionStats& stats() const { return stats_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  uint16_t src_port(uint16_t stream) const;
+  void account_tx(uint32_t datagram_bytes) {
+    ++stats_.packets_tx;
+    stats_.wire_bytes_tx += datagram_bytes + wire::kIpUdpOverhead + kEthOverhead;
+  }
+
+  TransportConfig cfg_;
+  uint32_t session_;
+  std::vector<std::unique_ptr<StreamSender>> senders_;
+  std::vector<std::unique_ptr<StreamReceiver>> receivers_;
+  PeerAddress peer_;
+  bool has_peer_ = false;
+  bool keepalive_ = true;
+  uint64_t last_rx_ns_;
+  uint64_t last_tx_ns_;
+  uint64_t last_probe_ns_ = 0;
+  bool peer_closed_ = false;
+  wire::CloseReason peer_close_reason_ = wire::CloseReason::failed;
+  std::string peer_close_text_;
+  uint32_t close_copies_ = 0;
+  std::array<uint8_t, 2 + wire::kMaxCloseText> close_payload_{};
+  uint32_t close_len_ = 0;
+  ConnectionStats stats_;
+  std::string error_;
+};
+
+}  // namespace mm::transport

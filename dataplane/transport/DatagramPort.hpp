@@ -1,0 +1,59 @@
+// The abstract datagram port the reliable transport sends and receives MMP
+// datagrams through. dataplane/port implements it over a DPDK ethdev (UDP/IPv4
+// encapsulation); unit tests implement it in memory. Calls are per burst.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace mm::transport {
+
+// Where a datagram comes from or goes to on the fabric.
+struct PeerAddress {
+  std::array<uint8_t, 6> mac{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  uint32_t ip = 0;         // IPv4, host byte order
+  uint16_t udp_port = 0;   // destination (or, on receive, source) UDP port
+  bool operator==(const PeerAddress&) const = default;
+};
+
+std::string to_string(const PeerAddress& a);
+
+// One received UDP payload (an MMP datagram). `data` stays valid until the
+// port's rx_release() is called.
+struct RxDatagram {
+  const uint8_t* data = nullptr;
+  uint32_t len = 0;
+  PeerAddress from;      // source MAC / IP / UDP source port
+  uint16_t dst_port = 0; // UDP destination port it arrived on
+};
+
+// One datagram to send: the port copies head (MMP header) then body (payload)
+// into a frame addressed to `to`, using `src_port` as UDP source port.
+struct TxDatagram {
+  const PeerAddress* to = nullptr;
+  uint16_t src_port = 0;
+  const uint8_t* head = nullptr;
+  uint32_t head_len = 0;
+  const uint8_t* body = nullptr;
+  uint32_t body_len = 0;
+};
+
+class DatagramPort {
+ public:
+  virtual ~DatagramPort() = default;
+  // Receives up to out.size() datagrams. Their data stays valid until
+  // rx_release(). Returns how many were stored in out.
+  virtual uint16_t rx_burst(std::span<RxDatagram> out) = 0;
+  virtual void rx_release() = 0;
+  // Queues datagrams for transmission; returns how many were accepted (a
+  // prefix of pkts). The rest may be offered again later.
+  virtual uint16_t tx_burst(std::span<const TxDatagram> pkts) = 0;
+  // Largest UDP payload (MMP header + payload) this port carries: mtu - 20 - 8.
+  virtual uint32_t max_datagram() const = 0;
+  // This port's own fabric address (MAC, IPv4, base UDP port).
+  virtual PeerAddress local_address() const = 0;
+};
+
+}  // namespace mm::transport

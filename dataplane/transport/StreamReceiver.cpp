@@ -1,0 +1,73 @@
+#include "dataplane/transport/StreamReceiver.hpp"
+
+#include "dataplane/transport/StreamSender.hpp"
+
+namespace mm::transport {
+
+StreamReceiver::StreamReceiver(const TransportConfig& cfg, size_t max_message)
+    : cfg_(cfg),
+      mask_(cfg.window - 1),
+      slots_(cfg.window),
+      payloads_(size_t(cfg.window) * cfg.max_payload),
+      assembly_(max_message),
+      advertised_credits_(cfg.window) {}
+
+StreamReceiver::Accept StreamReceiver::on_data(const wire::Header& h,
+                                               std::span<const uint8_t> payload, uint64_t now) {
+  if (h.flags & wire::flag::ack_requested) ack_now_ = true;
+  const uint32_t seq = h.seq;
+  if (StreamSender::seq_lt(seq, next_) || (slot(seq).filled && seq - deliv_ < cfg_.window)) {
+    // Our ACK was lost or late: say again what we have.
+    ++stats_.duplicates;
+    ack_now_ = true;
+    return Accept::duplicate;
+  }
+  if (seq - deliv_ >= cfg_.window || payload.size() > cfg_.max_payload) {
+    ++stats_.out_of_window;
+    ack_now_ = true;
+    return Accept::out_of_window;
+  }
+  Slot& s = slot(seq);
+  s.filled = true;
+  s.len = uint32_t(payload.size());
+  s.msg = h.msg;
+  s.flags = h.flags;
+  std::memcpy(this->payload(seq), payload.data(), payload.size());
+  ++stats_.packets;
+  stats_.payload_bytes += payload.size();
+  if (seq == next_) {
+    while (slot(next_).filled && next_ - deliv_ < cfg_.window) ++next_;
+  } else {
+    // A hole: ACK at once so the sender sees the SACK and fast-retransmits.
+    ++stats_.out_of_order;
+    ack_now_ = true;
+  }
+  if (pending_++ == 0) first_pending_ns_ = now;
+  return Accept::stored;
+}
+
+void StreamReceiver::release(uint32_t first, uint32_t end) {
+  for (uint32_t seq = first; seq != end; ++seq) slot(seq).filled = false;
+  deliv_ = end;
+  // Window update: the sender may be stalled on the credits it last saw.
+  if (advertised_credits_ < cfg_.window / 4 && credits() >= cfg_.window / 2) ack_now_ = true;
+}
+
+wire::AckPayload StreamReceiver::make_ack() {
+  wire::AckPayload a;
+  a.cum_seq = next_;
+  for (uint32_t i = 0; i < 64; ++i) {
+    const uint32_t seq = next_ + 1 + i;
+    if (seq - deliv_ >= cfg_.window) break;
+    if (slot(seq).filled) a.sack |= uint64_t(1) << i;
+  }
+  a.credits = credits();
+  a.echo_ts = probe_ts_;
+  advertised_credits_ = a.credits;
+  pending_ = 0;
+  ack_now_ = false;
+  ++stats_.acks_out;
+  return a;
+}
+
+}  // namespace mm::transport

@@ -1,0 +1,125 @@
+// Receiving half of one reliable MMP stream: a reorder window of W packets,
+// cumulative ACK + SACK bitmap + credits, and in-order delivery of whole
+// messages (FIRST..LAST) to a sink that may push back.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include "dataplane/transport/TransportConfig.hpp"
+#include "dataplane/wire/Mmp.hpp"
+
+namespace mm::transport {
+
+struct ReceiverStats {
+  uint64_t packets = 0;       // stored data packets
+  uint64_t payload_bytes = 0;
+  uint64_t duplicates = 0;    // already received (a retransmit that was not needed)
+  uint64_t out_of_window = 0; // beyond the credits we gave: dropped
+  uint64_t out_of_order = 0;  // stored ahead of a hole
+  uint64_t messages = 0;      // delivered to the sink
+  uint64_t acks_out = 0;
+};
+
+class StreamReceiver {
+ public:
+  enum class Accept { stored, duplicate, out_of_window };
+
+  StreamReceiver(const TransportConfig& cfg, size_t max_message);
+
+  Accept on_data(const wire::Header& h, std::span<const uint8_t> payload, uint64_t now);
+  // A PROBE asks for an immediate ACK; its timestamp is echoed back.
+  void on_probe(uint64_t ts) {
+    probe_ts_ = ts;
+    ack_now_ = true;
+  }
+
+  // Hands complete messages, in order, to sink(std::span<const uint8_t>) ->
+  // bool. Stops at the first message the sink refuses (it is offered again
+  // next time). Returns messages delivered, or -1 on a framing violation
+  // (segments out of order, wrong message number, message too large).
+  template <class Sink>
+  int deliver(Sink&& sink);
+
+  bool ack_due(uint64_t now) const {
+    return ack_now_ || pending_ >= cfg_.ack_every ||
+           (pending_ > 0 && now - first_pending_ns_ >= cfg_.ack_delay_ns);
+  }
+  wire::AckPayload make_ack();
+  uint32_t credits() const { return deliv_ + cfg_.window - next_; }
+  bool drained() const { return deliv_ == next_; }
+  const ReceiverStats& stats() const { return stats_; }
+  const char* error() const { return error_; }
+
+ private:
+  struct Slot {
+    uint32_t len = 0;
+    uint32_t msg = 0;
+    uint16_t flags = 0;
+    bool filled = false;
+  };
+  Slot& slot(uint32_t seq) { return slots_[seq & mask_]; }
+  uint8_t* payload(uint32_t seq) { return payloads_.data() + size_t(seq & mask_) * cfg_.max_payload; }
+  void release(uint32_t first, uint32_t end);
+  int fail(const char* why) {
+    error_ = why;
+    return -1;
+  }
+
+  TransportConfig cfg_;
+  uint32_t mask_;
+  std::vector<Slot> slots_;
+  std::vector<uint8_t> payloads_;
+  std::vector<uint8_t> assembly_;
+  uint32_t deliv_ = 0;  // oldest packet not yet consumed by the sink
+  uint32_t next_ = 0;   // first packet not received (cumulative ACK)
+  uint32_t msg_ = 0;    // message number expected next
+  uint32_t pending_ = 0;
+  uint64_t first_pending_ns_ = 0;
+  uint64_t probe_ts_ = 0;
+  uint32_t advertised_credits_ = 0;
+  bool ack_now_ = false;
+  const char* error_ = nullptr;
+  ReceiverStats stats_;
+};
+
+template <class Sink>
+int StreamReceiver::deliver(Sink&& sink) {
+  int delivered = 0;
+  while (deliv_ != next_) {
+    const Slot& head = slot(deliv_);
+    if (!(head.flags & wire::flag::first)) return fail("message does not start with FIRST");
+    if (head.msg != msg_) return fail("message number out of sequence");
+    if (head.flags & wire::flag::last) {
+      if (!sink(std::span<const uint8_t>(payload(deliv_), head.len))) return delivered;
+      release(deliv_, deliv_ + 1);
+    } else {
+      // A message spanning packets is delivered once all of it is here.
+      uint32_t end = deliv_ + 1;
+      size_t total = head.len;
+      for (;; ++end) {
+        if (end == next_) return delivered;
+        const Slot& s = slot(end);
+        if (s.msg != msg_ || (s.flags & wire::flag::first)) return fail("segment of another message");
+        total += s.len;
+        if (s.flags & wire::flag::last) break;
+      }
+      if (total > assembly_.size()) return fail("message larger than negotiated");
+      size_t off = 0;
+      for (uint32_t seq = deliv_; seq != end + 1; ++seq) {
+        std::memcpy(assembly_.data() + off, payload(seq), slot(seq).len);
+        off += slot(seq).len;
+      }
+      if (!sink(std::span<const uint8_t>(assembly_.data(), total))) return delivered;
+      release(deliv_, end + 1);
+    }
+    ++msg_;
+    ++stats_.messages;
+    ++delivered;
+  }
+  return delivered;
+}
+
+}  // namespace mm::transport

@@ -1,0 +1,112 @@
+// Sending half of one reliable MMP stream: sequence numbers, the window of
+// packets in flight, ACK/SACK processing, RTO and fast retransmit, receiver
+// credits and an AIMD congestion window. It owns copies of the payloads it
+// may have to send again; nothing here allocates after construction.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "dataplane/transport/DatagramPort.hpp"
+#include "dataplane/transport/TransportConfig.hpp"
+#include "dataplane/wire/Mmp.hpp"
+
+namespace mm::transport {
+
+struct SenderStats {
+  uint64_t packets = 0;      // first transmissions
+  uint64_t retransmits = 0;  // every retransmission (RTO + fast)
+  uint64_t fast_retransmits = 0;
+  uint64_t rto_events = 0;
+  uint64_t payload_bytes = 0;  // payload bytes first sent
+  uint64_t retransmit_bytes = 0;
+  uint64_t acks_in = 0;
+  uint64_t bad_acks = 0;       // ACKs acknowledging what was never sent
+};
+
+class StreamSender {
+ public:
+  StreamSender(const TransportConfig& cfg, uint32_t session, uint16_t stream);
+
+  // Packets that can still be queued (free slots of the window).
+  uint32_t free_slots() const { return cfg_.window - (next_ - una_); }
+  // Payload capacity of one packet.
+  uint32_t max_payload() const { return cfg_.max_payload; }
+
+  // Zero-copy queueing of a packet: fill the span from reserve() (empty when
+  // the window is full), then commit() how many bytes were written.
+  // flags: wire::flag::first / last mark message boundaries.
+  std::span<uint8_t> reserve() { return reserve_at(0); }
+  // The i-th free slot after the next one (i < free_slots()), so that one
+  // readv() can fill several packets; commit() them in order.
+  std::span<uint8_t> reserve_at(uint32_t i);
+  void commit(uint32_t len, uint16_t flags);
+  // Queues a whole message, split into packets; false (nothing queued) when
+  // it does not fit into the free slots.
+  bool submit_message(std::span<const uint8_t> message);
+
+  // Transmits what is due: retransmissions first, then new packets within
+  // min(cwnd, receiver credits). Returns packets handed to the port.
+  uint32_t flush(uint64_t now, DatagramPort& port, const PeerAddress& to, uint16_t src_port);
+
+  // Processes an ACK for this stream. Returns false when it acknowledges
+  // packets never sent (a lying or confused peer).
+  bool on_ack(const wire::AckPayload& ack, uint64_t now);
+
+  bool idle() const { return una_ == next_; }  // everything acknowledged
+  bool has_unsent() const { return nxt_tx_ != next_; }
+  bool blocked_by_credits() const { return has_unsent() && !seq_lt(nxt_tx_, right_edge_); }
+  uint64_t last_progress_ns() const { return last_progress_ns_; }
+  uint64_t rto_ns() const { return rto_ns_; }
+  uint32_t cwnd() const { return cwnd_; }
+  uint32_t in_flight() const { return nxt_tx_ - una_; }
+  const SenderStats& stats() const { return stats_; }
+
+  static bool seq_lt(uint32_t a, uint32_t b) { return int32_t(a - b) < 0; }
+
+ private:
+  struct Slot {
+    uint64_t sent_ns = 0;
+    uint32_t len = 0;
+    uint32_t msg = 0;
+    uint16_t flags = 0;
+    uint8_t tx_count = 0;
+    bool sacked = false;
+    bool rtx_queued = false;
+  };
+  Slot& slot(uint32_t seq) { return slots_[seq & mask_]; }
+  uint8_t* payload(uint32_t seq) { return payloads_.data() + size_t(seq & mask_) * cfg_.max_payload; }
+  uint8_t* header(uint32_t seq) { return headers_.data() + size_t(seq & mask_) * wire::kHeaderSize; }
+  void queue_rtx(uint32_t seq);
+  void check_rto(uint64_t now);
+  void update_rtt(uint64_t sample_ns);
+  void on_loss();
+
+  TransportConfig cfg_;
+  uint32_t session_;
+  uint16_t stream_;
+  uint32_t mask_;
+  std::vector<Slot> slots_;
+  std::vector<uint8_t> payloads_;
+  std::vector<uint8_t> headers_;
+  std::vector<uint32_t> rtx_;  // ring of seqs to retransmit
+  uint32_t rtx_head_ = 0, rtx_tail_ = 0;
+
+  uint32_t una_ = 0;     // oldest unacknowledged
+  uint32_t nxt_tx_ = 0;  // next never-transmitted
+  uint32_t next_ = 0;    // next to assign
+  uint32_t msg_ = 0;     // message number of the message being queued
+  uint32_t right_edge_;  // receiver credits: may send seq < right_edge_
+  uint32_t cwnd_;
+  uint32_t ssthresh_;
+  uint32_t dupacks_ = 0;
+  uint32_t recover_ = 0;  // loss recovery ends when una_ passes this
+  bool in_recovery_ = false;
+  uint32_t acked_in_cwnd_ = 0;
+  uint64_t srtt_ns_ = 0, rttvar_ns_ = 0, rto_ns_;
+  uint64_t last_progress_ns_ = 0;
+  SenderStats stats_;
+};
+
+}  // namespace mm::transport

@@ -1,0 +1,115 @@
+// MMP packet header: layout, encode, decode and validation (WIRE.md, "Header").
+// Pure code without DPDK so it is unit-tested and fuzzed in isolation.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace mm::wire {
+
+// WIRE.md "Header": magic "MM", version 1, 32 bytes, big-endian fields.
+inline constexpr uint16_t kMagic = 0x4D4D;
+inline constexpr uint8_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 32;
+// WIRE.md "Encapsulation": IPv4 (20) + UDP (8) sit between the MTU and MMP.
+inline constexpr size_t kIpUdpOverhead = 28;
+// Largest MMP payload we accept at all (MTU 9600 minus IP/UDP/MMP headers).
+inline constexpr size_t kMaxPayload = 9600 - kIpUdpOverhead - kHeaderSize;
+
+enum class PacketType : uint8_t { data = 1, ack = 2, probe = 3, close = 4 };
+
+// WIRE.md header flags.
+namespace flag {
+inline constexpr uint16_t first = 1u << 0;
+inline constexpr uint16_t last = 1u << 1;
+inline constexpr uint16_t retransmit = 1u << 2;
+inline constexpr uint16_t ack_requested = 1u << 3;
+inline constexpr uint16_t known = first | last | retransmit | ack_requested;
+}  // namespace flag
+
+struct Header {
+  PacketType type = PacketType::data;
+  uint32_t session = 0;
+  uint16_t stream = 0;
+  uint16_t flags = 0;
+  uint32_t seq = 0;
+  uint32_t msg = 0;
+  uint32_t len = 0;   // payload bytes
+  uint32_t auth = 0;  // 0 when the session has no key
+  uint32_t crc = 0;
+};
+
+// Why a datagram was rejected. Each value has its own receive counter.
+enum class DecodeError : uint8_t {
+  ok = 0,
+  too_short,
+  bad_magic,
+  bad_version,
+  bad_type,
+  bad_flags,
+  bad_length,
+  bad_crc,
+  count_  // number of values, for counter arrays
+};
+std::string_view to_string(DecodeError e);
+
+// CRC32C (Castagnoli) of the header (crc field as zero) followed by payload.
+uint32_t packet_crc(std::span<const uint8_t, kHeaderSize> header, std::span<const uint8_t> payload);
+
+// Writes `h` into out (crc field written as given).
+void encode_header(const Header& h, std::span<uint8_t, kHeaderSize> out);
+
+// Writes `h` with len = payload.size() and the CRC computed over header and
+// payload; returns the CRC.
+uint32_t seal_header(Header h, std::span<const uint8_t> payload, std::span<uint8_t, kHeaderSize> out);
+
+// Parses and validates a datagram: magic, version, type, flags, length (the
+// header's len must equal the bytes that follow it) and CRC. On ok, `payload`
+// views the payload inside `datagram`.
+DecodeError decode_packet(std::span<const uint8_t> datagram, Header& h,
+                          std::span<const uint8_t>& payload);
+
+// ACK payload (WIRE.md "ACK payload"): 24 bytes.
+struct AckPayload {
+  uint32_t cum_seq = 0;  // every seq below it was received
+  uint64_t sack = 0;     // bit i: cum_seq + 1 + i received
+  uint32_t credits = 0;  // packets the receiver can still buffer for this stream
+  uint64_t echo_ts = 0;  // timestamp of the newest PROBE seen, echoed for RTT
+};
+inline constexpr size_t kAckSize = 24;
+void encode_ack(const AckPayload& a, std::span<uint8_t, kAckSize> out);
+bool decode_ack(std::span<const uint8_t> payload, AckPayload& a);
+
+// PROBE payload (extension of WIRE.md): the sender's timestamp, 8 bytes.
+inline constexpr size_t kProbeSize = 8;
+
+// CLOSE payload (extension of WIRE.md): reason code (2) + UTF-8 text.
+enum class CloseReason : uint16_t { cancelled = 1, failed = 2, completed = 3 };
+inline constexpr size_t kMaxCloseText = 200;
+
+// Big-endian helpers shared by the wire codecs.
+inline void put_be16(uint8_t* p, uint16_t v) {
+  p[0] = uint8_t(v >> 8);
+  p[1] = uint8_t(v);
+}
+inline void put_be32(uint8_t* p, uint32_t v) {
+  p[0] = uint8_t(v >> 24);
+  p[1] = uint8_t(v >> 16);
+  p[2] = uint8_t(v >> 8);
+  p[3] = uint8_t(v);
+}
+inline void put_be64(uint8_t* p, uint64_t v) {
+  put_be32(p, uint32_t(v >> 32));
+  put_be32(p + 4, uint32_t(v));
+}
+inline uint16_t get_be16(const uint8_t* p) { return uint16_t((p[0] << 8) | p[1]); }
+inline uint32_t get_be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+}
+inline uint64_t get_be64(const uint8_t* p) {
+  return (uint64_t(get_be32(p)) << 32) | get_be32(p + 4);
+}
+
+}  // namespace mm::wire
