@@ -31,6 +31,12 @@ int worker_main(void* arg) {
   return 0;
 }
 
+nlohmann::json port_stats_json(const mm::port::PortStats& s) {
+  return {{"rx_frames", s.rx_frames},     {"rx_bytes", s.rx_bytes},   {"tx_frames", s.tx_frames},
+          {"tx_bytes", s.tx_bytes},       {"tx_full", s.tx_full},     {"tx_nombuf", s.tx_nombuf},
+          {"rx_not_mmp", s.rx_not_mmp}, {"rx_malformed", s.rx_malformed}};
+}
+
 std::string resolve_profile(const std::string& name) {
   // A bare name ("af_packet-veth") means a profile shipped with the project.
   if (name.find('/') != std::string::npos || name.ends_with(".toml")) return name;
@@ -125,7 +131,7 @@ int main(int argc, char** argv) {
       id.udp_base_port = base_port;
       id.port_description = port->describe();
       mm::port::EthPort* p = port.get();
-      id.port_stats = [p] { return mm::port::to_json(p->stats()); };
+      id.port_stats = [p] { return port_stats_json(p->stats()); };
       mm::control::ControlServer server(control_path, *engine, id);
       rte_eal_remote_launch(worker_main, engine.get(), worker);
       std::cerr << "memmotiond[" << name << "]: " << port->describe() << ", UDP base port "

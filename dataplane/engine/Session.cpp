@@ -149,7 +149,8 @@ void Session::finish(uint64_t now, SessionState s) {
 }
 
 bool Session::lingering_done(uint64_t now) const {
-  return conn_ && is_terminal(info_.state) && now - info_.finished_ns > cfg_.dead_timeout_ns;
+  return conn_ && is_terminal(info_.state) && now > info_.finished_ns &&
+         now - info_.finished_ns > cfg_.dead_timeout_ns;
 }
 
 SessionInfo Session::info() const {

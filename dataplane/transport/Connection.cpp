@@ -121,7 +121,9 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
   const bool stalled = std::any_of(senders_.begin(), senders_.end(),
                                    [](auto& s) { return s->blocked_by_credits(); });
   const uint64_t probe_every = stalled ? senders_[0]->rto_ns() : cfg_.keepalive_ns;
-  if (keepalive_ && n < kCtlBurst && now - std::max(last_tx_ns_, last_probe_ns_) >= probe_every) {
+  // (Timestamps taken on this thread may be a little ahead of `now`.)
+  const uint64_t last = std::max(last_tx_ns_, last_probe_ns_);
+  if (keepalive_ && n < kCtlBurst && now > last && now - last >= probe_every) {
     uint8_t* body = ctl[n].data() + wire::kHeaderSize;
     wire::put_be64(body, now);
     add_ctl(wire::PacketType::probe, 0, {body, wire::kProbeSize}, body);

@@ -70,7 +70,9 @@ class Connection {
 
   // No valid packet from the peer for the dead timeout (only once it has
   // been heard from, or since `since_ns` for the side that starts).
-  bool peer_silent(uint64_t now) const { return now - last_rx_ns_ > cfg_.dead_timeout_ns; }
+  bool peer_silent(uint64_t now) const {
+    return now > last_rx_ns_ && now - last_rx_ns_ > cfg_.dead_timeout_ns;
+  }
   uint64_t last_rx_ns() const { return last_rx_ns_; }
 
   const ConnectionStats& stats() const { return stats_; }

@@ -1,0 +1,239 @@
+#include "dataplane/port/EthPort.hpp"
+
+#include <rte_ethdev.h>
+#include <rte_ip.h>
+#include <rte_lcore.h>
+#include <rte_udp.h>
+
+#include <cstring>
+#include <stdexcept>
+
+namespace mm::port {
+
+namespace {
+
+constexpr uint16_t kEtherIpv4 = 0x0800;
+constexpr uint16_t kEtherVlan = 0x8100;
+constexpr uint32_t kEthHeader = 14;
+
+inline uint16_t be16(const uint8_t* p) { return uint16_t((p[0] << 8) | p[1]); }
+inline uint32_t be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+}
+
+[[noreturn]] void refuse(const std::string& pmd, const std::string& what, int rc) {
+  throw std::runtime_error(pmd + ": " + what + " failed: " + rte_strerror(rc < 0 ? -rc : rc));
+}
+
+void add_relaxed(std::atomic<uint64_t>& a, uint64_t n) {
+  a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // single writer
+}
+
+}  // namespace
+
+EthPort::EthPort(const NicProfile& profile, uint32_t ip, uint16_t udp_base_port)
+    : pmd_(profile.port.pmd),
+      mtu_(profile.port.mtu),
+      udp_base_(udp_base_port),
+      udp_end_(uint16_t(udp_base_port + profile.port.rx_queues)),
+      scratch_(size_t(kBurst) * (profile.port.mtu + 64)) {
+  const std::string name = vdev_name(profile);
+  if (rte_eth_dev_get_port_by_name(name.c_str(), &port_id_) != 0) {
+    throw std::runtime_error(pmd_ + ": DPDK created no port " + name +
+                             " (check port.devargs '" + profile.port.devargs +
+                             "' and the interface it names)");
+  }
+  const std::string pool_name = "mm_pool_" + std::to_string(port_id_);
+  pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), profile.port.mbufs, 256, 0,
+                                  uint16_t(profile.port.mbuf_data_room + RTE_PKTMBUF_HEADROOM),
+                                  int(rte_socket_id()));
+  if (!pool_) refuse(pmd_, "creating " + std::to_string(profile.port.mbufs) + " mbufs", rte_errno);
+
+  // Configure at the default MTU and raise it afterwards: some PMDs
+  // (AF_PACKET) report a 1518-byte max frame yet accept a larger MTU set
+  // through rte_eth_dev_set_mtu, which also sets the kernel interface's.
+  rte_eth_conf conf{};
+  int rc = rte_eth_dev_configure(port_id_, profile.port.rx_queues, profile.port.tx_queues, &conf);
+  if (rc != 0) refuse(pmd_, "configuring the port", rc);
+  uint16_t rxd = profile.port.rx_desc, txd = profile.port.tx_desc;
+  rte_eth_dev_adjust_nb_rx_tx_desc(port_id_, &rxd, &txd);
+  for (uint16_t q = 0; q < profile.port.rx_queues; ++q) {
+    rc = rte_eth_rx_queue_setup(port_id_, q, rxd, rte_eth_dev_socket_id(port_id_), nullptr, pool_);
+    if (rc != 0) refuse(pmd_, "rx queue " + std::to_string(q) + " setup", rc);
+  }
+  for (uint16_t q = 0; q < profile.port.tx_queues; ++q) {
+    rc = rte_eth_tx_queue_setup(port_id_, q, txd, rte_eth_dev_socket_id(port_id_), nullptr);
+    if (rc != 0) refuse(pmd_, "tx queue " + std::to_string(q) + " setup", rc);
+  }
+  rc = profile.port.mtu_from_kernel ? 0 : rte_eth_dev_set_mtu(port_id_, uint16_t(mtu_));
+  if (rc == -ENOTSUP) {
+    uint16_t current = 0;
+    rte_eth_dev_get_mtu(port_id_, &current);
+    if (current < mtu_) {
+      throw std::runtime_error(pmd_ + ": cannot set mtu " + std::to_string(mtu_) +
+                               " and the port has only " + std::to_string(current));
+    }
+  } else if (rc != 0) {
+    refuse(pmd_, "setting mtu " + std::to_string(mtu_) + " (is the interface's own MTU or the PMD's "
+                 "frame size too small?)", rc);
+  }
+  rc = rte_eth_dev_start(port_id_);
+  if (rc != 0) refuse(pmd_, "starting the port", rc);
+  if (profile.port.promiscuous) rte_eth_promiscuous_enable(port_id_);  // not every PMD can
+  rte_ether_addr mac;
+  rte_eth_macaddr_get(port_id_, &mac);
+  std::memcpy(local_.mac.data(), mac.addr_bytes, 6);
+  local_.ip = ip;
+  local_.udp_port = udp_base_port;
+}
+
+EthPort::~EthPort() {
+  rx_release();
+  rte_eth_dev_stop(port_id_);
+  rte_eth_dev_close(port_id_);
+  if (pool_) rte_mempool_free(pool_);
+}
+
+uint16_t EthPort::rx_burst(std::span<transport::RxDatagram> out) {
+  rx_release();
+  rte_mbuf* m[kBurst];
+  const uint16_t want = uint16_t(std::min<size_t>(out.size(), kBurst));
+  const uint16_t n = rte_eth_rx_burst(port_id_, 0, m, want);
+  uint16_t k = 0;
+  uint64_t bytes = 0, not_mmp = 0, malformed = 0;
+  const size_t slot = mtu_ + 64;
+  for (uint16_t i = 0; i < n; ++i) {
+    const uint32_t len = rte_pktmbuf_pkt_len(m[i]);
+    bytes += len;
+    if (len > slot) {
+      ++malformed;
+      rte_pktmbuf_free(m[i]);
+      continue;
+    }
+    // A frame chained over several segments is copied into scratch so
+    // that the transport always sees contiguous bytes.
+    const auto* f = static_cast<const uint8_t*>(rte_pktmbuf_read(m[i], 0, len, scratch_.data() + k * slot));
+    uint32_t off = kEthHeader;
+    bool ok = len >= kEthHeader + 20 + 8;
+    uint16_t type = ok ? be16(f + 12) : 0;
+    if (ok && type == kEtherVlan) {
+      type = be16(f + 16);
+      off += 4;
+    }
+    const uint8_t* ip = f + off;
+    if (!ok || len < off + 28) {
+      ++malformed;
+    } else if (type != kEtherIpv4 || (ip[0] >> 4) != 4 || ip[9] != IPPROTO_UDP ||
+               (be16(ip + 6) & 0x3FFF) != 0) {
+      ++not_mmp;  // not IPv4, not UDP, or a fragment (MMP never fragments)
+    } else {
+      const uint32_t ihl = (ip[0] & 15u) * 4;
+      const uint32_t total = be16(ip + 2);
+      const uint8_t* udp = ip + ihl;
+      if (ihl < 20 || total < ihl + 8 || off + total > len || be16(udp + 4) < 8 ||
+          ihl + be16(udp + 4) > total) {
+        ++malformed;
+      } else if (const uint16_t dport = be16(udp + 2); dport < udp_base_ || dport >= udp_end_) {
+        ++not_mmp;
+      } else {
+        transport::RxDatagram& d = out[k];
+        d.data = udp + 8;
+        d.len = be16(udp + 4) - 8u;
+        std::memcpy(d.from.mac.data(), f + 6, 6);
+        d.from.ip = be32(ip + 12);
+        d.from.udp_port = be16(udp);
+        d.dst_port = dport;
+        held_[k++] = m[i];
+        continue;
+      }
+    }
+    rte_pktmbuf_free(m[i]);
+  }
+  held_count_ = k;
+  if (n) {
+    add_relaxed(c_.rx_frames, n);
+    add_relaxed(c_.rx_bytes, bytes);
+    if (not_mmp) add_relaxed(c_.rx_not_mmp, not_mmp);
+    if (malformed) add_relaxed(c_.rx_malformed, malformed);
+  }
+  return k;
+}
+
+void EthPort::rx_release() {
+  if (held_count_) {
+    rte_pktmbuf_free_bulk(held_.data(), held_count_);
+    held_count_ = 0;
+  }
+}
+
+uint16_t EthPort::tx_burst(std::span<const transport::TxDatagram> pkts) {
+  const uint16_t n = uint16_t(std::min<size_t>(pkts.size(), kBurst));
+  if (n == 0) return 0;
+  rte_mbuf* m[kBurst];
+  if (rte_pktmbuf_alloc_bulk(pool_, m, n) != 0) {
+    add_relaxed(c_.tx_nombuf, 1);
+    return 0;
+  }
+  uint32_t frame_len[kBurst];
+  for (uint16_t i = 0; i < n; ++i) {
+    const transport::TxDatagram& d = pkts[i];
+    const uint32_t udp_len = 8 + d.head_len + d.body_len;
+    const uint32_t frame = kEthHeader + 20 + udp_len;
+    uint8_t* p = rte_pktmbuf_mtod(m[i], uint8_t*);
+    std::memcpy(p, d.to->mac.data(), 6);
+    std::memcpy(p + 6, local_.mac.data(), 6);
+    p[12] = kEtherIpv4 >> 8;
+    p[13] = kEtherIpv4 & 0xFF;
+    auto* ip = reinterpret_cast<rte_ipv4_hdr*>(p + kEthHeader);
+    ip->version_ihl = 0x45;
+    ip->type_of_service = 0;
+    ip->total_length = rte_cpu_to_be_16(uint16_t(20 + udp_len));
+    ip->packet_id = rte_cpu_to_be_16(ip_id_++);
+    ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+    ip->time_to_live = 64;
+    ip->next_proto_id = IPPROTO_UDP;
+    ip->hdr_checksum = 0;
+    ip->src_addr = rte_cpu_to_be_32(local_.ip);
+    ip->dst_addr = rte_cpu_to_be_32(d.to->ip);
+    ip->hdr_checksum = rte_ipv4_cksum(ip);
+    auto* udp = reinterpret_cast<rte_udp_hdr*>(p + kEthHeader + 20);
+    udp->src_port = rte_cpu_to_be_16(d.src_port);
+    udp->dst_port = rte_cpu_to_be_16(d.to->udp_port);
+    udp->dgram_len = rte_cpu_to_be_16(uint16_t(udp_len));
+    udp->dgram_cksum = 0;  // MMP carries its own CRC32C (WIRE.md)
+    uint8_t* payload = p + kEthHeader + 28;
+    std::memcpy(payload, d.head, d.head_len);
+    if (d.body_len) std::memcpy(payload + d.head_len, d.body, d.body_len);
+    m[i]->data_len = uint16_t(frame);
+    m[i]->pkt_len = frame;
+    frame_len[i] = frame;
+  }
+  const uint16_t sent = rte_eth_tx_burst(port_id_, 0, m, n);
+  if (sent < n) {
+    rte_pktmbuf_free_bulk(m + sent, n - sent);
+    add_relaxed(c_.tx_full, n - sent);
+  }
+  uint64_t bytes = 0;
+  for (uint16_t i = 0; i < sent; ++i) bytes += frame_len[i];
+  add_relaxed(c_.tx_frames, sent);
+  add_relaxed(c_.tx_bytes, bytes);
+  return sent;
+}
+
+PortStats EthPort::stats() const {
+  auto r = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  return {r(c_.rx_frames), r(c_.rx_bytes),   r(c_.tx_frames),  r(c_.tx_bytes),
+          r(c_.tx_full),   r(c_.tx_nombuf), r(c_.rx_not_mmp), r(c_.rx_malformed)};
+}
+
+std::string EthPort::describe() const {
+  char mac[32];
+  std::snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", local_.mac[0], local_.mac[1],
+                local_.mac[2], local_.mac[3], local_.mac[4], local_.mac[5]);
+  return pmd_ + " port " + std::to_string(port_id_) + " mac " + mac + " ip " +
+         std::to_string(local_.ip >> 24) + "." + std::to_string((local_.ip >> 16) & 255) + "." +
+         std::to_string((local_.ip >> 8) & 255) + "." + std::to_string(local_.ip & 255) + " mtu " +
+         std::to_string(mtu_);
+}
+
+}  // namespace mm::port

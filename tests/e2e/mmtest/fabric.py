@@ -1,0 +1,159 @@
+"""Two MemoryMotion hosts for tests: two network namespaces joined by a veth
+pair (or one namespace with memif), each running a memmotiond, with the
+fabric addresses each side needs to reach the other."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .daemon import Daemon
+
+# Fabric (dataplane) addresses: not configured on the kernel interfaces, so
+# the kernel ignores MMP frames that AF_PACKET also hands to it.
+SRC_IP = "10.77.1.1"
+DST_IP = "10.77.1.2"
+# Kernel addresses on the veth, for ping/TCP between the hosts.
+SRC_KERNEL_IP = "10.77.0.1"
+DST_KERNEL_IP = "10.77.0.2"
+
+
+def run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit(f"{what} needs root (network namespaces, veth, DPDK); run as root")
+
+
+def require_tools(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise SystemExit(f"missing tools: {', '.join(missing)} (scripts/mm setup installs them)")
+
+
+@dataclass
+class Host:
+    netns: str | None
+    iface: str | None
+    fabric_ip: str
+    kernel_ip: str | None
+    mac: str | None = None
+
+    def exec_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
+
+
+class Fabric:
+    """Context manager: hosts + daemons. kind: 'af_packet-veth', 'af_xdp-veth' or 'memif'."""
+
+    def __init__(self, build: Path, kind: str = "af_packet-veth", mtu: int | None = None,
+                 workdir: Path | None = None):
+        require_root("the fabric")
+        require_tools("ip")
+        self.build = Path(build)
+        self.kind = kind
+        self.suffix = secrets.token_hex(3)
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"mm-{self.suffix}-"))
+        self.mtu = mtu or {"af_packet-veth": 9000, "af_xdp-veth": 3000, "memif": 9000}[kind]
+        self.namespaces: list[str] = []
+        self.src: Host
+        self.dst: Host
+        self.src_daemon: Daemon
+        self.dst_daemon: Daemon
+
+    # -- hosts ---------------------------------------------------------
+    def _make_hosts(self) -> None:
+        if self.kind == "memif":
+            self.src = Host(None, None, SRC_IP, None)
+            self.dst = Host(None, None, DST_IP, None)
+            return
+        ns_s, ns_d = f"mm-src-{self.suffix}", f"mm-dst-{self.suffix}"
+        if_s, if_d = f"mms{self.suffix}", f"mmd{self.suffix}"
+        for ns in (ns_s, ns_d):
+            run(["ip", "netns", "add", ns])
+            self.namespaces.append(ns)
+        run(["ip", "link", "add", if_s, "netns", ns_s, "type", "veth", "peer", "name", if_d,
+             "netns", ns_d])
+        for ns, ifc, kip in ((ns_s, if_s, SRC_KERNEL_IP), (ns_d, if_d, DST_KERNEL_IP)):
+            pre = ["ip", "netns", "exec", ns]
+            run(pre + ["ip", "link", "set", "lo", "up"])
+            run(pre + ["ip", "link", "set", "dev", ifc, "mtu", str(self.mtu)])
+            run(pre + ["ip", "link", "set", "dev", ifc, "xdp", "off"], check=False)
+            run(pre + ["ip", "addr", "add", f"{kip}/24", "dev", ifc])
+            run(pre + ["ip", "link", "set", "dev", ifc, "up"])
+        self.src = Host(ns_s, if_s, SRC_IP, SRC_KERNEL_IP, self._mac(ns_s, if_s))
+        self.dst = Host(ns_d, if_d, DST_IP, DST_KERNEL_IP, self._mac(ns_d, if_d))
+
+    @staticmethod
+    def _mac(ns: str, ifc: str) -> str:
+        out = run(["ip", "netns", "exec", ns, "ip", "-o", "link", "show", "dev", ifc]).stdout
+        m = re.search(r"link/ether ([0-9a-f:]{17})", out)
+        if not m:
+            raise RuntimeError(f"no MAC on {ifc}: {out}")
+        return m.group(1)
+
+    # -- daemons -------------------------------------------------------
+    def _daemon(self, role: str, host: Host) -> Daemon:
+        sets: dict[str, str] = {}
+        if self.kind == "memif":
+            sets = {"role": "server" if role == "src" else "client",
+                    "socket": str(self.workdir / "memif.sock")}
+        else:
+            sets = {"iface": host.iface or ""}
+        return Daemon(self.build / "control" / "memmotiond", self.workdir,
+                      f"{role}-{self.suffix}", self.kind, host.fabric_ip, sets, host.netns)
+
+    def set_netem(self, host: Host, spec: str | None) -> None:
+        """Kernel qdisc loss/delay on a host's veth egress (e.g. 'loss 1%')."""
+        pre = host.exec_prefix()
+        run(pre + ["tc", "qdisc", "del", "dev", host.iface, "root"], check=False)
+        if spec:
+            run(pre + ["tc", "qdisc", "add", "dev", host.iface, "root", "netem"] + spec.split())
+
+    def start_daemons(self) -> None:
+        self.src_daemon = self._daemon("src", self.src).start()
+        self.dst_daemon = self._daemon("dst", self.dst).start()
+
+    def start_session(self, sid: int, src_listen: str, dst_qemu_uri: str) -> dict:
+        """Prepares the destination, then starts the source; returns the
+        source's reply (with the URI QEMU should migrate to)."""
+        self.dst_daemon.ctl.execute("session-prepare", session=sid, **{"qemu-uri": dst_qemu_uri})
+        args = {"listen": src_listen, "peer-ip": self.dst.fabric_ip}
+        if self.dst.mac:
+            args["peer-mac"] = self.dst.mac
+        return self.src_daemon.ctl.execute("session-start", session=sid, **args)
+
+    def __enter__(self) -> "Fabric":
+        try:
+            self._make_hosts()
+            self.start_daemons()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        for d in ("src_daemon", "dst_daemon"):
+            if hasattr(self, d):
+                getattr(self, d).stop()
+        for ns in self.namespaces:
+            run(["ip", "netns", "del", ns], check=False)
+        self.namespaces.clear()
+
+    def logs(self) -> str:
+        out = []
+        for d in ("src_daemon", "dst_daemon"):
+            if hasattr(self, d):
+                out.append(f"--- {getattr(self, d).name} ---\n{getattr(self, d).log_text()[-4000:]}")
+        return "\n".join(out)
+
+    def __exit__(self, *exc) -> None:
+        self.close()
