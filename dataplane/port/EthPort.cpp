@@ -49,9 +49,9 @@ EthPort::EthPort(const NicProfile& profile, uint32_t ip, uint16_t udp_base_port)
                                   int(rte_socket_id()));
   if (!pool_) refuse(pmd_, "creating " + std::to_string(profile.port.mbufs) + " mbufs", rte_errno);
 
-  // Configure at the default MTU and raise it afterwards: some PMDs
-  // (AF_PACKET) report a 1518-byte max frame yet accept a larger MTU set
-  // through rte_eth_dev_set_mtu, which also sets the kernel interface's.
+  // Configure at the default MTU, then raise it with rte_eth_dev_set_mtu
+  // (which also sets a kernel interface's MTU), unless the profile says the
+  // PMD's frames are sized by its devargs instead (set_mtu = false).
   rte_eth_conf conf{};
   int rc = rte_eth_dev_configure(port_id_, profile.port.rx_queues, profile.port.tx_queues, &conf);
   if (rc != 0) refuse(pmd_, "configuring the port", rc);
@@ -65,7 +65,7 @@ EthPort::EthPort(const NicProfile& profile, uint32_t ip, uint16_t udp_base_port)
     rc = rte_eth_tx_queue_setup(port_id_, q, txd, rte_eth_dev_socket_id(port_id_), nullptr);
     if (rc != 0) refuse(pmd_, "tx queue " + std::to_string(q) + " setup", rc);
   }
-  rc = profile.port.mtu_from_kernel ? 0 : rte_eth_dev_set_mtu(port_id_, uint16_t(mtu_));
+  rc = !profile.port.set_mtu ? 0 : rte_eth_dev_set_mtu(port_id_, uint16_t(mtu_));
   if (rc == -ENOTSUP) {
     uint16_t current = 0;
     rte_eth_dev_get_mtu(port_id_, &current);

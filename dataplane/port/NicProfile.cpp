@@ -212,9 +212,9 @@ NicProfile load_profile(const std::filesystem::path& path,
   p.port.mbuf_data_room = uint32_t(port.integer("mbuf_data_room", 1024, 65535 - 128, 10240));
   p.port.mbufs = uint32_t(port.integer("mbufs", 1024, 1 << 20, 16383));
   p.port.promiscuous = port.boolean("promiscuous", true);
-  p.port.mtu_from_kernel = port.boolean("mtu_from_kernel", false);
+  p.port.set_mtu = port.boolean("set_mtu", true);
   port.reject_unknown({"pmd", "devargs", "mtu", "rx_queues", "tx_queues", "rx_desc", "tx_desc",
-                       "mbuf_data_room", "mbufs", "promiscuous", "mtu_from_kernel"});
+                       "mbuf_data_room", "mbufs", "promiscuous", "set_mtu"});
   if (p.port.mbuf_data_room < p.port.mtu + 18) {
     port.fail("mbuf_data_room", std::to_string(p.port.mbuf_data_room) +
                                     " cannot hold a frame of mtu " + std::to_string(p.port.mtu) +

@@ -31,9 +31,11 @@ struct NicProfile {
     uint32_t mbuf_data_room = 10240;
     uint32_t mbufs = 16383;
     bool promiscuous = true;
-    // The kernel interface's MTU governs (AF_PACKET reports a 1518-byte
-    // max frame to ethdev yet carries any frame its ring frames hold).
-    bool mtu_from_kernel = false;
+    // false: do not set the MTU through ethdev; the PMD carries frames up to
+    // `mtu` by its devargs and the interface (AF_PACKET reports a 1518-byte
+    // max frame to ethdev yet its ring frames hold jumbo frames; memif has
+    // no MTU at all).
+    bool set_mtu = true;
   } port;
   struct Eal {
     std::vector<std::string> args;

@@ -24,15 +24,16 @@ def main() -> int:
     ap.add_argument("--kind", default="af_packet-veth")
     ap.add_argument("--mib", type=int, default=256, help="MiB source -> destination")
     ap.add_argument("--back-mib", type=int, default=16, help="MiB destination -> source")
-    ap.add_argument("--loss", default=None, help="netem loss on both veths, e.g. 1%%")
+    ap.add_argument("--loss", type=float, default=0.0,
+                    help="percent of MMP frames dropped by XDP on both veths")
     ap.add_argument("--timeout", type=float, default=240)
     a = ap.parse_args()
 
     fwd, back = a.mib << 20, a.back_mib << 20
     with Fabric(a.build, a.kind) as f:
         if a.loss:
-            f.set_netem(f.src, f"loss {a.loss}")
-            f.set_netem(f.dst, f"loss {a.loss}")
+            f.set_loss(f.src, a.loss)
+            f.set_loss(f.dst, a.loss)
         dst_path = str(f.workdir / "dst-qemu.sock")
         src_path = str(f.workdir / "src-qemu.sock")
         dest = DestinationPeer(dst_path, seed=2, send_bytes=back)
@@ -65,10 +66,15 @@ def main() -> int:
         if cs["wire_bytes_tx"] <= fwd:
             problems.append(f"wire bytes {cs['wire_bytes_tx']} cannot be below the payload {fwd}")
         if a.loss and cs["retransmits"] + cd["retransmits"] == 0:
-            problems.append(f"{a.loss} loss injected but nothing was retransmitted")
+            problems.append(f"{a.loss}% loss injected but nothing was retransmitted")
+        drops = f.loss_reports()
+        if a.loss and not any(" dropped 0" not in d for d in drops):
+            problems.append(f"the XDP loss injector dropped nothing: {drops}")
         src.close()
         dest.close()
-        print(f"{a.kind}{' loss ' + a.loss if a.loss else ''}: {a.mib} MiB + {a.back_mib} MiB back "
+        for d in drops:
+            print(d)
+        print(f"{a.kind}{f' loss {a.loss}%' if a.loss else ''}: {a.mib} MiB + {a.back_mib} MiB back "
               f"in {elapsed:.2f} s ({fwd / elapsed / 2**20:.0f} MiB/s), wire tx "
               f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB, retransmits src {cs['retransmits']} "
               f"dst {cd['retransmits']}, duplicates at dst {cd['duplicates_rx']}")

@@ -64,6 +64,7 @@ class Fabric:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"mm-{self.suffix}-"))
         self.mtu = mtu or {"af_packet-veth": 9000, "af_xdp-veth": 3000, "memif": 9000}[kind]
         self.namespaces: list[str] = []
+        self.loss_procs: list[subprocess.Popen] = []
         self.src: Host
         self.dst: Host
         self.src_daemon: Daemon
@@ -111,12 +112,30 @@ class Fabric:
         return Daemon(self.build / "control" / "memmotiond", self.workdir,
                       f"{role}-{self.suffix}", self.kind, host.fabric_ip, sets, host.netns)
 
-    def set_netem(self, host: Host, spec: str | None) -> None:
-        """Kernel qdisc loss/delay on a host's veth egress (e.g. 'loss 1%')."""
-        pre = host.exec_prefix()
-        run(pre + ["tc", "qdisc", "del", "dev", host.iface, "root"], check=False)
-        if spec:
-            run(pre + ["tc", "qdisc", "add", "dev", host.iface, "root", "netem"] + spec.split())
+    def set_loss(self, host: Host, percent: float) -> None:
+        """Drops `percent` of the MMP frames arriving at a host's veth, with
+        the XDP program of ebpf/ (runs until the fabric closes)."""
+        proc = subprocess.Popen(host.exec_prefix() + [
+            str(self.build / "ebpf" / "mm-xdp-loss"), "--iface", host.iface or "",
+            "--loss", str(percent)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        said = ""
+        while proc.stdout and "attached" not in said:
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait(timeout=10)
+                raise RuntimeError(f"mm-xdp-loss did not attach to {host.iface}: {said}")
+            said += line
+        self.loss_procs.append(proc)
+
+    def loss_reports(self) -> list[str]:
+        """Stops the loss injectors; returns their 'saw N, dropped M' lines."""
+        out = []
+        for p in self.loss_procs:
+            p.terminate()
+            text, _ = p.communicate(timeout=10)
+            out += [line for line in text.splitlines() if "dropped" in line]
+        self.loss_procs.clear()
+        return out
 
     def start_daemons(self) -> None:
         self.src_daemon = self._daemon("src", self.src).start()
@@ -141,6 +160,7 @@ class Fabric:
         return self
 
     def close(self) -> None:
+        self.loss_reports()
         for d in ("src_daemon", "dst_daemon"):
             if hasattr(self, d):
                 getattr(self, d).stop()
