@@ -1,0 +1,2 @@
+"""Test harness for MemoryMotion: real QEMU VMs, network namespaces, and
+memmotiond processes."""

@@ -1,0 +1,47 @@
+"""Byte-for-byte comparison of two guest RAM dumps, reporting which pages
+differ (so a failure says where, not only that)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PAGE = 4096
+CHUNK = 4 << 20
+
+
+@dataclass
+class DumpDiff:
+    size_a: int
+    size_b: int
+    differing_pages: int = 0
+    first_pages: list[int] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return self.size_a == self.size_b and self.differing_pages == 0
+
+    def __str__(self) -> str:
+        if self.identical:
+            return f"identical ({self.size_a} bytes)"
+        offs = ", ".join(f"0x{p * PAGE:x}" for p in self.first_pages)
+        return (f"{self.differing_pages} pages differ (sizes {self.size_a} / {self.size_b}); "
+                f"first at {offs}")
+
+
+def compare_dumps(a: Path, b: Path) -> DumpDiff:
+    diff = DumpDiff(Path(a).stat().st_size, Path(b).stat().st_size)
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        base = 0
+        while True:
+            ca, cb = fa.read(CHUNK), fb.read(CHUNK)
+            if not ca and not cb:
+                break
+            if ca != cb:
+                for off in range(0, max(len(ca), len(cb)), PAGE):
+                    if ca[off:off + PAGE] != cb[off:off + PAGE]:
+                        diff.differing_pages += 1
+                        if len(diff.first_pages) < 8:
+                            diff.first_pages.append((base + off) // PAGE)
+            base += CHUNK
+    return diff

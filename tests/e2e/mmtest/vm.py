@@ -1,0 +1,143 @@
+"""A real QEMU VM (qemu-system-x86_64, TCG) running the test guest, driven
+over QMP; optionally inside a network namespace."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from .qmp import Qmp
+
+QEMU = "/usr/bin/qemu-system-x86_64"
+
+
+class Vm:
+    def __init__(self, name: str, workdir: Path, kernel: Path, initrd: Path, ram_mib: int = 256,
+                 append: str = "", incoming: str | None = None, paused: bool = False,
+                 netns: str | None = None):
+        if not os.path.exists(QEMU):
+            raise SystemExit(f"{QEMU} is missing (apt-get install qemu-system-x86)")
+        self.name = name
+        self.workdir = Path(workdir)
+        self.ram_mib = ram_mib
+        self.qmp_path = str(self.workdir / f"{name}.qmp")
+        self.console_path = self.workdir / f"{name}.console"
+        cmd = [QEMU, "-name", name, "-accel", "tcg", "-machine", "pc", "-cpu", "qemu64",
+               "-m", str(ram_mib), "-smp", "1", "-nodefaults", "-nographic", "-vga", "none",
+               "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
+               "-append", f"console=ttyS0 quiet panic=-1 {append}".strip(),
+               "-chardev", f"file,id=con,path={self.console_path}", "-serial", "chardev:con",
+               "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        if incoming:
+            cmd += ["-incoming", incoming]
+        if paused:
+            cmd += ["-S"]
+        if netns:
+            cmd = ["ip", "netns", "exec", netns] + cmd
+        self.cmd = cmd
+        self.proc: subprocess.Popen | None = None
+        self.qmp: Qmp | None = None
+
+    def start(self) -> "Vm":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.workdir / f"{self.name}.qemu.log", "wb")
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(self.qmp_path):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"QEMU {self.name} exited: {self.qemu_log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"QEMU {self.name} opened no QMP socket")
+            time.sleep(0.05)
+        self.qmp = Qmp(self.qmp_path)
+        return self
+
+    def console(self) -> str:
+        try:
+            return self.console_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def qemu_log(self) -> str:
+        try:
+            return (self.workdir / f"{self.name}.qemu.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def wait_console(self, pattern: str, timeout: float, after: int = 0) -> re.Match:
+        """Waits for a regex on the serial console (from offset `after`)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.console(), after)
+            if m:
+                return m
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"QEMU {self.name} exited while waiting for {pattern!r}: "
+                                   f"{self.qemu_log()}\nconsole: {self.console()[-1000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: no {pattern!r} on the console in {timeout} s; "
+                                   f"console tail: {self.console()[-800:]!r}")
+            time.sleep(0.1)
+
+    def execute(self, cmd: str, **args):
+        assert self.qmp is not None
+        return self.qmp.execute(cmd, **args)
+
+    def status(self) -> str:
+        return self.execute("query-status")["status"]
+
+    def set_migration(self, capabilities: dict[str, bool], parameters: dict) -> None:
+        if capabilities:
+            self.execute("migrate-set-capabilities", capabilities=[
+                {"capability": k, "state": v} for k, v in capabilities.items()])
+        if parameters:
+            self.execute("migrate-set-parameters", **parameters)
+
+    def query_migrate(self) -> dict:
+        return self.execute("query-migrate")
+
+    def wait_migration(self, timeout: float) -> dict:
+        """Polls query-migrate until completed/failed/cancelled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.query_migrate()
+            if info.get("status") in ("completed", "failed", "cancelled"):
+                return info
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: migration still {info.get('status')} after "
+                                   f"{timeout} s: {info}")
+            time.sleep(0.05)
+
+    def pmemsave(self, path: Path) -> Path:
+        """Dumps all guest RAM (physical 0 .. ram size) to path."""
+        self.execute("pmemsave", val=0, size=self.ram_mib << 20, filename=str(path))
+        return path
+
+    def stop(self) -> None:
+        if self.qmp:
+            try:
+                self.qmp.execute("quit")
+            except Exception:
+                pass
+            self.qmp.close()
+            self.qmp = None
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if hasattr(self, "log"):
+            self.log.close()
+
+    def __enter__(self) -> "Vm":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,127 @@
+#!/usr/bin/python3
+"""e2e: a real QEMU VM (TCG, Debian kernel, memload dirtying its RAM) migrates
+from a source host to a destination host (network namespaces joined by a
+veth) through two memmotiond carrying the stream over DPDK. Guest RAM must
+be byte-identical on both sides and the destination guest must run on.
+
+--kill-destination-daemon instead kills the destination daemon mid-way: the
+source daemon must fail the session, the source QEMU must report a failed
+migration, and the source VM must keep running."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mmtest import flow  # noqa: E402
+from mmtest.fabric import Fabric  # noqa: E402
+from mmtest.guest import ensure_guest  # noqa: E402
+from mmtest.vm import Vm  # noqa: E402
+
+
+def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
+    append = f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same=30"
+    wd = f.workdir
+    with Vm("src-vm", wd, kernel, initrd, a.ram, append, netns=f.src.netns) as src, \
+         Vm("dst-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/dst-in.sock",
+            paused=True, netns=f.dst.netns) as dst:
+        src.wait_console(r"MEMLOAD READY", 180)
+        reply = f.start_session(7, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock")
+        flow.configure(src, dst)
+        r = flow.migrate(src, dst, reply["migrate-uri"], timeout=300)
+        s_src = f.src_daemon.wait_session(7, 60)
+        s_dst = f.dst_daemon.wait_session(7, 60)
+        problems = []
+        if r.status != "completed":
+            problems.append(f"QEMU migration {r.status}: {r.info.get('error-desc')}")
+        for s in (s_src, s_dst):
+            if s["state"] != "completed":
+                problems.append(f"{s['role']} daemon session {s['state']}: {s.get('error')}")
+        verdict = ""
+        if not problems:
+            try:
+                verdict = flow.verify(src, dst, wd)
+            except AssertionError as e:
+                problems.append(str(e))
+        cs, cd = s_src["counters"], s_dst["counters"]
+        if not problems and cs["qemu_bytes_in"] != cd["qemu_bytes_out"]:
+            problems.append(f"bytes in at source {cs['qemu_bytes_in']} != bytes out at "
+                            f"destination {cd['qemu_bytes_out']}")
+        print(f"through memmotiond ({f.kind}): {r.line()}; stream "
+              f"{cs['qemu_bytes_in'] / 2**20:.1f} MiB from QEMU, "
+              f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB on the wire, return path "
+              f"{cd['qemu_bytes_in']} B, retransmits {cs['retransmits']}; {verdict}")
+        if problems:
+            print("FAIL:\n  " + "\n  ".join(problems))
+            print(f.logs())
+            return 1
+    print("PASS")
+    return 0
+
+
+def kill_destination(f: Fabric, kernel: Path, initrd: Path, a) -> int:
+    append = f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same=30"
+    wd = f.workdir
+    with Vm("src-vm", wd, kernel, initrd, a.ram, append, netns=f.src.netns) as src, \
+         Vm("dst-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/dst-in.sock",
+            paused=True, netns=f.dst.netns) as dst:
+        src.wait_console(r"MEMLOAD READY", 180)
+        reply = f.start_session(9, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock")
+        flow.configure(src, dst)
+        # A slow migration (16 MiB/s) so the kill lands in the middle of it.
+        src.set_migration({}, {"max-bandwidth": 16 << 20})
+        src.execute("migrate", uri=reply["migrate-uri"])
+        deadline = time.monotonic() + 60
+        while f.src_daemon.session(9)["counters"]["qemu_bytes_in"] < 8 << 20:
+            assert time.monotonic() < deadline, "the migration never got going"
+            time.sleep(0.1)
+        f.dst_daemon.kill()
+        t_kill = time.monotonic()
+        info = src.wait_migration(60)
+        t_failed = time.monotonic() - t_kill
+        s_src = f.src_daemon.wait_session(9, 30)
+        problems = []
+        if info["status"] != "failed":
+            problems.append(f"source QEMU migration is {info['status']}, expected failed")
+        if s_src["state"] != "failed" or "no packet from the peer" not in s_src.get("error", ""):
+            problems.append(f"source session {s_src['state']}: {s_src.get('error')}")
+        status = src.status()
+        if status != "running":
+            problems.append(f"source VM is {status}, expected running")
+        mark = len(src.console())
+        try:
+            src.wait_console(r"MEMLOAD TICK \d+", 30, after=mark)
+        except TimeoutError as e:
+            problems.append(f"source guest stopped ticking: {e}")
+        print(f"destination daemon killed: source QEMU {info['status']} after {t_failed:.1f} s, "
+              f"source session {s_src['state']} ({s_src.get('error')}), source VM {status}")
+        if problems:
+            print("FAIL:\n  " + "\n  ".join(problems))
+            print(f.logs())
+            return 1
+    print("PASS")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--build", required=True, type=Path)
+    ap.add_argument("--kind", default="af_packet-veth")
+    ap.add_argument("--ram", type=int, default=256, help="guest RAM, MiB")
+    ap.add_argument("--guest-mib", type=int, default=128, help="MiB memload fills")
+    ap.add_argument("--dirty", type=int, default=2000, help="pages/s memload dirties")
+    ap.add_argument("--kill-destination-daemon", action="store_true")
+    a = ap.parse_args()
+    kernel, initrd = ensure_guest(a.build)
+    with Fabric(a.build, a.kind) as f:
+        if a.kill_destination_daemon:
+            return kill_destination(f, kernel, initrd, a)
+        return migrate_ok(f, kernel, initrd, a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

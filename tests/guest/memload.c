@@ -1,0 +1,154 @@
+/* memload: the test guest's workload (PID 1's child in the initramfs).
+ * Fills N MiB with a deterministic mix of page kinds a real VM has (zero,
+ * duplicate, text, machine-code-like, random), says READY on the console,
+ * then keeps dirtying pages at a set rate -- some with new bytes, some
+ * rewritten with identical bytes -- and prints a TICK every second so a
+ * test can see the guest running after migration.
+ *
+ * usage: memload MIB DIRTY_PAGES_PER_S SAME_PERCENT MIX
+ *   MIX: default | idle (no dirtying) | random (all random pages)
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096
+
+static uint64_t xorshift(uint64_t* s) {
+  uint64_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
+
+static uint64_t mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  return x ^ (x >> 33);
+}
+
+static const char* words[] = {"the", "migration", "page", "memory", "kernel", "error", "request",
+                              "INFO", "WARN", "connection", "timeout", "user", "session",
+                              "GET /index.html", "200", "value", "cache", "miss", "hit", "\n"};
+
+static unsigned char templates[16][PAGE];
+
+enum kind { ZERO, DUP, TEXT, CODE, RANDOM };
+
+static enum kind kind_of(uint64_t page, int all_random) {
+  if (all_random) return RANDOM;
+  unsigned r = (unsigned)(mix64(page) % 100);
+  if (r < 30) return ZERO;
+  if (r < 50) return DUP;
+  if (r < 75) return TEXT;
+  if (r < 85) return CODE;
+  return RANDOM;
+}
+
+static void fill(unsigned char* p, uint64_t page, uint64_t generation, int all_random) {
+  uint64_t s = mix64(page * 0x9E3779B97F4A7C15ULL + generation + 1) | 1;
+  switch (kind_of(page, all_random)) {
+    case ZERO:
+      memset(p, 0, PAGE);
+      if (generation) p[xorshift(&s) % PAGE] = (unsigned char)(generation | 1);
+      break;
+    case DUP:
+      memcpy(p, templates[(mix64(page) >> 8) % 16], PAGE);
+      if (generation) p[xorshift(&s) % PAGE] ^= (unsigned char)(generation | 1);
+      break;
+    case TEXT: {
+      size_t off = 0;
+      while (off < PAGE) {
+        const char* w = words[xorshift(&s) % (sizeof words / sizeof *words)];
+        size_t n = strlen(w);
+        if (off + n + 1 > PAGE) n = PAGE - off - 1;
+        memcpy(p + off, w, n);
+        off += n;
+        p[off++] = ' ';
+      }
+      break;
+    }
+    case CODE: {
+      static const unsigned char ops[] = {0x48, 0x89, 0xe5, 0x55, 0xc3, 0x8b, 0x45, 0xf8, 0xe8,
+                                          0x0f, 0x1f, 0x44, 0x00, 0x83, 0xc4, 0x41, 0x5d, 0xff};
+      for (size_t i = 0; i < PAGE; ++i) {
+        uint64_t r = xorshift(&s);
+        p[i] = (r & 7) < 6 ? ops[r % sizeof ops] : (unsigned char)(r >> 16);
+      }
+      break;
+    }
+    case RANDOM:
+      for (size_t i = 0; i < PAGE; i += 8) {
+        uint64_t r = xorshift(&s);
+        memcpy(p + i, &r, 8);
+      }
+      break;
+  }
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+int main(int argc, char** argv) {
+  long mib = argc > 1 ? atol(argv[1]) : 64;
+  long dirty = argc > 2 ? atol(argv[2]) : 2000;
+  long same = argc > 3 ? atol(argv[3]) : 30;
+  const char* mix = argc > 4 ? argv[4] : "default";
+  int all_random = strcmp(mix, "random") == 0;
+  if (strcmp(mix, "idle") == 0) dirty = 0;
+  if (mib <= 0 || dirty < 0 || same < 0 || same > 100) {
+    fprintf(stderr, "memload: bad arguments\n");
+    return 2;
+  }
+  uint64_t pages = (uint64_t)mib * 1024 * 1024 / PAGE;
+  unsigned char* mem = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (mem == MAP_FAILED) {
+    perror("memload: mmap");
+    return 1;
+  }
+  uint64_t seed = 0x1234567;
+  for (int t = 0; t < 16; ++t)
+    for (int i = 0; i < PAGE; ++i) templates[t][i] = (unsigned char)xorshift(&seed);
+  for (uint64_t i = 0; i < pages; ++i) fill(mem + i * PAGE, i, 0, all_random);
+  printf("MEMLOAD READY %ld MiB dirty=%ld/s same=%ld%% mix=%s\n", mib, dirty, same, mix);
+  fflush(stdout);
+
+  uint64_t rng = 0xC0FFEE, generation = 1, tick = 0;
+  double next_tick = now_s() + 1, start = now_s();
+  uint64_t done = 0;
+  for (;;) {
+    /* Dirty at the configured rate, in 10 ms slices. */
+    double elapsed = now_s() - start;
+    uint64_t due = (uint64_t)(elapsed * (double)dirty);
+    while (done < due) {
+      uint64_t page = xorshift(&rng) % pages;
+      unsigned char* p = mem + page * PAGE;
+      if ((long)(xorshift(&rng) % 100) < same) {
+        /* Same bytes written again: the page is dirty but unchanged. */
+        volatile uint64_t* w = (volatile uint64_t*)p;
+        for (size_t i = 0; i < PAGE / 8; ++i) w[i] = w[i];
+      } else {
+        fill(p, page, generation++, all_random);
+      }
+      ++done;
+    }
+    if (now_s() >= next_tick) {
+      printf("MEMLOAD TICK %llu\n", (unsigned long long)++tick);
+      fflush(stdout);
+      next_tick += 1;
+    }
+    usleep(10000);
+  }
+}
