@@ -35,17 +35,18 @@ const json& arg(const json& args, const char* name) {
   return *it;
 }
 
-uint64_t uint_arg(const json& args, const char* name, uint64_t max) {
+uint64_t uint_arg(const json& args, const char* name, uint64_t max, uint64_t min = 0) {
   const json& v = arg(args, name);
-  if (!v.is_number_unsigned() || v.get<uint64_t>() > max) {
+  if (!v.is_number_unsigned() || v.get<uint64_t>() > max || v.get<uint64_t>() < min) {
     throw CommandError("InvalidParameter", std::string("argument '") + name +
-                                               "' must be an integer in 0.." + std::to_string(max));
+                                               "' must be an integer in " + std::to_string(min) +
+                                               ".." + std::to_string(max));
   }
   return v.get<uint64_t>();
 }
 
 uint64_t uint_arg_or(const json& args, const char* name, uint64_t max, uint64_t dflt) {
-  return args.contains(name) ? uint_arg(args, name, max) : dflt;
+  return args.contains(name) ? uint_arg(args, name, max, 1) : dflt;
 }
 
 std::string string_arg(const json& args, const char* name) {
@@ -62,11 +63,7 @@ void no_other_args(const json& args, std::initializer_list<const char*> known) {
   }
 }
 
-uint32_t session_arg(const json& args) {
-  const uint64_t id = uint_arg(args, "session", UINT32_MAX);
-  if (id == 0) throw CommandError("InvalidParameter", "argument 'session' must be 1..4294967295");
-  return uint32_t(id);
-}
+uint32_t session_arg(const json& args) { return uint32_t(uint_arg(args, "session", UINT32_MAX, 1)); }
 
 }  // namespace
 

@@ -1,0 +1,228 @@
+#!/usr/bin/python3
+"""Integration: bad input gets a clear error and a counter, never a crash.
+
+  profiles   bad NIC profiles: memmotiond exits 2 with one line naming file and key
+  control    malformed/unknown/ill-typed/oversized control requests: QMP error
+             classes; memmotionctl exit codes; the daemon keeps serving
+  packets    malformed, foreign-session and unauthenticated MMP frames injected
+             on the veth are dropped and counted, and change nothing
+  peer       a source whose destination never prepared the session fails it
+             after the dead timeout; a cancel reaches the peer"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mmpacket import frame, mmp  # noqa: E402
+from mmtest.daemon import ControlClient, ControlError, Daemon  # noqa: E402
+from mmtest.fabric import Fabric  # noqa: E402
+
+PROFILES = Path(__file__).resolve().parents[2] / "nic-profiles"
+failures: list[str] = []
+
+
+def check(cond: bool, what: str) -> None:
+    print(f"  {'ok  ' if cond else 'FAIL'} {what}")
+    if not cond:
+        failures.append(what)
+
+
+def case_profiles(build: Path) -> None:
+    print("profiles:")
+    good = (PROFILES / "af_packet-veth.toml").read_text()
+    cases = {
+        "mtu out of range": (good.replace("mtu = 9000", "mtu = 70000"), "port.mtu: 70000 is out of range"),
+        "unknown key": (good.replace("rx_queues = 1", "rx_queue = 1"), "port.rx_queue: unknown key"),
+        "wrong type": (good.replace("window = 1024", 'window = "big"'), "transport.window: must be an integer"),
+        "bad idle policy": (good.replace('idle = "backoff"', 'idle = "sleepy"'), "engine.idle: 'sleepy' is not allowed"),
+        "bad pmd": (good.replace('pmd = "net_af_packet"', 'pmd = "net_e1000"'), "port.pmd: 'net_e1000' is not allowed"),
+        "malformed TOML": (good.replace("[port]", "[port"), "malformed TOML"),
+        "window not a power of two": (good.replace("window = 1024", "window = 1000"), "not a power of two"),
+    }
+    with tempfile.TemporaryDirectory() as d:
+        for name, (text, expect) in cases.items():
+            p = Path(d) / "bad.toml"
+            p.write_text(text)
+            r = subprocess.run([str(build / "control/memmotiond"), "--profile", str(p), "--ip", "10.0.0.1",
+                                "--set", "iface=lo"], capture_output=True, text=True, timeout=30)
+            lines = [x for x in r.stderr.splitlines() if x.strip()]
+            check(r.returncode == 2 and len(lines) == 1 and expect in lines[0] and str(p) in lines[0],
+                  f"{name}: exit {r.returncode}, {lines}")
+        r = subprocess.run([str(build / "control/memmotiond"), "--profile", "af_packet-veth", "--ip", "10.0.0.1"],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode == 2 and "vars.iface: no value given" in r.stderr, f"missing variable: {r.stderr.strip()}")
+        r = subprocess.run([str(build / "control/memmotiond"), "--profile", "memif", "--ip", "10.0.0.1",
+                            "--set", "role=boss"], capture_output=True, text=True, timeout=30)
+        check(r.returncode == 2 and "vars.role: 'boss' is not allowed" in r.stderr, f"var not allowed: {r.stderr.strip()}")
+        r = subprocess.run([str(build / "control/memmotiond"), "--profile", "memif", "--ip", "10.0.0.300"],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode == 2 and "not an IPv4 address" in r.stderr, f"bad --ip: {r.stderr.strip()}")
+
+
+def expect_error(ctl: ControlClient, raw: bytes, cls: str, text: str, what: str) -> None:
+    reply = ctl.send_raw(raw)
+    err = reply.get("error", {})
+    check(err.get("class") == cls and text in err.get("desc", ""), f"{what}: {reply}")
+
+
+def case_control(build: Path) -> None:
+    print("control:")
+    with tempfile.TemporaryDirectory() as d:
+        dmn = Daemon(build / "control/memmotiond", Path(d), "ctl-test", "memif", "10.77.9.1",
+                     {"role": "server", "socket": f"{d}/memif.sock"}).start()
+        try:
+            ctl = dmn.ctl
+            expect_error(ctl, b'{"execute": \n', "GenericError", "malformed JSON", "truncated JSON")
+            expect_error(ctl, b"[1, 2]\n", "GenericError", "must be a JSON object", "not an object")
+            expect_error(ctl, b'{"arguments": {}}\n', "GenericError", "needs 'execute'", "no execute")
+            expect_error(ctl, b'{"execute": "frobnicate"}\n', "CommandNotFound", "frobnicate", "unknown command")
+            expect_error(ctl, b'{"execute": "query-session"}\n', "InvalidParameter", "missing argument 'session'", "missing argument")
+            expect_error(ctl, b'{"execute": "query-session", "arguments": {"session": "7"}}\n', "InvalidParameter", "must be an integer", "wrong type")
+            expect_error(ctl, b'{"execute": "query-session", "arguments": {"session": -1}}\n', "InvalidParameter", "must be an integer", "negative id")
+            expect_error(ctl, b'{"execute": "query-session", "arguments": {"session": 0}}\n', "InvalidParameter", "1..", "session 0")
+            expect_error(ctl, b'{"execute": "query-session", "arguments": {"session": 5}}\n', "SessionNotFound", "no session 5", "unknown session")
+            expect_error(ctl, b'{"execute": "query-sessions", "arguments": {"x": 1}}\n', "InvalidParameter", "unknown argument 'x'", "unknown argument")
+            expect_error(ctl, b'{"execute": "session-prepare", "arguments": {"session": 3, "qemu-uri": "tcp:1.2.3.4:5"}}\n', "InvalidParameter", "unsupported migration URI", "tcp URI")
+            expect_error(ctl, b'{"execute": "session-start", "arguments": {"session": 3, "listen": "unix:/tmp/x.sock", "peer-ip": "1.2.3"}}\n', "InvalidParameter", "not an IPv4", "bad peer-ip")
+            expect_error(ctl, b'{"execute": "session-start", "arguments": {"session": 3, "listen": "unix:/tmp/x.sock", "peer-ip": "1.2.3.4", "peer-mac": "zz"}}\n', "InvalidParameter", "not a MAC", "bad peer-mac")
+            expect_error(ctl, f'{{"execute": "session-start", "arguments": {{"session": 3, "listen": "unix:{d}/no/such/dir/x.sock", "peer-ip": "1.2.3.4"}}}}\n'.encode(), "GenericError", "cannot listen", "listen path in a missing directory")
+            ok = ctl.execute("session-prepare", session=4, **{"qemu-uri": f"unix:{d}/q.sock"})
+            check(ok["state"] == "prepared", f"a good prepare: {ok}")
+            expect_error(ctl, f'{{"execute": "session-prepare", "arguments": {{"session": 4, "qemu-uri": "unix:{d}/q.sock"}}}}\n'.encode(), "InvalidParameter", "already exists", "duplicate session")
+            reply = ctl.send_raw(b'{"execute": "query-version", "id": "abc"}\n')
+            check(reply.get("id") == "abc" and "memmotion" in reply.get("return", {}), f"id echoed: {reply}")
+            # Oversized: 2 MiB without a newline -> error and disconnect.
+            big = socket.socket(socket.AF_UNIX)
+            big.connect(dmn.control_path)
+            big.recv(4096)
+            try:
+                big.sendall(b'{"execute": "' + b"x" * (2 << 20))
+            except OSError:
+                pass
+            big.settimeout(10)
+            data = b""
+            try:
+                while True:
+                    chunk = big.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            check(b"larger than" in data, f"oversized request refused: {data[:120]!r}")
+            check(ctl.execute("query-version")["memmotion"] != "", "still serving after bad input")
+            ctl_bin = str(build / "control/memmotionctl")
+            r = subprocess.run([ctl_bin, "--socket", dmn.control_path, "status", "--session", "99"], capture_output=True, text=True)
+            check(r.returncode == 1 and "SessionNotFound" in r.stderr, f"memmotionctl error reply exit 1: {r.returncode} {r.stderr.strip()}")
+            r = subprocess.run([ctl_bin, "--socket", f"{d}/nothing.sock", "sessions"], capture_output=True, text=True)
+            check(r.returncode == 3 and "cannot connect" in r.stderr, f"memmotionctl unreachable exit 3: {r.returncode}")
+            r = subprocess.run([ctl_bin, "--socket", dmn.control_path, "status"], capture_output=True, text=True)
+            check(r.returncode == 2, f"memmotionctl usage exit 2: {r.returncode}")
+            r = subprocess.run([ctl_bin, "--socket", dmn.control_path, "--json", "status", "--session", "4"], capture_output=True, text=True)
+            check(r.returncode == 0 and json.loads(r.stdout)["state"] == "prepared", f"memmotionctl --json: {r.stdout.strip()}")
+            r = subprocess.run([ctl_bin, "--socket", dmn.control_path, "--timeout", "1", "wait", "--session", "4"], capture_output=True, text=True)
+            check(r.returncode == 4, f"memmotionctl wait timeout exit 4: {r.returncode}")
+            r = subprocess.run([ctl_bin, "--socket", dmn.control_path, "cancel", "--session", "4"], capture_output=True, text=True)
+            r2 = subprocess.run([ctl_bin, "--socket", dmn.control_path, "wait", "--session", "4"], capture_output=True, text=True)
+            check(r.returncode == 0 and r2.returncode == 5 and "cancelled" in r2.stdout, f"cancel, then wait exits 5: {r.returncode} {r2.returncode}")
+        finally:
+            code = dmn.stop()
+        check(code == 0, f"quit stops the daemon cleanly (exit {code})")
+
+
+def case_packets(build: Path) -> None:
+    print("packets:")
+    with Fabric(build, "af_packet-veth") as f:
+        f.dst_daemon.ctl.execute("session-prepare", session=99, **{"qemu-uri": f"unix:{f.workdir}/q.sock"})
+        before = f.dst_daemon.stats()
+        inject = [
+            ("too_short", mmp(99)[:20]),
+            ("bad_magic", mmp(99, b"x", magic=0x4D4E)),
+            ("bad_version", mmp(99, b"x", version=2)),
+            ("bad_type", mmp(99, b"x", ptype=9)),
+            ("bad_flags", mmp(99, b"x", flags=0x40)),
+            ("bad_length", mmp(99, b"xyz", length=2)),
+            ("bad_crc", mmp(99, b"payload", good_crc=False)),
+        ]
+        frames = []
+        for name, d in inject:
+            frames += [(name, d)] * 3
+        frames.append(("unknown_session", mmp(12345, b"x")))
+        frames.append(("bad_auth", mmp(99, b"\x01\x00\x00\x00\x01z", auth=7)))
+        frames.append(("not_mmp", None))
+        code = (
+            "import socket,sys,pickle\n"
+            "s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
+            f"s.bind(('{f.src.iface}',0))\n"
+            "for fr in pickle.loads(sys.stdin.buffer.read()): s.send(fr)\n")
+        raw = []
+        for name, d in frames:
+            if d is None:
+                raw.append(frame(f.dst.mac, f.src.mac, "10.77.1.1", "10.77.1.2", 9999, b"hello"))
+            else:
+                raw.append(frame(f.dst.mac, f.src.mac, "10.77.1.1", "10.77.1.2", 7470, d))
+        subprocess.run(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", code],
+                       input=pickle.dumps(raw), check=True, timeout=30)
+        time.sleep(1.0)
+        after = f.dst_daemon.stats()
+        eb, ea = before["engine"], after["engine"]
+        for name, _ in inject:
+            delta = ea["rx_invalid"][name] - eb["rx_invalid"][name]
+            check(delta == 3, f"{name}: counted {delta} of 3")
+        check(ea["rx_unknown_session"] - eb["rx_unknown_session"] >= 1, "unknown session counted")
+        check(ea["rx_bad_auth"] - eb["rx_bad_auth"] == 1, "non-zero auth without a key counted")
+        check(after["port"]["rx_not_mmp"] > before["port"]["rx_not_mmp"], "UDP to another port counted as not MMP")
+        s = f.dst_daemon.session(99)
+        check(s["state"] == "prepared" and s["counters"]["packets_rx"] == 0,
+              f"the prepared session acted on nothing: {s['state']}, {s['counters']['packets_rx']} packets")
+
+
+def case_peer(build: Path) -> None:
+    print("peer:")
+    with Fabric(build, "af_packet-veth") as f:
+        t0 = time.monotonic()
+        f.src_daemon.ctl.execute("session-start", session=5, listen=f"unix:{f.workdir}/s5.sock",
+                                 **{"peer-ip": f.dst.fabric_ip, "peer-mac": f.dst.mac})
+        s = f.src_daemon.wait_session(5, 20)
+        took = time.monotonic() - t0
+        check(s["state"] == "failed" and "no packet from the peer" in s.get("error", "") and 4.5 < took < 12,
+              f"unprepared destination: {s['state']} after {took:.1f} s: {s.get('error')}")
+        check(f.dst_daemon.stats()["engine"]["rx_unknown_session"] > 0, "the destination counted the unknown session")
+        f.start_session(6, f"unix:{f.workdir}/s6.sock", f"unix:{f.workdir}/d6.sock")
+        time.sleep(0.5)
+        f.src_daemon.ctl.execute("session-cancel", session=6)
+        s_src = f.src_daemon.wait_session(6, 5)
+        s_dst = f.dst_daemon.wait_session(6, 5)
+        check(s_src["state"] == "cancelled" and s_dst["state"] == "cancelled" and "cancelled by peer" in s_dst.get("error", ""),
+              f"cancel reaches the peer: {s_src['state']} / {s_dst['state']} ({s_dst.get('error')})")
+        try:
+            f.src_daemon.ctl.execute("session-cancel", session=77)
+            check(False, "cancel of an unknown session is an error")
+        except ControlError as e:
+            check(e.cls == "SessionNotFound", f"cancel of an unknown session: {e}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", required=True, type=Path)
+    ap.add_argument("cases", nargs="*", default=["profiles", "control", "packets", "peer"])
+    a = ap.parse_args()
+    for c in a.cases:
+        {"profiles": case_profiles, "control": case_control, "packets": case_packets, "peer": case_peer}[c](a.build)
+    print(f"{'FAIL' if failures else 'PASS'}: {len(failures)} check(s) failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
