@@ -1,0 +1,71 @@
+// Proves every shipped NIC profile loads, that variables fill the devargs,
+// and that the EAL arguments always carry --no-pci and the port's vdev.
+// (Bad profiles are exercised through memmotiond by the integration tests.)
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "dataplane/port/NicProfile.hpp"
+
+using namespace mm::port;
+
+namespace {
+const std::string kDir = MEMMOTION_PROFILE_DIR;
+
+bool has(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+}  // namespace
+
+TEST(NicProfile, AfPacketVethLoadsAndFillsIface) {
+  const NicProfile p = load_profile(kDir + "/af_packet-veth.toml", {{"iface", "veth7"}});
+  EXPECT_EQ(p.name, "af_packet-veth");
+  EXPECT_EQ(p.port.pmd, "net_af_packet");
+  EXPECT_NE(p.port.devargs.find("iface=veth7,"), std::string::npos);
+  EXPECT_EQ(p.port.mtu, 9000u);
+  EXPECT_GE(p.port.mbuf_data_room, p.port.mtu + 18);
+  EXPECT_EQ(p.engine.idle, "backoff");
+  const auto args = eal_arguments(p, "mm-x");
+  EXPECT_TRUE(has(args, "--file-prefix=mm-x"));
+  EXPECT_TRUE(has(args, "--no-pci"));
+  EXPECT_TRUE(has(args, "--no-huge"));
+  EXPECT_TRUE(has(args, "--vdev=net_af_packet0," + p.port.devargs));
+}
+
+TEST(NicProfile, MemifDefaultsAndAllowedRoles) {
+  const NicProfile p = load_profile(kDir + "/memif.toml", {});
+  EXPECT_NE(p.port.devargs.find("role=server"), std::string::npos);
+  const NicProfile c = load_profile(kDir + "/memif.toml", {{"role", "client"}, {"socket", "/tmp/m.sock"}});
+  EXPECT_NE(c.port.devargs.find("role=client,socket=/tmp/m.sock"), std::string::npos);
+  EXPECT_THROW(load_profile(kDir + "/memif.toml", {{"role", "master"}}), ProfileError);
+}
+
+TEST(NicProfile, AfXdpStaysUnderTheVethXdpFrameLimit) {
+  const NicProfile p = load_profile(kDir + "/af_xdp-veth.toml", {{"iface", "v"}});
+  EXPECT_EQ(p.port.pmd, "net_af_xdp");
+  EXPECT_LE(p.port.mtu, 3500u);
+}
+
+TEST(NicProfile, ErrorsNameFileAndKey) {
+  const std::string f = ::testing::TempDir() + "/bad_profile.toml";
+  std::ofstream(f) << "[profile]\nname = \"x\"\n[port]\npmd = \"net_ring\"\nmtu = 100\n";
+  try {
+    load_profile(f, {});
+    FAIL() << "mtu 100 accepted";
+  } catch (const ProfileError& e) {
+    EXPECT_NE(std::string(e.what()).find(f + ": port.mtu: 100 is out of range (allowed 576..9600)"),
+              std::string::npos)
+        << e.what();
+  }
+  std::ofstream(f) << "[profile]\nname = \"x\"\n[port]\npmd = \"net_ring\"\nmtu = 1500\n"
+                      "mbuf_data_room = 2048\n[engine]\nidle = \"spin\"\nspin_hard = true\n";
+  try {
+    load_profile(f, {});
+    FAIL() << "unknown key accepted";
+  } catch (const ProfileError& e) {
+    EXPECT_NE(std::string(e.what()).find("engine.spin_hard: unknown key"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_profile(::testing::TempDir() + "/none.toml", {}), ProfileError);
+  EXPECT_THROW(load_profile(kDir + "/af_packet-veth.toml", {{"iface", "a,b"}}), ProfileError);
+}
