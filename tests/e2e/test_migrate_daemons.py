@@ -17,22 +17,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import contextlib  # noqa: E402
+
 from mmtest import flow  # noqa: E402
 from mmtest.fabric import Fabric  # noqa: E402
+from mmtest.proc import report  # noqa: E402
 from mmtest.guest import ensure_guest  # noqa: E402
 from mmtest.vm import Vm  # noqa: E402
 
 
-def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
+@contextlib.contextmanager
+def vm_pair(f: Fabric, kernel: Path, initrd: Path, a, session: int):
+    """A running source VM on the source host with its workload ready, a
+    paused incoming VM on the destination host, and a started session;
+    yields (src, dst, URI the source QEMU migrates to)."""
     append = f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same=30"
     wd = f.workdir
     with Vm("src-vm", wd, kernel, initrd, a.ram, append, netns=f.src.netns) as src, \
          Vm("dst-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/dst-in.sock",
             paused=True, netns=f.dst.netns) as dst:
         src.wait_console(r"MEMLOAD READY", 180)
-        reply = f.start_session(7, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock")
+        reply = f.start_session(session, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock")
         flow.configure(src, dst)
-        r = flow.migrate(src, dst, reply["migrate-uri"], timeout=300)
+        yield src, dst, reply["migrate-uri"]
+
+
+def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
+    with vm_pair(f, kernel, initrd, a, 7) as (src, dst, uri):
+        r = flow.migrate(src, dst, uri, timeout=300)
         s_src = f.src_daemon.wait_session(7, 60)
         s_dst = f.dst_daemon.wait_session(7, 60)
         problems = []
@@ -44,7 +56,7 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
         verdict = ""
         if not problems:
             try:
-                verdict = flow.verify(src, dst, wd)
+                verdict = flow.verify(src, dst, f.workdir)
             except AssertionError as e:
                 problems.append(str(e))
         cs, cd = s_src["counters"], s_dst["counters"]
@@ -55,26 +67,14 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
               f"{cs['qemu_bytes_in'] / 2**20:.1f} MiB from QEMU, "
               f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB on the wire, return path "
               f"{cd['qemu_bytes_in']} B, retransmits {cs['retransmits']}; {verdict}")
-        if problems:
-            print("FAIL:\n  " + "\n  ".join(problems))
-            print(f.logs())
-            return 1
-    print("PASS")
-    return 0
+        return report(problems, f.logs() if problems else "")
 
 
 def kill_destination(f: Fabric, kernel: Path, initrd: Path, a) -> int:
-    append = f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same=30"
-    wd = f.workdir
-    with Vm("src-vm", wd, kernel, initrd, a.ram, append, netns=f.src.netns) as src, \
-         Vm("dst-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/dst-in.sock",
-            paused=True, netns=f.dst.netns) as dst:
-        src.wait_console(r"MEMLOAD READY", 180)
-        reply = f.start_session(9, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock")
-        flow.configure(src, dst)
+    with vm_pair(f, kernel, initrd, a, 9) as (src, dst, uri):
         # A slow migration (16 MiB/s) so the kill lands in the middle of it.
         src.set_migration({}, {"max-bandwidth": 16 << 20})
-        src.execute("migrate", uri=reply["migrate-uri"])
+        src.execute("migrate", uri=uri)
         deadline = time.monotonic() + 60
         while f.src_daemon.session(9)["counters"]["qemu_bytes_in"] < 8 << 20:
             assert time.monotonic() < deadline, "the migration never got going"
@@ -99,12 +99,7 @@ def kill_destination(f: Fabric, kernel: Path, initrd: Path, a) -> int:
             problems.append(f"source guest stopped ticking: {e}")
         print(f"destination daemon killed: source QEMU {info['status']} after {t_failed:.1f} s, "
               f"source session {s_src['state']} ({s_src.get('error')}), source VM {status}")
-        if problems:
-            print("FAIL:\n  " + "\n  ".join(problems))
-            print(f.logs())
-            return 1
-    print("PASS")
-    return 0
+        return report(problems, f.logs() if problems else "")
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mmtest.fabric import Fabric  # noqa: E402
+from mmtest.proc import report  # noqa: E402
 from streampeers import DestinationPeer, connect_source, expected_hash  # noqa: E402
 
 
@@ -78,12 +79,7 @@ def main() -> int:
               f"in {elapsed:.2f} s ({fwd / elapsed / 2**20:.0f} MiB/s), wire tx "
               f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB, retransmits src {cs['retransmits']} "
               f"dst {cd['retransmits']}, duplicates at dst {cd['duplicates_rx']}")
-        if problems:
-            print("FAIL:\n  " + "\n  ".join(problems))
-            print(f.logs())
-            return 1
-    print("PASS")
-    return 0
+        return report(problems, f.logs() if problems else "")
 
 
 if __name__ == "__main__":

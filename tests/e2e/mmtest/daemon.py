@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .proc import quit_and_reap
+
 
 class ControlError(Exception):
     """The daemon answered a request with {"error": {"class", "desc"}}."""
@@ -139,22 +141,11 @@ class Daemon:
             self.proc.wait(timeout=10)
 
     def stop(self) -> int | None:
-        if self._client:
-            try:
-                self._client.execute("quit")
-            except Exception:
-                pass
-            self._client.close()
-            self._client = None
-        if self.proc and self.proc.poll() is None:
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        code = quit_and_reap(self._client, self.proc)
+        self._client = None
         if hasattr(self, "log"):
             self.log.close()
-        return self.proc.returncode if self.proc else None
+        return code
 
     def log_text(self) -> str:
         try:

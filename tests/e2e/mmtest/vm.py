@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
 
+from .proc import quit_and_reap
 from .qmp import Qmp
 
 QEMU = "/usr/bin/qemu-system-x86_64"
@@ -120,19 +120,8 @@ class Vm:
         return path
 
     def stop(self) -> None:
-        if self.qmp:
-            try:
-                self.qmp.execute("quit")
-            except Exception:
-                pass
-            self.qmp.close()
-            self.qmp = None
-        if self.proc and self.proc.poll() is None:
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        quit_and_reap(self.qmp, self.proc)
+        self.qmp = None
         if hasattr(self, "log"):
             self.log.close()
 
