@@ -77,7 +77,8 @@ int main(int argc, char** argv) {
       }
       vars[s.substr(0, eq)] = s.substr(eq + 1);
     }
-    profile = mm::port::load_profile(resolve_profile(profile_name), vars);
+    profile = mm::port::load_profile(resolve_profile(profile_name), vars,
+                                     {{"ebpf_dir", MEMMOTION_EBPF_DIR}});
     ip = mm::control::parse_ipv4(ip_text);
     if (udp_port > 65535 || udp_port == 0) throw std::invalid_argument("--udp-port must be 1..65535");
   } catch (const std::exception& e) {

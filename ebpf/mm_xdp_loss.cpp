@@ -14,6 +14,8 @@
 #include <iostream>
 #include <vector>
 
+#include "ebpf/XdpMaps.hpp"
+
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
@@ -83,14 +85,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   while (!g_stop) pause();
   bpf_xdp_detach(int(ifindex), mode, nullptr);
-  const int ncpu = libbpf_num_possible_cpus();
-  uint64_t totals[2] = {0, 0};
-  std::vector<uint64_t> per(size_t(ncpu > 0 ? ncpu : 1));
-  for (uint32_t k = 0; k < 2; ++k) {
-    if (bpf_map_lookup_elem(bpf_map__fd(stats_map), &k, per.data()) == 0) {
-      for (uint64_t v : per) totals[k] += v;
-    }
-  }
+  const auto totals = mm::ebpf::read_percpu_counters(bpf_map__fd(stats_map), 2);
   std::printf("mm-xdp-loss: %s saw %llu MMP frames, dropped %llu\n", iface.c_str(),
               (unsigned long long)totals[0], (unsigned long long)totals[1]);
   bpf_object__close(obj);

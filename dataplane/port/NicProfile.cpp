@@ -148,7 +148,8 @@ std::string substitute(const std::string& text, const std::map<std::string, std:
 std::string vdev_name(const NicProfile& p) { return p.port.pmd + "0"; }
 
 NicProfile load_profile(const std::filesystem::path& path,
-                        const std::map<std::string, std::string>& vars) {
+                        const std::map<std::string, std::string>& vars,
+                        const std::map<std::string, std::string>& builtins) {
   const std::string file = path.string();
   if (!std::filesystem::exists(path)) throw ProfileError(file + ": no such profile file");
   toml::value root;
@@ -167,7 +168,7 @@ NicProfile load_profile(const std::filesystem::path& path,
   prof.reject_unknown({"name", "description"});
 
   // [vars.NAME]: placeholders of the devargs, with defaults and allowed values.
-  std::map<std::string, std::string> values;
+  std::map<std::string, std::string> values = builtins;
   Table vt = top.sub("vars");
   for (const auto& name : vt.keys()) {
     Table v = vt.sub(name);
@@ -195,7 +196,7 @@ NicProfile load_profile(const std::filesystem::path& path,
     }
   }
   for (const auto& [name, value] : vars) {
-    if (!values.count(name)) {
+    if (!values.count(name) || (builtins.count(name) && !vt.has(name))) {
       throw ProfileError(file + ": vars." + name + ": the profile declares no such variable (declared: " +
                          Table::join(vt.keys()) + ")");
     }

@@ -59,9 +59,12 @@ struct NicProfile {
 };
 
 // Loads and validates `file`; `vars` fill the `{NAME}` placeholders of
-// port.devargs declared under [vars.NAME]. Throws ProfileError.
+// port.devargs declared under [vars.NAME]; `builtins` (e.g. ebpf_dir, set by
+// memmotiond) may be used as placeholders without a declaration. Throws
+// ProfileError.
 NicProfile load_profile(const std::filesystem::path& file,
-                        const std::map<std::string, std::string>& vars);
+                        const std::map<std::string, std::string>& vars,
+                        const std::map<std::string, std::string>& builtins = {});
 
 // argv for rte_eal_init: program name, file prefix, the profile's EAL
 // arguments (always with --no-pci), lcores and the port's --vdev.

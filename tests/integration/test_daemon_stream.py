@@ -7,6 +7,9 @@ injected by the kernel (netem) on both veths."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +22,46 @@ from mmtest.proc import report  # noqa: E402
 from streampeers import DestinationPeer, connect_source, expected_hash  # noqa: E402
 
 
+class KernelTraffic:
+    """Ping and a TCP transfer between the hosts' kernel addresses, run while
+    the dataplane owns the same interfaces: they must not be disturbed."""
+
+    TCP_BYTES = 4 << 20
+
+    def __init__(self, f: Fabric):
+        self.f = f
+
+    def start(self) -> "KernelTraffic":
+        f = self.f
+        self.ping = subprocess.Popen(f.src.exec_prefix() + ["ping", "-c", "20", "-i", "0.05", "-W", "2",
+                                     f.dst.kernel_ip], stdout=subprocess.PIPE, text=True)
+        server = ("import socket,hashlib;s=socket.create_server(('%s',7999));c,_=s.accept();h=hashlib.sha256();n=0\n"
+                  "while True:\n d=c.recv(65536)\n if not d: break\n n+=len(d);h.update(d)\n"
+                  "print(n,h.hexdigest())" % f.dst.kernel_ip)
+        self.server = subprocess.Popen(f.dst.exec_prefix() + [sys.executable, "-c", server],
+                                       stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        client = ("import socket,time\nfor i in range(50):\n try:\n  c=socket.create_connection(('%s',7999));break\n"
+                  " except OSError: time.sleep(0.1)\nc.sendall(bytes(range(256))*%d);c.close()"
+                  % (f.dst.kernel_ip, self.TCP_BYTES // 256))
+        self.client = subprocess.Popen(f.src.exec_prefix() + [sys.executable, "-c", client])
+        return self
+
+    def finish(self) -> list[str]:
+        problems = []
+        out, _ = self.ping.communicate(timeout=60)
+        m = re.search(r"(\d+) received", out)
+        if not m or int(m.group(1)) < 19:
+            problems.append(f"ping between the kernels suffered: {out.strip().splitlines()[-2:]}")
+        self.client.wait(timeout=60)
+        got, _ = self.server.communicate(timeout=60)
+        want = hashlib.sha256(bytes(range(256)) * (self.TCP_BYTES // 256)).hexdigest()
+        if got.split() != [str(self.TCP_BYTES), want]:
+            problems.append(f"TCP between the kernels broke: {got.strip()}")
+        print(f"kernel traffic alongside: ping {m.group(1) if m else '?'}/20, TCP {got.split()[:1]} bytes intact")
+        return problems
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", required=True, type=Path)
@@ -28,6 +71,8 @@ def main() -> int:
     ap.add_argument("--loss", type=float, default=0.0,
                     help="percent of MMP frames dropped by XDP on both veths")
     ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--kernel-traffic", action="store_true",
+                    help="also ping and stream TCP between the hosts' kernel addresses meanwhile")
     a = ap.parse_args()
 
     fwd, back = a.mib << 20, a.back_mib << 20
@@ -41,6 +86,7 @@ def main() -> int:
         reply = f.start_session(41, f"unix:{src_path}", f"unix:{dst_path}")
         assert reply["migrate-uri"] == f"unix:{src_path}", reply
         t0 = time.monotonic()
+        kernel = KernelTraffic(f).start() if a.kernel_traffic else None
         src = connect_source(src_path, seed=1, send_bytes=fwd)
         s_src = f.src_daemon.wait_session(41, a.timeout)
         s_dst = f.dst_daemon.wait_session(41, a.timeout)
@@ -68,6 +114,13 @@ def main() -> int:
             problems.append(f"wire bytes {cs['wire_bytes_tx']} cannot be below the payload {fwd}")
         if a.loss and cs["retransmits"] + cd["retransmits"] == 0:
             problems.append(f"{a.loss}% loss injected but nothing was retransmitted")
+        if kernel:
+            problems += kernel.finish()
+            if a.kind == "af_xdp-veth":
+                st = f.steer_stats(f.dst)
+                print(f"mm_steer on the destination veth: {st}")
+                if st["steered"] == 0 or st["passed"] == 0:
+                    problems.append(f"steering program counters do not show both paths: {st}")
         drops = f.loss_reports()
         if a.loss and not any(" dropped 0" not in d for d in drops):
             problems.append(f"the XDP loss injector dropped nothing: {drops}")

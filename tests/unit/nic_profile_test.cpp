@@ -42,8 +42,13 @@ TEST(NicProfile, MemifDefaultsAndAllowedRoles) {
 }
 
 TEST(NicProfile, AfXdpStaysUnderTheVethXdpFrameLimit) {
-  const NicProfile p = load_profile(kDir + "/af_xdp-veth.toml", {{"iface", "v"}});
+  const NicProfile p = load_profile(kDir + "/af_xdp-veth.toml", {{"iface", "v"}}, {{"ebpf_dir", "/x"}});
   EXPECT_EQ(p.port.pmd, "net_af_xdp");
+  EXPECT_NE(p.port.devargs.find("xdp_prog=/x/mm_steer.bpf.o"), std::string::npos);
+  // A built-in is not a variable the operator may set.
+  EXPECT_THROW(load_profile(kDir + "/af_xdp-veth.toml", {{"iface", "v"}, {"ebpf_dir", "/y"}},
+                            {{"ebpf_dir", "/x"}}),
+               ProfileError);
   EXPECT_LE(p.port.mtu, 3500u);
 }
 
