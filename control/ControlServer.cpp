@@ -145,15 +145,16 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
   if (cmd == "session-prepare" || cmd == "session-start") {
     const bool source = cmd == "session-start";
     if (source) {
-      no_other_args(args, {"session", "listen", "peer-ip", "peer-mac", "peer-udp-port"});
+      no_other_args(args, {"session", "listen", "peer-ip", "peer-mac", "peer-udp-port", "max-bandwidth"});
     } else {
-      no_other_args(args, {"session", "qemu-uri", "peer-udp-port"});
+      no_other_args(args, {"session", "qemu-uri", "peer-udp-port", "max-bandwidth"});
     }
     engine::SessionParams p;
     p.id = session_arg(args);
     p.role = source ? engine::Role::source : engine::Role::destination;
     p.qemu_uri = string_arg(args, source ? "listen" : "qemu-uri");
     const uint16_t peer_port = uint16_t(uint_arg_or(args, "peer-udp-port", 65535, id_.udp_base_port));
+    p.max_bandwidth = args.contains("max-bandwidth") ? uint_arg(args, "max-bandwidth", uint64_t(1) << 50) : 0;
     try {
       if (source) {
         p.peer.ip = parse_ipv4(string_arg(args, "peer-ip"));

@@ -21,6 +21,7 @@ json to_json(const engine::SessionInfo& s) {
       {"state", engine::to_string(s.state)},
       {"qemu-uri", s.qemu_uri},
       {"peer", s.peer},
+      {"max-bandwidth", s.max_bandwidth},
       {"duration-ms", ms(s.started_ns, s.finished_ns)},
       {"counters",
        {

@@ -129,16 +129,19 @@ int main(int argc, char** argv) {
   uint32_t session = 0;
   std::string uri, peer_ip, peer_mac, raw;
   uint16_t peer_port = 0;
+  uint64_t max_bw = 0;
   auto* prepare = app.add_subcommand("prepare", "destination: prepare an incoming session");
   prepare->add_option("--session", session, "session id")->required();
   prepare->add_option("--qemu-uri", uri, "destination QEMU's -incoming URI (unix:/path)")->required();
   prepare->add_option("--peer-udp-port", peer_port, "source daemon's fabric UDP base port");
+  prepare->add_option("--max-bandwidth", max_bw, "pace the return path to this many wire bytes/s");
   auto* start = app.add_subcommand("start", "source: start an outgoing session");
   start->add_option("--session", session, "session id")->required();
   start->add_option("--listen", uri, "URI the source QEMU migrates to (unix:/path)")->required();
   start->add_option("--peer-ip", peer_ip, "destination daemon's fabric IPv4")->required();
   start->add_option("--peer-mac", peer_mac, "destination daemon's fabric MAC (default broadcast)");
   start->add_option("--peer-udp-port", peer_port, "destination daemon's fabric UDP base port");
+  start->add_option("--max-bandwidth", max_bw, "pace the session to this many wire bytes/s");
   auto* status = app.add_subcommand("status", "show one session");
   status->add_option("--session", session, "session id")->required();
   auto* wait = app.add_subcommand("wait", "wait until a session ends (exit 0 only if completed)");
@@ -164,6 +167,7 @@ int main(int argc, char** argv) {
     json reply;
     json args = json::object();
     if (peer_port) args["peer-udp-port"] = peer_port;
+    if (max_bw) args["max-bandwidth"] = max_bw;
     if (*prepare) {
       args["session"] = session;
       args["qemu-uri"] = uri;

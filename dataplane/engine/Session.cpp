@@ -34,6 +34,8 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
   info_.created_ns = now;
   qemu_path_ = qemu::unix_path_from_uri(p.qemu_uri);
   conn_ = std::make_unique<transport::Connection>(cfg, p.id, 1, kMaxMessage, now);
+  conn_->set_max_bandwidth(p.max_bandwidth);
+  info_.max_bandwidth = p.max_bandwidth;
   if (p.role == Role::source) {
     listener_ = qemu::UnixListener(qemu_path_);
     conn_->set_peer(p.peer);

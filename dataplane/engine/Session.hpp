@@ -41,6 +41,7 @@ struct SessionInfo {
   std::string error;
   std::string qemu_uri;  // source: where QEMU migrates to; destination: QEMU's -incoming
   std::string peer;      // fabric address of the peer, once known
+  uint64_t max_bandwidth = 0;
   uint64_t created_ns = 0, started_ns = 0, finished_ns = 0;
   SessionCounters counters;
 };
@@ -51,6 +52,7 @@ struct SessionParams {
   std::string qemu_uri;
   transport::PeerAddress peer;  // source: the destination's fabric address
   uint16_t peer_udp_port = 0;   // destination: the source's base UDP port
+  uint64_t max_bandwidth = 0;   // pacer for what this side sends, wire bytes/s (0: none)
 };
 
 class Session {

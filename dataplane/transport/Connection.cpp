@@ -26,6 +26,7 @@ Connection::Connection(const TransportConfig& cfg, uint32_t session, uint16_t st
     senders_.push_back(std::make_unique<StreamSender>(cfg, session, s));
     receivers_.push_back(std::make_unique<StreamReceiver>(cfg, max_message));
   }
+  priority_.assign(streams, false);
 }
 
 uint16_t Connection::src_port(uint16_t stream) const {
@@ -135,19 +136,25 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
     sent = port.tx_burst({batch.data(), n});
     for (uint32_t i = 0; i < sent; ++i) account_tx(batch[i].head_len + batch[i].body_len);
   }
-  for (uint16_t s = 0; s < senders_.size(); ++s) {
-    const SenderStats before = senders_[s]->stats();
-    const uint32_t k = senders_[s]->flush(now, port, peer_, src_port(s));
-    if (k == 0) continue;
-    sent += k;
-    const SenderStats& after = senders_[s]->stats();
-    const uint64_t pkts = (after.packets - before.packets) + (after.retransmits - before.retransmits);
-    const uint64_t bytes = (after.payload_bytes - before.payload_bytes) +
-                           (after.retransmit_bytes - before.retransmit_bytes);
-    stats_.packets_tx += pkts;
-    stats_.wire_bytes_tx +=
-        bytes + pkts * (wire::kHeaderSize + wire::kIpUdpOverhead + kEthOverhead);
+  // Strict priority: latency streams take the pacer's budget first.
+  uint64_t budget = pacer_.available(now);
+  const uint64_t budget_before = budget;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (uint16_t s = 0; s < senders_.size(); ++s) {
+      if (priority_[s] != (pass == 0)) continue;
+      const SenderStats before = senders_[s]->stats();
+      const uint32_t k = senders_[s]->flush(now, port, peer_, src_port(s), budget);
+      if (k == 0) continue;
+      sent += k;
+      const SenderStats& after = senders_[s]->stats();
+      const uint64_t pkts = (after.packets - before.packets) + (after.retransmits - before.retransmits);
+      const uint64_t bytes = (after.payload_bytes - before.payload_bytes) +
+                             (after.retransmit_bytes - before.retransmit_bytes);
+      stats_.packets_tx += pkts;
+      stats_.wire_bytes_tx += bytes + pkts * (wire::kHeaderSize + wire::kIpUdpOverhead + kEthOverhead);
+    }
   }
+  pacer_.consume(budget_before - budget);
   if (sent > 0) last_tx_ns_ = now;
   return sent;
 }

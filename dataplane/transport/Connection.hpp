@@ -13,6 +13,7 @@
 #include "dataplane/transport/DatagramPort.hpp"
 #include "dataplane/transport/StreamReceiver.hpp"
 #include "dataplane/transport/StreamSender.hpp"
+#include "dataplane/transport/TokenBucket.hpp"
 #include "dataplane/transport/TransportConfig.hpp"
 #include "dataplane/wire/Mmp.hpp"
 
@@ -59,6 +60,14 @@ class Connection {
   // Sends due ACKs, keep-alive PROBEs, a queued CLOSE, and data.
   uint32_t flush(uint64_t now, DatagramPort& port);
 
+  // Paces this session's data to `bytes_per_s` wire bytes (0: unlimited).
+  // Control packets (ACK, PROBE, CLOSE) are small and not paced.
+  void set_max_bandwidth(uint64_t bytes_per_s) { pacer_.set_rate(bytes_per_s); }
+  uint64_t max_bandwidth() const { return pacer_.rate(); }
+  // A priority stream (postcopy page requests and answers) is served, and
+  // paced, before every bulk stream.
+  void set_priority(uint16_t stream, bool on) { priority_[stream] = on; }
+
   // Keep-alive PROBEs stop once a session has ended (ACKs still go out).
   void set_keepalive(bool on) { keepalive_ = on; }
 
@@ -92,6 +101,8 @@ class Connection {
   PeerAddress peer_;
   bool has_peer_ = false;
   bool keepalive_ = true;
+  TokenBucket pacer_;
+  std::vector<bool> priority_;
   uint64_t last_rx_ns_;
   uint64_t last_tx_ns_;
   uint64_t last_probe_ns_ = 0;

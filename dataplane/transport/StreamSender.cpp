@@ -89,7 +89,7 @@ void StreamSender::check_rto(uint64_t now) {
 }
 
 uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress& to,
-                             uint16_t src_port) {
+                             uint16_t src_port, uint64_t& budget) {
   check_rto(now);
   TxDatagram batch[kBurst];
   uint32_t seqs[kBurst];
@@ -112,6 +112,7 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
   };
   auto mark_sent = [&](uint32_t seq) {
     Slot& s = slot(seq);
+    budget -= std::min(budget, wire_cost(s.len));
     s.sent_ns = now;
     if (s.tx_count++ == 0) {
       ++stats_.packets;
@@ -125,12 +126,23 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
   // Retransmissions first: the receiver cannot deliver past a hole.
   while (rtx_head_ != rtx_tail_) {
     uint32_t n = 0;
+    uint64_t planned = 0;
     while (n < kBurst && rtx_head_ != rtx_tail_) {
-      const uint32_t seq = rtx_[rtx_head_++ % rtx_.size()];
-      if (seq_lt(seq, una_) || !seq_lt(seq, nxt_tx_)) continue;  // acked meanwhile
+      const uint32_t seq = rtx_[rtx_head_ % rtx_.size()];
+      if (seq_lt(seq, una_) || !seq_lt(seq, nxt_tx_)) {  // acked meanwhile
+        ++rtx_head_;
+        continue;
+      }
       Slot& s = slot(seq);
+      if (s.sacked) {
+        s.rtx_queued = false;
+        ++rtx_head_;
+        continue;
+      }
+      if (planned + wire_cost(s.len) > budget) break;  // paced: the rest waits its turn
+      ++rtx_head_;
       s.rtx_queued = false;
-      if (s.sacked) continue;
+      planned += wire_cost(s.len);
       build(n++, seq, true, true);
     }
     if (n == 0) break;
@@ -143,12 +155,17 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
     }
   }
 
-  // New packets within the congestion window and the receiver's credits.
+  if (rtx_head_ != rtx_tail_) return total;  // paced retransmissions go first
+  // New packets within the congestion window, the receiver's credits and
+  // the pacer's budget.
   while (nxt_tx_ != next_) {
     uint32_t n = 0;
+    uint64_t planned = 0;
     while (n < kBurst && nxt_tx_ + n != next_) {
       const uint32_t seq = nxt_tx_ + n;
       if (!seq_lt(seq, right_edge_) || seq - una_ >= cwnd_) break;
+      if (planned + wire_cost(slot(seq).len) > budget) break;
+      planned += wire_cost(slot(seq).len);
       const bool last_of_queue = seq + 1 == next_;
       build(n++, seq, false, last_of_queue);
     }

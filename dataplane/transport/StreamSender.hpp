@@ -47,8 +47,14 @@ class StreamSender {
   bool submit_message(std::span<const uint8_t> message);
 
   // Transmits what is due: retransmissions first, then new packets within
-  // min(cwnd, receiver credits). Returns packets handed to the port.
-  uint32_t flush(uint64_t now, DatagramPort& port, const PeerAddress& to, uint16_t src_port);
+  // min(cwnd, receiver credits) and `budget` wire bytes (the pacer's; each
+  // packet taken is subtracted). Returns packets handed to the port.
+  uint32_t flush(uint64_t now, DatagramPort& port, const PeerAddress& to, uint16_t src_port,
+                 uint64_t& budget);
+  // Frame bytes one packet of `payload` bytes costs on the wire.
+  static uint64_t wire_cost(uint32_t payload) {
+    return payload + wire::kHeaderSize + wire::kIpUdpOverhead + 14;
+  }
 
   // Processes an ACK for this stream. Returns false when it acknowledges
   // packets never sent (a lying or confused peer).

@@ -71,6 +71,8 @@ def main() -> int:
     ap.add_argument("--loss", type=float, default=0.0,
                     help="percent of MMP frames dropped by XDP on both veths")
     ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--max-bandwidth", type=int, default=0,
+                    help="pace the session to this many wire bytes/s and check it held")
     ap.add_argument("--kernel-traffic", action="store_true",
                     help="also ping and stream TCP between the hosts' kernel addresses meanwhile")
     a = ap.parse_args()
@@ -83,7 +85,8 @@ def main() -> int:
         dst_path = str(f.workdir / "dst-qemu.sock")
         src_path = str(f.workdir / "src-qemu.sock")
         dest = DestinationPeer(dst_path, seed=2, send_bytes=back)
-        reply = f.start_session(41, f"unix:{src_path}", f"unix:{dst_path}")
+        reply = f.start_session(41, f"unix:{src_path}", f"unix:{dst_path}",
+                                max_bandwidth=a.max_bandwidth)
         assert reply["migrate-uri"] == f"unix:{src_path}", reply
         t0 = time.monotonic()
         kernel = KernelTraffic(f).start() if a.kernel_traffic else None
@@ -114,6 +117,12 @@ def main() -> int:
             problems.append(f"wire bytes {cs['wire_bytes_tx']} cannot be below the payload {fwd}")
         if a.loss and cs["retransmits"] + cd["retransmits"] == 0:
             problems.append(f"{a.loss}% loss injected but nothing was retransmitted")
+        if a.max_bandwidth:
+            rate = cs["wire_bytes_tx"] / (s_src["duration-ms"] / 1000)
+            print(f"paced at {a.max_bandwidth / 1e6:.1f} MB/s: the session sent {rate / 1e6:.1f} MB/s")
+            # An upper bound only: a busy machine can make it slower, never faster.
+            if rate > a.max_bandwidth * 1.10:
+                problems.append(f"pacer exceeded: {rate:.0f} B/s > {a.max_bandwidth} B/s")
         if kernel:
             problems += kernel.finish()
             if a.kind == "af_xdp-veth":
