@@ -52,7 +52,8 @@ class Host:
 
 
 class Fabric:
-    """Context manager: hosts + daemons. kind: 'af_packet-veth', 'af_xdp-veth' or 'memif'."""
+    """Context manager: hosts + daemons. kind: a NIC profile name (af_packet-veth,
+    af_packet-veth-mtu1500, af_xdp-veth or memif)."""
 
     def __init__(self, build: Path, kind: str = "af_packet-veth", mtu: int | None = None,
                  workdir: Path | None = None):
@@ -62,7 +63,8 @@ class Fabric:
         self.kind = kind
         self.suffix = secrets.token_hex(3)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"mm-{self.suffix}-"))
-        self.mtu = mtu or {"af_packet-veth": 9000, "af_xdp-veth": 3000, "memif": 9000}[kind]
+        self.mtu = mtu or {"af_packet-veth": 9000, "af_packet-veth-mtu1500": 1500,
+                           "af_xdp-veth": 3000, "memif": 9000}[kind]
         self.namespaces: list[str] = []
         self.loss_procs: list[subprocess.Popen] = []
         self.steered: list[Host] = []
