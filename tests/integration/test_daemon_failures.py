@@ -7,7 +7,9 @@
   packets    malformed, foreign-session and unauthenticated MMP frames injected
              on the veth are dropped and counted, and change nothing
   peer       a source whose destination never prepared the session fails it
-             after the dead timeout; a cancel reaches the peer"""
+             after the dead timeout; a cancel reaches the peer
+  replay     captured DATA frames replayed after a session: counted as
+             duplicates (then as late), nothing reaches QEMU twice"""
 
 from __future__ import annotations
 
@@ -213,13 +215,72 @@ def case_peer(build: Path) -> None:
             check(e.cls == "SessionNotFound", f"cancel of an unknown session: {e}")
 
 
+SNIFFER = """
+import pickle, socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+s.settimeout(0.5)
+frames, deadline = [], time.monotonic() + 30
+while len(frames) < 40 and time.monotonic() < deadline:
+    try:
+        f = s.recv(16384)
+    except OSError:
+        continue
+    # IPv4/UDP from the source's fabric IP to port 7470 carrying an MMP DATA
+    # packet (type 1 at MMP offset 3)
+    if (len(f) > 80 and f[12:14] == b"\\x08\\x00" and f[23] == 17 and f[26:30] == bytes([10, 77, 1, 1])
+            and f[36:38] == b"\\x1d\\x2e" and f[45] == 1):
+        frames.append(f)
+sys.stdout.buffer.write(pickle.dumps(frames))
+"""
+
+
+def case_replay(build: Path) -> None:
+    print("replay:")
+    from streampeers import DestinationPeer, connect_source
+    with Fabric(build, "af_packet-veth") as f:
+        sniff = subprocess.Popen(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", SNIFFER,
+                                  f.src.iface], stdout=subprocess.PIPE)
+        time.sleep(0.5)
+        dest = DestinationPeer(str(f.workdir / "d.sock"), seed=3, send_bytes=1 << 16)
+        f.start_session(31, f"unix:{f.workdir}/s.sock", f"unix:{f.workdir}/d.sock")
+        src = connect_source(str(f.workdir / "s.sock"), seed=4, send_bytes=8 << 20)
+        s1 = f.dst_daemon.wait_session(31, 60)
+        frames = pickle.loads(sniff.communicate(timeout=60)[0])
+        src.join(10)
+        check(s1["state"] == "completed" and len(frames) == 40, f"a session ran and {len(frames)} DATA frames were captured")
+
+        def replay() -> None:
+            code = ("import socket,sys,pickle\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
+                    f"s.bind(('{f.src.iface}',0))\n"
+                    "for fr in pickle.loads(sys.stdin.buffer.read()): s.send(fr)\n")
+            subprocess.run(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", code],
+                           input=pickle.dumps(frames), check=True, timeout=30)
+            time.sleep(0.5)
+
+        replay()  # while the session lingers, its transport sees old sequence numbers
+        s2 = f.dst_daemon.session(31)
+        dup = s2["counters"]["duplicates_rx"] - s1["counters"]["duplicates_rx"]
+        check(dup == len(frames), f"replayed DATA counted as duplicates: {dup} of {len(frames)}")
+        check(s2["counters"]["qemu_bytes_out"] == s1["counters"]["qemu_bytes_out"] and s2["state"] == "completed",
+              "nothing replayed reached QEMU")
+        time.sleep(6)  # past the linger: the session's transport is gone
+        late0 = f.dst_daemon.stats()["engine"]["rx_late"]
+        replay()
+        late = f.dst_daemon.stats()["engine"]["rx_late"] - late0
+        check(late == len(frames), f"replayed after the session ended counted as late: {late}")
+        src.close()
+        dest.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", required=True, type=Path)
-    ap.add_argument("cases", nargs="*", default=["profiles", "control", "packets", "peer"])
+    ap.add_argument("cases", nargs="*", default=["profiles", "control", "packets", "peer", "replay"])
     a = ap.parse_args()
     for c in a.cases:
-        {"profiles": case_profiles, "control": case_control, "packets": case_packets, "peer": case_peer}[c](a.build)
+        {"profiles": case_profiles, "control": case_control, "packets": case_packets, "peer": case_peer,
+         "replay": case_replay}[c](a.build)
     print(f"{'FAIL' if failures else 'PASS'}: {len(failures)} check(s) failed")
     return 1 if failures else 0
 
