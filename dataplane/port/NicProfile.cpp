@@ -1,6 +1,7 @@
 #include "dataplane/port/NicProfile.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 #include <sstream>
 #include <toml.hpp>
@@ -145,7 +146,26 @@ std::string substitute(const std::string& text, const std::map<std::string, std:
 
 }  // namespace
 
-std::string vdev_name(const NicProfile& p) { return p.port.pmd + "0"; }
+namespace {
+const std::vector<std::string> kVdevPmds = {"net_af_packet", "net_af_xdp", "net_memif", "net_ring"};
+const std::vector<std::string> kPciPmds = {"mlx5_pci", "net_ice"};
+
+bool contains(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+bool looks_like_pci(const std::string& a) {
+  // dddd:bb:dd.f
+  if (a.size() != 12 || a[4] != ':' || a[7] != ':' || a[10] != '.') return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (i == 4 || i == 7 || i == 10) continue;
+    if (!std::isxdigit(static_cast<unsigned char>(a[i]))) return false;
+  }
+  return true;
+}
+}  // namespace
+
+std::string vdev_name(const NicProfile& p) { return p.is_pci() ? p.port.device : p.port.pmd + "0"; }
 
 NicProfile load_profile(const std::filesystem::path& path,
                         const std::map<std::string, std::string>& vars,
@@ -165,7 +185,8 @@ NicProfile load_profile(const std::filesystem::path& path,
   Table prof = top.sub("profile");
   p.name = prof.string("name", {}, "", true);
   p.description = prof.string("description", {}, "");
-  prof.reject_unknown({"name", "description"});
+  p.line_rate_gbps = uint32_t(prof.integer("line_rate_gbps", 0, 1600, 0));
+  prof.reject_unknown({"name", "description", "line_rate_gbps"});
 
   // [vars.NAME]: placeholders of the devargs, with defaults and allowed values.
   std::map<std::string, std::string> values = builtins;
@@ -203,8 +224,18 @@ NicProfile load_profile(const std::filesystem::path& path,
   }
 
   Table port = top.sub("port");
-  p.port.pmd = port.string("pmd", {"net_af_packet", "net_af_xdp", "net_memif", "net_ring"}, "", true);
+  std::vector<std::string> pmds = kVdevPmds;
+  pmds.insert(pmds.end(), kPciPmds.begin(), kPciPmds.end());
+  p.port.pmd = port.string("pmd", pmds, "", true);
+  p.port.device = substitute(port.string("device", {}, ""), values, file);
   p.port.devargs = substitute(port.string("devargs", {}, ""), values, file);
+  if (contains(kPciPmds, p.port.pmd) && !looks_like_pci(p.port.device)) {
+    port.fail("device", "'" + p.port.device + "' is not a PCI address (dddd:bb:dd.f), which " +
+                            p.port.pmd + " needs");
+  }
+  if (contains(kVdevPmds, p.port.pmd) && !p.port.device.empty()) {
+    port.fail("device", p.port.pmd + " is a virtual device and takes no PCI address");
+  }
   p.port.mtu = uint32_t(port.integer("mtu", 576, 9600, 9000));
   p.port.rx_queues = uint16_t(port.integer("rx_queues", 1, 64, 1));
   p.port.tx_queues = uint16_t(port.integer("tx_queues", 1, 64, 1));
@@ -215,11 +246,26 @@ NicProfile load_profile(const std::filesystem::path& path,
   p.port.promiscuous = port.boolean("promiscuous", true);
   p.port.set_mtu = port.boolean("set_mtu", true);
   port.reject_unknown({"pmd", "devargs", "mtu", "rx_queues", "tx_queues", "rx_desc", "tx_desc",
-                       "mbuf_data_room", "mbufs", "promiscuous", "set_mtu"});
+                       "mbuf_data_room", "mbufs", "promiscuous", "set_mtu", "device"});
   if (p.port.mbuf_data_room < p.port.mtu + 18) {
     port.fail("mbuf_data_room", std::to_string(p.port.mbuf_data_room) +
                                     " cannot hold a frame of mtu " + std::to_string(p.port.mtu) +
                                     " + 18 bytes of Ethernet header");
+  }
+
+  Table off = top.sub("offload");
+  p.offload.compressdev =
+      off.string("compressdev", {"none", "compress_isal", "compress_qat", "mlx5_pci"}, "none");
+  p.offload.compress_device = substitute(off.string("compress_device", {}, ""), values, file);
+  p.offload.udp_checksum = off.boolean("udp_checksum", false);
+  off.reject_unknown({"compressdev", "compress_device", "udp_checksum"});
+  const bool hw_compress = p.offload.compressdev == "compress_qat" || p.offload.compressdev == "mlx5_pci";
+  if (hw_compress && !looks_like_pci(p.offload.compress_device)) {
+    off.fail("compress_device", "'" + p.offload.compress_device + "' is not a PCI address, which " +
+                                    p.offload.compressdev + " needs");
+  }
+  if (!hw_compress && !p.offload.compress_device.empty()) {
+    off.fail("compress_device", "only hardware engines (compress_qat, mlx5_pci) take a device");
   }
 
   Table eal = top.sub("eal");
@@ -227,8 +273,12 @@ NicProfile load_profile(const std::filesystem::path& path,
   p.eal.lcores = eal.string("lcores", {}, "");
   eal.reject_unknown({"args", "lcores"});
   for (const auto& a : p.eal.args) {
-    if (a.rfind("--vdev", 0) == 0 || a.rfind("--file-prefix", 0) == 0 || a.rfind("--lcores", 0) == 0) {
-      eal.fail("args", "'" + a + "' is set by memmotiond itself (use port.* / eal.lcores)");
+    if (a.rfind("--vdev", 0) == 0 || a.rfind("--file-prefix", 0) == 0 || a.rfind("--lcores", 0) == 0 ||
+        a == "-a" || a.rfind("--allow", 0) == 0) {
+      eal.fail("args", "'" + a + "' is set by memmotiond itself (use port.* / offload.* / eal.lcores)");
+    }
+    if (a == "--no-pci" && (p.is_pci() || !p.offload.compress_device.empty())) {
+      eal.fail("args", "--no-pci contradicts the PCI device " + p.port.device);
     }
   }
 
@@ -255,7 +305,7 @@ NicProfile load_profile(const std::filesystem::path& path,
   p.fabric.udp_base_port = uint16_t(fab.integer("udp_base_port", 1, 65535 - 64, 7470));
   fab.reject_unknown({"udp_base_port"});
 
-  top.reject_unknown({"profile", "vars", "port", "eal", "engine", "transport", "fabric"});
+  top.reject_unknown({"profile", "vars", "port", "eal", "engine", "transport", "fabric", "offload"});
   return p;
 }
 
@@ -267,13 +317,19 @@ std::vector<std::string> eal_arguments(const NicProfile& p, const std::string& f
     no_pci |= x == "--no-pci";
     log_level |= x.rfind("--log-level", 0) == 0;
   }
-  // No physical device is ever probed: the fabric port is a vdev.
-  if (!no_pci) a.push_back("--no-pci");
   if (!log_level) a.push_back("--log-level=notice");
   if (!p.eal.lcores.empty()) a.push_back("--lcores=" + p.eal.lcores);
-  std::string vdev = "--vdev=" + vdev_name(p);
-  if (!p.port.devargs.empty()) vdev += "," + p.port.devargs;
-  a.push_back(vdev);
+  const std::string args = p.port.devargs.empty() ? "" : "," + p.port.devargs;
+  const bool any_pci = p.is_pci() || !p.offload.compress_device.empty();
+  if (any_pci) {
+    // Only the devices the profile names are probed (-a allow-list).
+    if (p.is_pci()) a.push_back("-a" + p.port.device + args);
+    if (!p.offload.compress_device.empty()) a.push_back("-a" + p.offload.compress_device);
+  } else if (!no_pci) {
+    a.push_back("--no-pci");  // virtual devices only: never probe the host's PCI bus
+  }
+  if (!p.is_pci()) a.push_back("--vdev=" + vdev_name(p) + args);
+  if (p.offload.compressdev == "compress_isal") a.push_back("--vdev=compress_isal0");
   return a;
 }
 

@@ -22,8 +22,11 @@ struct NicProfile {
   std::filesystem::path file;
   std::string name;
   std::string description;
+  uint32_t line_rate_gbps = 0;  // what the NIC can carry; 0 = not stated
   struct Port {
-    std::string pmd;       // net_af_packet | net_af_xdp | net_memif | net_ring
+    std::string pmd;       // vdevs: net_af_packet | net_af_xdp | net_memif | net_ring;
+                           // PCI: mlx5_pci | net_ice
+    std::string device;    // PCI address, for PCI PMDs only
     std::string devargs;   // with {vars} already substituted
     uint32_t mtu = 9000;
     uint16_t rx_queues = 1, tx_queues = 1;
@@ -56,6 +59,15 @@ struct NicProfile {
   struct Fabric {
     uint16_t udp_base_port = 7470;
   } fabric;
+  struct Offload {
+    // Compression engine for the page pipeline: none, compress_isal
+    // (software, a vdev), compress_qat or mlx5_pci (hardware, PCI).
+    std::string compressdev = "none";
+    std::string compress_device;  // PCI address for hardware engines
+    bool udp_checksum = false;     // let the NIC fill UDP checksums
+  } offload;
+
+  bool is_pci() const { return !port.device.empty(); }
 };
 
 // Loads and validates `file`; `vars` fill the `{NAME}` placeholders of
@@ -70,7 +82,8 @@ NicProfile load_profile(const std::filesystem::path& file,
 // arguments (always with --no-pci), lcores and the port's --vdev.
 std::vector<std::string> eal_arguments(const NicProfile& p, const std::string& file_prefix);
 
-// The vdev (and ethdev) name the profile's port gets: "<pmd>0".
+// The ethdev name of the profile's port: "<pmd>0" for a vdev, the PCI
+// address for a PCI device.
 std::string vdev_name(const NicProfile& p);
 
 }  // namespace mm::port

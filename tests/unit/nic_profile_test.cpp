@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 
 #include "dataplane/port/NicProfile.hpp"
 
@@ -73,4 +76,42 @@ TEST(NicProfile, ErrorsNameFileAndKey) {
   }
   EXPECT_THROW(load_profile(::testing::TempDir() + "/none.toml", {}), ProfileError);
   EXPECT_THROW(load_profile(kDir + "/af_packet-veth.toml", {{"iface", "a,b"}}), ProfileError);
+}
+
+TEST(NicProfile, EveryShippedProfileLoads) {
+  const std::map<std::string, std::string> samples = {
+      {"iface", "veth0"}, {"pci", "0000:3b:00.0"}, {"qat", "0000:6b:00.1"}};
+  int loaded = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(kDir)) {
+    if (entry.path().extension() != ".toml") continue;
+    std::ifstream in(entry.path());
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::map<std::string, std::string> vars;
+    for (const auto& [k, v] : samples) {
+      if (text.find("[vars." + k + "]") != std::string::npos) vars[k] = v;
+    }
+    SCOPED_TRACE(entry.path().string());
+    const NicProfile p = load_profile(entry.path(), vars, {{"ebpf_dir", "/x"}});
+    EXPECT_EQ(p.name + ".toml", entry.path().filename().string());
+    const auto args = eal_arguments(p, "mm-t");
+    if (p.is_pci()) {
+      // Real NICs: only the named devices are probed, never the whole bus.
+      EXPECT_TRUE(has(args, "-a" + p.port.device + (p.port.devargs.empty() ? "" : "," + p.port.devargs)));
+      EXPECT_FALSE(has(args, "--no-pci"));
+      EXPECT_GT(p.line_rate_gbps, 0u);
+    } else {
+      EXPECT_TRUE(has(args, "--no-pci"));
+    }
+    if (p.offload.compressdev == "compress_qat") {
+      EXPECT_TRUE(has(args, "-a" + p.offload.compress_device));
+    }
+    ++loaded;
+  }
+  EXPECT_GE(loaded, 9);
+}
+
+TEST(NicProfile, PciDevicesAreChecked) {
+  EXPECT_THROW(load_profile(kDir + "/ice-e810.toml", {{"pci", "3b:00.0"}}), ProfileError);
+  EXPECT_THROW(load_profile(kDir + "/ice-e810-qat.toml", {{"pci", "0000:3b:00.0"}, {"qat", "qat0"}}),
+               ProfileError);
 }
