@@ -31,18 +31,29 @@ void add_relaxed(std::atomic<uint64_t>& a, uint64_t n) {
 
 }  // namespace
 
+namespace {
+uint16_t port_by_name(const NicProfile& profile) {
+  const std::string name = vdev_name(profile);
+  uint16_t id = 0;
+  if (rte_eth_dev_get_port_by_name(name.c_str(), &id) != 0) {
+    throw std::runtime_error(profile.port.pmd + ": DPDK created no port " + name +
+                             " (check port.devargs '" + profile.port.devargs +
+                             "' and the interface it names)");
+  }
+  return id;
+}
+}  // namespace
+
 EthPort::EthPort(const NicProfile& profile, uint32_t ip, uint16_t udp_base_port)
-    : pmd_(profile.port.pmd),
+    : EthPort(port_by_name(profile), profile, ip, udp_base_port) {}
+
+EthPort::EthPort(uint16_t port_id, const NicProfile& profile, uint32_t ip, uint16_t udp_base_port)
+    : port_id_(port_id),
+      pmd_(profile.port.pmd),
       mtu_(profile.port.mtu),
       udp_base_(udp_base_port),
       udp_end_(uint16_t(udp_base_port + profile.port.rx_queues)),
       scratch_(size_t(kBurst) * (profile.port.mtu + 64)) {
-  const std::string name = vdev_name(profile);
-  if (rte_eth_dev_get_port_by_name(name.c_str(), &port_id_) != 0) {
-    throw std::runtime_error(pmd_ + ": DPDK created no port " + name +
-                             " (check port.devargs '" + profile.port.devargs +
-                             "' and the interface it names)");
-  }
   const std::string pool_name = "mm_pool_" + std::to_string(port_id_);
   pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), profile.port.mbufs, 256, 0,
                                   uint16_t(profile.port.mbuf_data_room + RTE_PKTMBUF_HEADROOM),

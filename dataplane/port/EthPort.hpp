@@ -33,6 +33,9 @@ class EthPort final : public transport::DatagramPort {
   // eal_arguments()). ip is host order. Throws std::runtime_error naming the
   // PMD and what DPDK refused.
   EthPort(const NicProfile& profile, uint32_t ip, uint16_t udp_base_port);
+  // Sets up an ethdev that already exists (e.g. made by rte_eth_from_rings)
+  // with the profile's queues, mempool and MTU.
+  EthPort(uint16_t port_id, const NicProfile& profile, uint32_t ip, uint16_t udp_base_port);
   ~EthPort() override;
   EthPort(const EthPort&) = delete;
   EthPort& operator=(const EthPort&) = delete;
