@@ -67,8 +67,9 @@ uint32_t session_arg(const json& args) { return uint32_t(uint_arg(args, "session
 
 }  // namespace
 
-ControlServer::ControlServer(const std::string& path, engine::Engine& engine, DaemonIdentity id)
-    : path_(path), engine_(engine), id_(std::move(id)) {
+ControlServer::ControlServer(const std::string& path, std::vector<engine::Engine*> engines,
+                             DaemonIdentity id)
+    : path_(path), engines_(std::move(engines)), id_(std::move(id)) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   if (path.size() >= sizeof a.sun_path) throw std::runtime_error("control socket path too long: " + path);
@@ -88,8 +89,10 @@ ControlServer::ControlServer(const std::string& path, engine::Engine& engine, Da
   ev.events = EPOLLIN;
   ev.data.fd = listen_fd_;
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev);
-  ev.data.fd = engine_.event_fd();
-  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, engine_.event_fd(), &ev);
+  for (engine::Engine* e : engines_) {
+    ev.data.fd = e->event_fd();
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, e->event_fd(), &ev);
+  }
 }
 
 ControlServer::~ControlServer() {
@@ -102,12 +105,12 @@ ControlServer::~ControlServer() {
 }
 
 template <class F>
-void ControlServer::on_worker(F&& fn) {
+void ControlServer::on_worker(engine::Engine& e, F&& fn) {
   // The task owns copies of what it needs and reports errors through a
   // shared slot, so a worker that answers late touches nothing of ours.
   auto error = std::make_shared<std::optional<CommandError>>();
   auto other = std::make_shared<std::string>();
-  const bool ran = engine_.run_on_worker(
+  const bool ran = e.run_on_worker(
       [fn = std::forward<F>(fn), error, other]() mutable {
         try {
           fn();
@@ -145,15 +148,23 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
   if (cmd == "session-prepare" || cmd == "session-start") {
     const bool source = cmd == "session-start";
     if (source) {
-      no_other_args(args, {"session", "listen", "peer-ip", "peer-mac", "peer-udp-port", "max-bandwidth"});
+      no_other_args(args, {"session", "listen", "peer-ip", "peer-mac", "peer-udp-port", "peer-queues",
+                           "max-bandwidth"});
     } else {
-      no_other_args(args, {"session", "qemu-uri", "peer-udp-port", "max-bandwidth"});
+      no_other_args(args, {"session", "qemu-uri", "peer-udp-port", "peer-queues", "max-bandwidth"});
     }
     engine::SessionParams p;
     p.id = session_arg(args);
     p.role = source ? engine::Role::source : engine::Role::destination;
     p.qemu_uri = string_arg(args, source ? "listen" : "qemu-uri");
-    const uint16_t peer_port = uint16_t(uint_arg_or(args, "peer-udp-port", 65535, id_.udp_base_port));
+    // WIRE.md: a session's packets go to base_port + the queue of the
+    // peer's worker that owns it (the same id % workers rule on both sides).
+    const uint64_t peer_base = uint_arg_or(args, "peer-udp-port", 65535, id_.udp_base_port);
+    const uint64_t peer_queues = uint_arg_or(args, "peer-queues", 64, engines_.size());
+    if (peer_base + p.id % peer_queues > 65535) {
+      throw CommandError("InvalidParameter", "peer-udp-port + the session's queue exceeds 65535");
+    }
+    const uint16_t peer_port = uint16_t(peer_base + p.id % peer_queues);
     p.max_bandwidth = args.contains("max-bandwidth") ? uint_arg(args, "max-bandwidth", uint64_t(1) << 50) : 0;
     try {
       if (source) {
@@ -166,9 +177,10 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     } catch (const std::invalid_argument& e) {
       throw CommandError("InvalidParameter", e.what());
     }
-    on_worker([this, p] {
+    engine::Engine& owner = owner_of(p.id);
+    on_worker(owner, [&owner, p] {
       try {
-        engine_.add_session(p);
+        owner.add_session(p);
       } catch (const std::invalid_argument& e) {
         throw CommandError("InvalidParameter", e.what());
       }
@@ -181,30 +193,37 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     no_other_args(args, {"session"});
     const uint32_t id = session_arg(args);
     auto out = std::make_shared<std::optional<engine::SessionInfo>>();
-    on_worker([this, id, out] { *out = engine_.session_info(id); });
+    engine::Engine& owner = owner_of(id);
+    on_worker(owner, [&owner, id, out] { *out = owner.session_info(id); });
     if (!*out) throw CommandError("SessionNotFound", "no session " + std::to_string(id));
     return to_json(**out);
   }
   if (cmd == "query-sessions") {
     no_other_args(args, {});
-    auto out = std::make_shared<std::vector<engine::SessionInfo>>();
-    on_worker([this, out] { *out = engine_.session_infos(); });
     json list = json::array();
-    for (auto& s : *out) list.push_back(to_json(s));
+    for (engine::Engine* e : engines_) {
+      auto out = std::make_shared<std::vector<engine::SessionInfo>>();
+      on_worker(*e, [e, out] { *out = e->session_infos(); });
+      for (auto& s : *out) list.push_back(to_json(s));
+    }
     return list;
   }
   if (cmd == "session-cancel") {
     no_other_args(args, {"session"});
     const uint32_t id = session_arg(args);
     auto found = std::make_shared<bool>(false);
-    on_worker([this, id, found] { *found = engine_.cancel_session(id, "cancelled by the operator"); });
+    engine::Engine& owner = owner_of(id);
+    on_worker(owner, [&owner, id, found] { *found = owner.cancel_session(id, "cancelled by the operator"); });
     if (!*found) throw CommandError("SessionNotFound", "no session " + std::to_string(id));
     return json::object();
   }
   if (cmd == "query-stats") {
     no_other_args(args, {});
+    json workers = json::array();
+    for (engine::Engine* e : engines_) workers.push_back(to_json(e->stats()));
     return {{"port", id_.port_stats ? id_.port_stats() : json::object()},
-            {"engine", to_json(engine_.stats())},
+            {"engine", sum_json(workers)},
+            {"workers", workers},
             {"port-description", id_.port_description}};
   }
   if (cmd == "quit") {
@@ -293,8 +312,12 @@ void ControlServer::run(std::atomic<bool>& stop) {
         }
         continue;
       }
-      if (fd == engine_.event_fd()) {
-        for (const auto& info : engine_.take_events()) {
+      engine::Engine* ev_engine = nullptr;
+      for (engine::Engine* e : engines_) {
+        if (fd == e->event_fd()) ev_engine = e;
+      }
+      if (ev_engine) {
+        for (const auto& info : ev_engine->take_events()) {
           std::cerr << "memmotiond[" << id_.name << "]: session " << info.id << " ("
                     << engine::to_string(info.role) << ") " << engine::to_string(info.state)
                     << (info.error.empty() ? "" : ": " + info.error) << std::endl;

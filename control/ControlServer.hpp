@@ -8,6 +8,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -39,7 +40,9 @@ class ControlServer {
   // disconnected (it could only be garbage or an attack on memory).
   static constexpr size_t kMaxRequest = 1 << 20;
 
-  ControlServer(const std::string& path, engine::Engine& engine, DaemonIdentity id);
+  // engines: one per worker, indexed by worker; a session lives on
+  // engines[Engine::owner(id, engines.size())].
+  ControlServer(const std::string& path, std::vector<engine::Engine*> engines, DaemonIdentity id);
   ~ControlServer();
 
   // Serves clients until stop is set or a client sends "quit".
@@ -53,11 +56,14 @@ class ControlServer {
   nlohmann::json dispatch(const std::string& cmd, const nlohmann::json& args,
                           std::atomic<bool>& stop);
   template <class F>
-  void on_worker(F&& fn);
+  void on_worker(engine::Engine& e, F&& fn);
+  engine::Engine& owner_of(uint32_t session) {
+    return *engines_[engine::Engine::owner(session, uint16_t(engines_.size()))];
+  }
   void broadcast(const nlohmann::json& event);
 
   std::string path_;
-  engine::Engine& engine_;
+  std::vector<engine::Engine*> engines_;
   DaemonIdentity id_;
   int listen_fd_ = -1;
   int epoll_fd_ = -1;

@@ -69,7 +69,30 @@ json to_json(const engine::EngineStats& s) {
       {"rx_bad_auth", s.rx_bad_auth.load()},
       {"rx_wrong_peer", s.rx_wrong_peer.load()},
       {"rx_late", s.rx_late.load()},
+      {"rx_handoff_out", s.rx_handoff_out.load()},
+      {"rx_handoff_in", s.rx_handoff_in.load()},
+      {"rx_handoff_dropped", s.rx_handoff_dropped.load()},
+      {"sessions", s.sessions.load()},
   };
+}
+
+namespace {
+void add_into(json& acc, const json& x) {
+  for (auto& [k, v] : x.items()) {
+    if (v.is_object()) {
+      if (!acc.contains(k)) acc[k] = json::object();
+      add_into(acc[k], v);
+    } else if (v.is_number_unsigned()) {
+      acc[k] = (acc.contains(k) ? acc[k].get<uint64_t>() : 0) + v.get<uint64_t>();
+    }
+  }
+}
+}  // namespace
+
+json sum_json(const json& list) {
+  json acc = json::object();
+  for (const auto& x : list) add_into(acc, x);
+  return acc;
 }
 
 std::array<uint8_t, 6> parse_mac(const std::string& text) {

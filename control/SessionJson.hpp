@@ -9,6 +9,8 @@ namespace mm::control {
 
 nlohmann::json to_json(const engine::SessionInfo& s);
 nlohmann::json to_json(const engine::EngineStats& s);
+// Adds up objects of the same shape (numbers summed, recursively).
+nlohmann::json sum_json(const nlohmann::json& list);
 // "aa:bb:cc:dd:ee:ff" -> bytes; "a.b.c.d" -> host-order IPv4. Throw
 // std::invalid_argument naming the bad text.
 std::array<uint8_t, 6> parse_mac(const std::string& text);

@@ -96,7 +96,8 @@ int main(int argc, char** argv) {
   int rc = 0;
   {
     std::unique_ptr<mm::port::EthPort> port;
-    std::unique_ptr<mm::engine::Engine> engine;
+    std::vector<std::unique_ptr<mm::engine::Engine>> engines;
+    std::vector<mm::engine::Engine*> engine_ptrs;
     try {
       port = std::make_unique<mm::port::EthPort>(profile, ip, base_port);
       mm::engine::EngineConfig ec;
@@ -110,16 +111,31 @@ int main(int argc, char** argv) {
       t.rto_max_ns = uint64_t(profile.transport.rto_max_us) * 1000;
       t.dead_timeout_ns = uint64_t(profile.transport.dead_timeout_ms) * 1'000'000;
       t.max_payload = port->max_datagram() - uint32_t(mm::wire::kHeaderSize);
-      engine = std::make_unique<mm::engine::Engine>(*port, ec);
+      const uint16_t workers = port->queues();
+      for (uint16_t w = 0; w < workers; ++w) {
+        engines.push_back(std::make_unique<mm::engine::Engine>(port->queue(w), ec, w, workers));
+        engine_ptrs.push_back(engines.back().get());
+      }
+      for (auto& e : engines) e->connect(engine_ptrs);
     } catch (const std::exception& e) {
       std::cerr << "memmotiond: " << e.what() << std::endl;
+      engines.clear();
+      port.reset();
       mm::port::cleanup_eal();
       return 1;
     }
-    const unsigned worker = rte_get_next_lcore(-1, 1, 0);
-    if (worker >= RTE_MAX_LCORE) {
-      std::cerr << "memmotiond: the profile's eal.lcores gives no worker lcore besides the main one"
-                << std::endl;
+    // Worker w runs on the w-th lcore after the main one.
+    std::vector<unsigned> lcores;
+    for (unsigned l = rte_get_next_lcore(-1, 1, 0); l < RTE_MAX_LCORE && lcores.size() < engines.size();
+         l = rte_get_next_lcore(l, 1, 0)) {
+      lcores.push_back(l);
+    }
+    if (lcores.size() < engines.size()) {
+      std::cerr << "memmotiond: the profile's eal.lcores gives " << lcores.size()
+                << " worker lcores besides the main one, but " << engines.size()
+                << " workers are configured" << std::endl;
+      engines.clear();
+      port.reset();
       mm::port::cleanup_eal();
       return 2;
     }
@@ -133,10 +149,13 @@ int main(int argc, char** argv) {
       id.port_description = port->describe();
       mm::port::EthPort* p = port.get();
       id.port_stats = [p] { return port_stats_json(p->stats()); };
-      mm::control::ControlServer server(control_path, *engine, id);
-      rte_eal_remote_launch(worker_main, engine.get(), worker);
-      std::cerr << "memmotiond[" << name << "]: " << port->describe() << ", UDP base port "
-                << base_port << ", control socket " << control_path << std::endl;
+      mm::control::ControlServer server(control_path, engine_ptrs, id);
+      for (size_t w = 0; w < engines.size(); ++w) {
+        rte_eal_remote_launch(worker_main, engines[w].get(), lcores[w]);
+      }
+      std::cerr << "memmotiond[" << name << "]: " << port->describe() << ", " << engines.size()
+                << " worker(s), UDP base port " << base_port << ", control socket " << control_path
+                << std::endl;
       server.run(g_stop);
     } catch (const std::exception& e) {
       std::cerr << "memmotiond: " << e.what() << std::endl;
@@ -144,6 +163,8 @@ int main(int argc, char** argv) {
     }
     g_worker_stop = true;
     rte_eal_mp_wait_lcore();
+    engines.clear();
+    port.reset();
   }
   mm::port::cleanup_eal();
   std::cerr << "memmotiond[" << name << "]: stopped" << std::endl;

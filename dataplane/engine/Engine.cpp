@@ -1,5 +1,6 @@
 #include "dataplane/engine/Engine.hpp"
 
+#include <rte_mempool.h>
 #include <rte_pause.h>
 #include <rte_ring.h>
 #include <sys/eventfd.h>
@@ -10,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <cstring>
 
 namespace mm::engine {
 
@@ -37,10 +39,27 @@ struct Engine::Task {
   std::promise<void> done;
 };
 
-Engine::Engine(transport::DatagramPort& port, const EngineConfig& cfg)
-    : port_(port), cfg_(cfg) {
+// A datagram in flight between workers: the validated header and a copy of
+// the payload, plus where it came from.
+struct Engine::Handoff {
+  wire::Header header;
+  transport::PeerAddress from;
+  uint32_t len;
+  uint8_t payload[wire::kMaxPayload];
+};
+
+Engine::Engine(transport::DatagramPort& port, const EngineConfig& cfg, uint16_t index,
+               uint16_t workers)
+    : port_(port), cfg_(cfg), index_(index), workers_(workers) {
   tasks_ = make_ring("tasks");
   events_ = make_ring("events");
+  if (workers_ > 1) {
+    inbound_ = make_ring("handoff");
+    const std::string name = "mm_handoff" + std::to_string(ring_serial++);
+    handoffs_ = rte_mempool_create(name.c_str(), 2047, sizeof(Handoff), 64, 0, nullptr, nullptr,
+                                   nullptr, nullptr, SOCKET_ID_ANY, 0);
+    if (!handoffs_) throw std::runtime_error("rte_mempool_create(" + name + ") failed");
+  }
   event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) throw std::runtime_error("eventfd() failed");
 }
@@ -51,6 +70,11 @@ Engine::~Engine() {
   while (rte_ring_dequeue(events_, &p) == 0) delete static_cast<SessionInfo*>(p);
   rte_ring_free(tasks_);
   rte_ring_free(events_);
+  if (inbound_) {
+    while (rte_ring_dequeue(inbound_, &p) == 0) rte_mempool_put(rte_mempool_from_obj(p), p);
+    rte_ring_free(inbound_);
+  }
+  if (handoffs_) rte_mempool_free(handoffs_);
   ::close(event_fd_);
 }
 
@@ -107,6 +131,10 @@ std::vector<SessionInfo> Engine::take_events() {
 
 void Engine::add_session(const SessionParams& p) {
   if (p.id == 0) throw std::invalid_argument("session id 0 is reserved");
+  if (owner(p.id, workers_) != index_) {
+    throw std::logic_error("session " + std::to_string(p.id) + " belongs to worker " +
+                           std::to_string(owner(p.id, workers_)) + ", not " + std::to_string(index_));
+  }
   auto it = sessions_.find(p.id);
   if (it != sessions_.end()) {
     if (!is_terminal(it->second->state())) {
@@ -116,6 +144,7 @@ void Engine::add_session(const SessionParams& p) {
     sessions_.erase(it);  // an ended session's id may be reused
   }
   sessions_.emplace(p.id, std::make_unique<Session>(p, cfg_.transport, now_ns()));
+  stats_.sessions.store(sessions_.size(), std::memory_order_relaxed);
 }
 
 bool Engine::cancel_session(uint32_t id, const std::string& why) {
@@ -137,6 +166,65 @@ std::vector<SessionInfo> Engine::session_infos() const {
   return out;
 }
 
+void Engine::dispatch(const wire::Header& h, std::span<const uint8_t> payload,
+                      const transport::PeerAddress& from, uint64_t now) {
+  auto it = sessions_.find(h.session);
+  if (it == sessions_.end()) {
+    stats_.rx_unknown_session.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  // Sessions carry no key until the peer channel negotiates one, so a
+  // non-zero auth field is a packet we cannot vouch for.
+  if (h.auth != 0) {
+    stats_.rx_bad_auth.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  Session& s = *it->second;
+  transport::Connection* c = s.connection();
+  if (!c) {
+    stats_.rx_late.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (c->has_peer() && c->peer().ip != from.ip) {
+    stats_.rx_wrong_peer.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  s.on_packet(h, payload, from, now);
+}
+
+void Engine::hand_off(uint16_t owner_index, const wire::Header& h, std::span<const uint8_t> payload,
+                      const transport::RxDatagram& d) {
+  void* obj = nullptr;
+  if (owner_index >= all_.size() || rte_mempool_get(handoffs_, &obj) != 0) {
+    stats_.rx_handoff_dropped.fetch_add(1, std::memory_order_relaxed);
+    return;  // the sender retransmits what is lost here
+  }
+  auto* m = static_cast<Handoff*>(obj);
+  m->header = h;
+  m->from = d.from;
+  m->len = uint32_t(payload.size());
+  std::memcpy(m->payload, payload.data(), payload.size());
+  if (rte_ring_mp_enqueue(all_[owner_index]->inbound_, m) != 0) {
+    rte_mempool_put(handoffs_, m);
+    stats_.rx_handoff_dropped.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  stats_.rx_handoff_out.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool Engine::take_handoffs(uint64_t now) {
+  if (!inbound_) return false;
+  void* objs[kRxBurst];
+  const unsigned n = rte_ring_sc_dequeue_burst(inbound_, objs, kRxBurst, nullptr);
+  for (unsigned i = 0; i < n; ++i) {
+    auto* m = static_cast<Handoff*>(objs[i]);
+    dispatch(m->header, {m->payload, m->len}, m->from, now);
+    rte_mempool_put(rte_mempool_from_obj(m), m);
+  }
+  if (n) stats_.rx_handoff_in.fetch_add(n, std::memory_order_relaxed);
+  return n > 0;
+}
+
 void Engine::handle_rx(uint64_t now) {
   std::array<transport::RxDatagram, kRxBurst> rx;
   const uint16_t n = port_.rx_burst(rx);
@@ -150,28 +238,12 @@ void Engine::handle_rx(uint64_t now) {
       stats_.rx_invalid[size_t(e)].fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    auto it = sessions_.find(h.session);
-    if (it == sessions_.end()) {
-      stats_.rx_unknown_session.fetch_add(1, std::memory_order_relaxed);
+    const uint16_t own = owner(h.session, workers_);
+    if (own != index_) {
+      hand_off(own, h, payload, rx[i]);
       continue;
     }
-    // Sessions carry no key until the peer channel negotiates one, so a
-    // non-zero auth field is a packet we cannot vouch for.
-    if (h.auth != 0) {
-      stats_.rx_bad_auth.fetch_add(1, std::memory_order_relaxed);
-      continue;
-    }
-    Session& s = *it->second;
-    transport::Connection* c = s.connection();
-    if (!c) {
-      stats_.rx_late.fetch_add(1, std::memory_order_relaxed);
-      continue;
-    }
-    if (c->has_peer() && c->peer().ip != rx[i].from.ip) {
-      stats_.rx_wrong_peer.fetch_add(1, std::memory_order_relaxed);
-      continue;
-    }
-    s.on_packet(h, payload, rx[i].from, now);
+    dispatch(h, payload, rx[i].from, now);
   }
   port_.rx_release();
 }
@@ -184,6 +256,7 @@ void Engine::run(const std::atomic<bool>& stop) {
     const uint64_t rx_before = stats_.rx_datagrams.load(std::memory_order_relaxed);
     handle_rx(now);
     bool work = stats_.rx_datagrams.load(std::memory_order_relaxed) != rx_before;
+    work |= take_handoffs(now);
     work |= run_tasks();
     for (auto& [id, s] : sessions_) {
       work |= s->poll(now, port_);

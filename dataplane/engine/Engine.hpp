@@ -18,6 +18,7 @@
 #include "dataplane/wire/Mmp.hpp"
 
 struct rte_ring;
+struct rte_mempool;
 
 namespace mm::engine {
 
@@ -40,16 +41,32 @@ struct EngineStats {
   std::atomic<uint64_t> rx_bad_auth{0};
   std::atomic<uint64_t> rx_wrong_peer{0};
   std::atomic<uint64_t> rx_late{0};  // for a session whose transport was already freed
+  // Datagrams that arrived on this worker's queue for a session another
+  // worker owns (software RSS fix-up), and those taken in from others.
+  std::atomic<uint64_t> rx_handoff_out{0};
+  std::atomic<uint64_t> rx_handoff_in{0};
+  std::atomic<uint64_t> rx_handoff_dropped{0};
+  std::atomic<uint64_t> sessions{0};
 };
 
 uint64_t now_ns();
 
+// One Engine per worker lcore, each with its own queue of the fabric port
+// and the sessions it owns (session id % workers). A datagram that lands on
+// another worker's queue is handed to its owner through that owner's
+// rte_ring (NICs with flow rules never need it; AF_PACKET fanout does).
 class Engine {
  public:
-  Engine(transport::DatagramPort& port, const EngineConfig& cfg);
+  Engine(transport::DatagramPort& port, const EngineConfig& cfg, uint16_t index = 0,
+         uint16_t workers = 1);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
+
+  // Every worker's engine, indexed by worker (before any run()).
+  void connect(const std::vector<Engine*>& all) { all_ = all; }
+  uint16_t index() const { return index_; }
+  static uint16_t owner(uint32_t session, uint16_t workers) { return uint16_t(session % workers); }
 
   // The worker loop; returns when stop becomes true.
   void run(const std::atomic<bool>& stop);
@@ -74,15 +91,26 @@ class Engine {
 
  private:
   struct Task;
+  struct Handoff;
   void handle_rx(uint64_t now);
+  bool take_handoffs(uint64_t now);
+  void hand_off(uint16_t owner, const wire::Header& h, std::span<const uint8_t> payload,
+                const transport::RxDatagram& d);
+  void dispatch(const wire::Header& h, std::span<const uint8_t> payload,
+                const transport::PeerAddress& from, uint64_t now);
   bool run_tasks();
   void publish(const SessionInfo& info);
 
   transport::DatagramPort& port_;
   EngineConfig cfg_;
   std::map<uint32_t, std::unique_ptr<Session>> sessions_;
+  uint16_t index_;
+  uint16_t workers_;
+  std::vector<Engine*> all_;
   rte_ring* tasks_ = nullptr;
   rte_ring* events_ = nullptr;
+  rte_ring* inbound_ = nullptr;     // hand-offs from other workers
+  rte_mempool* handoffs_ = nullptr;  // buffers this worker hands off
   int event_fd_ = -1;
   EngineStats stats_;
 };

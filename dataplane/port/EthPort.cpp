@@ -52,8 +52,10 @@ EthPort::EthPort(uint16_t port_id, const NicProfile& profile, uint32_t ip, uint1
       pmd_(profile.port.pmd),
       mtu_(profile.port.mtu),
       udp_base_(udp_base_port),
-      udp_end_(uint16_t(udp_base_port + profile.port.rx_queues)),
-      scratch_(size_t(kBurst) * (profile.port.mtu + 64)) {
+      udp_end_(uint16_t(udp_base_port + profile.port.rx_queues)) {
+  if (profile.port.rx_queues != profile.port.tx_queues) {
+    throw std::runtime_error(pmd_ + ": rx_queues and tx_queues must be equal (one pair per worker)");
+  }
   const std::string pool_name = "mm_pool_" + std::to_string(port_id_);
   pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), profile.port.mbufs, 256, 0,
                                   uint16_t(profile.port.mbuf_data_room + RTE_PKTMBUF_HEADROOM),
@@ -96,23 +98,30 @@ EthPort::EthPort(uint16_t port_id, const NicProfile& profile, uint32_t ip, uint1
   std::memcpy(local_.mac.data(), mac.addr_bytes, 6);
   local_.ip = ip;
   local_.udp_port = udp_base_port;
+  for (uint16_t q = 0; q < profile.port.rx_queues; ++q) queues_.push_back(std::make_unique<EthQueue>(*this, q));
 }
 
 EthPort::~EthPort() {
-  rx_release();
+  queues_.clear();  // returns held mbufs
   rte_eth_dev_stop(port_id_);
   rte_eth_dev_close(port_id_);
   if (pool_) rte_mempool_free(pool_);
 }
 
-uint16_t EthPort::rx_burst(std::span<transport::RxDatagram> out) {
+EthQueue::EthQueue(const EthPort& port, uint16_t queue)
+    : port_(port), queue_(queue), scratch_(size_t(kBurst) * (port.mtu_ + 64)) {}
+
+uint32_t EthQueue::max_datagram() const { return port_.mtu_ - 28; }
+transport::PeerAddress EthQueue::local_address() const { return port_.local_; }
+
+uint16_t EthQueue::rx_burst(std::span<transport::RxDatagram> out) {
   rx_release();
   rte_mbuf* m[kBurst];
   const uint16_t want = uint16_t(std::min<size_t>(out.size(), kBurst));
-  const uint16_t n = rte_eth_rx_burst(port_id_, 0, m, want);
+  const uint16_t n = rte_eth_rx_burst(port_.port_id_, queue_, m, want);
   uint16_t k = 0;
   uint64_t bytes = 0, not_mmp = 0, malformed = 0;
-  const size_t slot = mtu_ + 64;
+  const size_t slot = port_.mtu_ + 64;
   for (uint16_t i = 0; i < n; ++i) {
     const uint32_t len = rte_pktmbuf_pkt_len(m[i]);
     bytes += len;
@@ -144,7 +153,7 @@ uint16_t EthPort::rx_burst(std::span<transport::RxDatagram> out) {
       if (ihl < 20 || total < ihl + 8 || off + total > len || be16(udp + 4) < 8 ||
           ihl + be16(udp + 4) > total) {
         ++malformed;
-      } else if (const uint16_t dport = be16(udp + 2); dport < udp_base_ || dport >= udp_end_) {
+      } else if (const uint16_t dport = be16(udp + 2); dport < port_.udp_base_ || dport >= port_.udp_end_) {
         ++not_mmp;
       } else {
         transport::RxDatagram& d = out[k];
@@ -170,18 +179,18 @@ uint16_t EthPort::rx_burst(std::span<transport::RxDatagram> out) {
   return k;
 }
 
-void EthPort::rx_release() {
+void EthQueue::rx_release() {
   if (held_count_) {
     rte_pktmbuf_free_bulk(held_.data(), held_count_);
     held_count_ = 0;
   }
 }
 
-uint16_t EthPort::tx_burst(std::span<const transport::TxDatagram> pkts) {
+uint16_t EthQueue::tx_burst(std::span<const transport::TxDatagram> pkts) {
   const uint16_t n = uint16_t(std::min<size_t>(pkts.size(), kBurst));
   if (n == 0) return 0;
   rte_mbuf* m[kBurst];
-  if (rte_pktmbuf_alloc_bulk(pool_, m, n) != 0) {
+  if (rte_pktmbuf_alloc_bulk(port_.pool_, m, n) != 0) {
     add_relaxed(c_.tx_nombuf, 1);
     return 0;
   }
@@ -192,7 +201,7 @@ uint16_t EthPort::tx_burst(std::span<const transport::TxDatagram> pkts) {
     const uint32_t frame = kEthHeader + 20 + udp_len;
     uint8_t* p = rte_pktmbuf_mtod(m[i], uint8_t*);
     std::memcpy(p, d.to->mac.data(), 6);
-    std::memcpy(p + 6, local_.mac.data(), 6);
+    std::memcpy(p + 6, port_.local_.mac.data(), 6);
     p[12] = kEtherIpv4 >> 8;
     p[13] = kEtherIpv4 & 0xFF;
     auto* ip = reinterpret_cast<rte_ipv4_hdr*>(p + kEthHeader);
@@ -204,7 +213,7 @@ uint16_t EthPort::tx_burst(std::span<const transport::TxDatagram> pkts) {
     ip->time_to_live = 64;
     ip->next_proto_id = IPPROTO_UDP;
     ip->hdr_checksum = 0;
-    ip->src_addr = rte_cpu_to_be_32(local_.ip);
+    ip->src_addr = rte_cpu_to_be_32(port_.local_.ip);
     ip->dst_addr = rte_cpu_to_be_32(d.to->ip);
     ip->hdr_checksum = rte_ipv4_cksum(ip);
     auto* udp = reinterpret_cast<rte_udp_hdr*>(p + kEthHeader + 20);
@@ -219,7 +228,7 @@ uint16_t EthPort::tx_burst(std::span<const transport::TxDatagram> pkts) {
     m[i]->pkt_len = frame;
     frame_len[i] = frame;
   }
-  const uint16_t sent = rte_eth_tx_burst(port_id_, 0, m, n);
+  const uint16_t sent = rte_eth_tx_burst(port_.port_id_, queue_, m, n);
   if (sent < n) {
     rte_pktmbuf_free_bulk(m + sent, n - sent);
     add_relaxed(c_.tx_full, n - sent);
@@ -231,10 +240,26 @@ uint16_t EthPort::tx_burst(std::span<const transport::TxDatagram> pkts) {
   return sent;
 }
 
-PortStats EthPort::stats() const {
+PortStats EthQueue::stats() const {
   auto r = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   return {r(c_.rx_frames), r(c_.rx_bytes),   r(c_.tx_frames),  r(c_.tx_bytes),
           r(c_.tx_full),   r(c_.tx_nombuf), r(c_.rx_not_mmp), r(c_.rx_malformed)};
+}
+
+PortStats EthPort::stats() const {
+  PortStats sum;
+  for (const auto& q : queues_) {
+    const PortStats s = q->stats();
+    sum.rx_frames += s.rx_frames;
+    sum.rx_bytes += s.rx_bytes;
+    sum.tx_frames += s.tx_frames;
+    sum.tx_bytes += s.tx_bytes;
+    sum.tx_full += s.tx_full;
+    sum.tx_nombuf += s.tx_nombuf;
+    sum.rx_not_mmp += s.rx_not_mmp;
+    sum.rx_malformed += s.rx_malformed;
+  }
+  return sum;
 }
 
 std::string EthPort::describe() const {
@@ -244,7 +269,7 @@ std::string EthPort::describe() const {
   return pmd_ + " port " + std::to_string(port_id_) + " mac " + mac + " ip " +
          std::to_string(local_.ip >> 24) + "." + std::to_string((local_.ip >> 16) & 255) + "." +
          std::to_string((local_.ip >> 8) & 255) + "." + std::to_string(local_.ip & 255) + " mtu " +
-         std::to_string(mtu_);
+         std::to_string(mtu_) + " queues " + std::to_string(queues_.size());
 }
 
 }  // namespace mm::port

@@ -283,7 +283,11 @@ NicProfile load_profile(const std::filesystem::path& path,
   }
 
   Table eng = top.sub("engine");
-  p.engine.workers = uint32_t(eng.integer("workers", 1, 1, 1));
+  p.engine.workers = uint32_t(eng.integer("workers", 1, 64, 1));
+  if (p.engine.workers != p.port.rx_queues || p.engine.workers != p.port.tx_queues) {
+    eng.fail("workers", std::to_string(p.engine.workers) + " must equal port.rx_queues and " +
+                            "port.tx_queues (one queue pair per worker)");
+  }
   p.engine.idle = eng.string("idle", {"backoff", "spin"}, "backoff");
   p.engine.backoff_max_us = uint32_t(eng.integer("backoff_max_us", 1, 100000, 1000));
   eng.reject_unknown({"workers", "idle", "backoff_max_us"});

@@ -71,6 +71,7 @@ def main() -> int:
     ap.add_argument("--loss", type=float, default=0.0,
                     help="percent of MMP frames dropped by XDP on both veths")
     ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--sessions", type=int, default=1, help="concurrent sessions")
     ap.add_argument("--max-bandwidth", type=int, default=0,
                     help="pace the session to this many wire bytes/s and check it held")
     ap.add_argument("--kernel-traffic", action="store_true",
@@ -82,43 +83,66 @@ def main() -> int:
         if a.loss:
             f.set_loss(f.src, a.loss)
             f.set_loss(f.dst, a.loss)
-        dst_path = str(f.workdir / "dst-qemu.sock")
-        src_path = str(f.workdir / "src-qemu.sock")
-        dest = DestinationPeer(dst_path, seed=2, send_bytes=back)
-        reply = f.start_session(41, f"unix:{src_path}", f"unix:{dst_path}",
-                                max_bandwidth=a.max_bandwidth)
-        assert reply["migrate-uri"] == f"unix:{src_path}", reply
+        ids = list(range(41, 41 + a.sessions))
+        dests, srcs = {}, {}
+        for sid in ids:
+            dst_path = str(f.workdir / f"dst-qemu-{sid}.sock")
+            src_path = str(f.workdir / f"src-qemu-{sid}.sock")
+            dests[sid] = DestinationPeer(dst_path, seed=2 * sid, send_bytes=back)
+            reply = f.start_session(sid, f"unix:{src_path}", f"unix:{dst_path}",
+                                    max_bandwidth=a.max_bandwidth)
+            assert reply["migrate-uri"] == f"unix:{src_path}", reply
         t0 = time.monotonic()
         kernel = KernelTraffic(f).start() if a.kernel_traffic else None
-        src = connect_source(src_path, seed=1, send_bytes=fwd)
-        s_src = f.src_daemon.wait_session(41, a.timeout)
-        s_dst = f.dst_daemon.wait_session(41, a.timeout)
-        elapsed = time.monotonic() - t0
-        ok = src.join(30) and dest.pump is not None and dest.pump.join(30)
+        for sid in ids:
+            srcs[sid] = connect_source(str(f.workdir / f"src-qemu-{sid}.sock"), seed=2 * sid + 1,
+                                       send_bytes=fwd)
         problems = []
-        if not ok:
-            problems.append("the stand-in QEMU streams did not finish")
-        for s in (s_src, s_dst):
-            if s["state"] != "completed":
-                problems.append(f"{s['role']} session {s['state']}: {s.get('error')}")
-        if dest.pump is None or dest.pump.received != fwd:
-            problems.append(f"destination got {dest.pump.received if dest.pump else 0} of {fwd} bytes")
-        elif dest.pump.recv_hash.hexdigest() != expected_hash(1, fwd):
-            problems.append("destination bytes differ from what the source sent")
-        if src.received != back:
-            problems.append(f"source got {src.received} of {back} return-path bytes")
-        elif src.recv_hash.hexdigest() != expected_hash(2, back):
-            problems.append("return-path bytes differ from what the destination sent")
-        cs, cd = s_src["counters"], s_dst["counters"]
-        if cs["qemu_bytes_in"] != fwd or cd["qemu_bytes_out"] != fwd:
-            problems.append(f"counters disagree with the stream: {cs['qemu_bytes_in']=} "
-                            f"{cd['qemu_bytes_out']=} expected {fwd}")
-        if cs["wire_bytes_tx"] <= fwd:
-            problems.append(f"wire bytes {cs['wire_bytes_tx']} cannot be below the payload {fwd}")
-        if a.loss and cs["retransmits"] + cd["retransmits"] == 0:
+        totals = {"wire": 0, "rtx_src": 0, "rtx_dst": 0, "dup": 0}
+        rates: list[float] = []
+        for sid in ids:
+            src, dest = srcs[sid], dests[sid]
+            s_src = f.src_daemon.wait_session(sid, a.timeout)
+            s_dst = f.dst_daemon.wait_session(sid, a.timeout)
+            ok = src.join(30) and dest.pump is not None and dest.pump.join(30)
+            if not ok:
+                problems.append(f"session {sid}: the stand-in QEMU streams did not finish")
+            for s in (s_src, s_dst):
+                if s["state"] != "completed":
+                    problems.append(f"session {sid}: {s['role']} {s['state']}: {s.get('error')}")
+            if dest.pump is None or dest.pump.received != fwd:
+                problems.append(f"session {sid}: destination got "
+                                f"{dest.pump.received if dest.pump else 0} of {fwd} bytes")
+            elif dest.pump.recv_hash.hexdigest() != expected_hash(2 * sid + 1, fwd):
+                problems.append(f"session {sid}: destination bytes differ from what the source sent")
+            if src.received != back:
+                problems.append(f"session {sid}: source got {src.received} of {back} return-path bytes")
+            elif src.recv_hash.hexdigest() != expected_hash(2 * sid, back):
+                problems.append(f"session {sid}: return-path bytes differ from what the destination sent")
+            cs, cd = s_src["counters"], s_dst["counters"]
+            if cs["qemu_bytes_in"] != fwd or cd["qemu_bytes_out"] != fwd:
+                problems.append(f"session {sid}: counters disagree with the stream: "
+                                f"{cs['qemu_bytes_in']=} {cd['qemu_bytes_out']=} expected {fwd}")
+            if cs["wire_bytes_tx"] <= fwd:
+                problems.append(f"wire bytes {cs['wire_bytes_tx']} cannot be below the payload {fwd}")
+            totals["wire"] += cs["wire_bytes_tx"]
+            if a.max_bandwidth:
+                rates.append(cs["wire_bytes_tx"] / (s_src["duration-ms"] / 1000))
+            totals["rtx_src"] += cs["retransmits"]
+            totals["rtx_dst"] += cd["retransmits"]
+            totals["dup"] += cd["duplicates_rx"]
+        elapsed = time.monotonic() - t0
+        if a.loss and totals["rtx_src"] + totals["rtx_dst"] == 0:
             problems.append(f"{a.loss}% loss injected but nothing was retransmitted")
+        if a.sessions > 1:
+            for d in (f.src_daemon, f.dst_daemon):
+                per = [w["sessions"] for w in d.stats()["workers"]]
+                hand = sum(w["rx_handoff_in"] for w in d.stats()["workers"])
+                print(f"{d.name}: sessions per worker {per}, datagrams handed between workers {hand}")
+                if len(per) > 1 and min(per) == 0:
+                    problems.append(f"{d.name}: a worker owns no session: {per}")
         if a.max_bandwidth:
-            rate = cs["wire_bytes_tx"] / (s_src["duration-ms"] / 1000)
+            rate = max(rates)
             print(f"paced at {a.max_bandwidth / 1e6:.1f} MB/s: the session sent {rate / 1e6:.1f} MB/s")
             # An upper bound only: a busy machine can make it slower, never faster.
             if rate > a.max_bandwidth * 1.10:
@@ -133,14 +157,16 @@ def main() -> int:
         drops = f.loss_reports()
         if a.loss and not any(" dropped 0" not in d for d in drops):
             problems.append(f"the XDP loss injector dropped nothing: {drops}")
-        src.close()
-        dest.close()
+        for sid in ids:
+            srcs[sid].close()
+            dests[sid].close()
         for d in drops:
             print(d)
-        print(f"{a.kind}{f' loss {a.loss}%' if a.loss else ''}: {a.mib} MiB + {a.back_mib} MiB back "
-              f"in {elapsed:.2f} s ({fwd / elapsed / 2**20:.0f} MiB/s), wire tx "
-              f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB, retransmits src {cs['retransmits']} "
-              f"dst {cd['retransmits']}, duplicates at dst {cd['duplicates_rx']}")
+        print(f"{a.kind}{f' loss {a.loss}%' if a.loss else ''}: {a.sessions} x ({a.mib} MiB + "
+              f"{a.back_mib} MiB back) in {elapsed:.2f} s "
+              f"({a.sessions * fwd / elapsed / 2**20:.0f} MiB/s), wire tx {totals['wire'] / 2**20:.1f} MiB, "
+              f"retransmits src {totals['rtx_src']} dst {totals['rtx_dst']}, "
+              f"duplicates at dst {totals['dup']}")
         return report(problems, f.logs() if problems else "")
 
 

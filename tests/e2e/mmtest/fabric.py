@@ -64,7 +64,7 @@ class Fabric:
         self.suffix = secrets.token_hex(3)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"mm-{self.suffix}-"))
         self.mtu = mtu or {"af_packet-veth": 9000, "af_packet-veth-mtu1500": 1500,
-                           "af_xdp-veth": 3000, "memif": 9000}[kind]
+                           "af_packet-veth-2q": 9000, "af_xdp-veth": 3000, "memif": 9000}[kind]
         self.namespaces: list[str] = []
         self.loss_procs: list[subprocess.Popen] = []
         self.steered: list[Host] = []
