@@ -22,6 +22,7 @@ json to_json(const engine::SessionInfo& s) {
       {"qemu-uri", s.qemu_uri},
       {"peer", s.peer},
       {"max-bandwidth", s.max_bandwidth},
+      {"authenticated", s.authenticated},
       {"duration-ms", ms(s.started_ns, s.finished_ns)},
       {"counters",
        {

@@ -173,16 +173,16 @@ void Engine::dispatch(const wire::Header& h, std::span<const uint8_t> payload,
     stats_.rx_unknown_session.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  // Sessions carry no key until the peer channel negotiates one, so a
-  // non-zero auth field is a packet we cannot vouch for.
-  if (h.auth != 0) {
-    stats_.rx_bad_auth.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
   Session& s = *it->second;
   transport::Connection* c = s.connection();
   if (!c) {
     stats_.rx_late.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  // A session with a key accepts only packets tagged with it; one without
+  // accepts only auth 0 (a tag it cannot check is a packet it cannot trust).
+  if (!c->authentic(h, payload)) {
+    stats_.rx_bad_auth.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   if (c->has_peer() && c->peer().ip != from.ip) {

@@ -36,6 +36,8 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
   conn_ = std::make_unique<transport::Connection>(cfg, p.id, 1, kMaxMessage, now);
   conn_->set_max_bandwidth(p.max_bandwidth);
   info_.max_bandwidth = p.max_bandwidth;
+  if (p.auth) conn_->set_auth(*p.auth);
+  info_.authenticated = p.auth.has_value();
   if (p.role == Role::source) {
     listener_ = qemu::UnixListener(qemu_path_);
     conn_->set_peer(p.peer);

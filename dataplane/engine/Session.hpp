@@ -11,6 +11,7 @@
 #include "dataplane/qemu/MainChannelRelay.hpp"
 #include "dataplane/qemu/UnixSocket.hpp"
 #include "dataplane/transport/Connection.hpp"
+#include "dataplane/wire/AuthTag.hpp"
 
 namespace mm::engine {
 
@@ -42,6 +43,7 @@ struct SessionInfo {
   std::string qemu_uri;  // source: where QEMU migrates to; destination: QEMU's -incoming
   std::string peer;      // fabric address of the peer, once known
   uint64_t max_bandwidth = 0;
+  bool authenticated = false;  // MMP packets carry the session key's tag
   uint64_t created_ns = 0, started_ns = 0, finished_ns = 0;
   SessionCounters counters;
 };
@@ -53,6 +55,7 @@ struct SessionParams {
   transport::PeerAddress peer;  // source: the destination's fabric address
   uint16_t peer_udp_port = 0;   // destination: the source's base UDP port
   uint64_t max_bandwidth = 0;   // pacer for what this side sends, wire bytes/s (0: none)
+  std::optional<wire::AuthSecret> auth;  // from the peer channel's session key
 };
 
 class Session {

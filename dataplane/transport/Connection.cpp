@@ -101,7 +101,7 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
     h.session = session_;
     h.stream = stream;
     auto hdr = std::span<uint8_t, wire::kHeaderSize>(ctl[n].data(), wire::kHeaderSize);
-    wire::seal_header(h, body, hdr);
+    wire::seal_header(h, body, hdr, auth_.get());
     batch[n] = TxDatagram{&peer_, src_port(stream), ctl[n].data(), uint32_t(wire::kHeaderSize),
                           body_store, uint32_t(body.size())};
     ++n;

@@ -60,6 +60,16 @@ class Connection {
   // Sends due ACKs, keep-alive PROBEs, a queued CLOSE, and data.
   uint32_t flush(uint64_t now, DatagramPort& port);
 
+  // Gives the session a key: every packet sent carries its auth tag, and
+  // authentic() then demands one on every packet received.
+  void set_auth(const wire::AuthSecret& secret) {
+    auth_ = std::make_unique<wire::AuthSecret>(secret);
+    for (auto& s : senders_) s->set_auth(auth_.get());
+  }
+  bool authentic(const wire::Header& h, std::span<const uint8_t> payload) const {
+    return auth_ ? wire::auth_ok(*auth_, h, payload) : h.auth == 0;
+  }
+
   // Paces this session's data to `bytes_per_s` wire bytes (0: unlimited).
   // Control packets (ACK, PROBE, CLOSE) are small and not paced.
   void set_max_bandwidth(uint64_t bytes_per_s) { pacer_.set_rate(bytes_per_s); }
@@ -102,6 +112,7 @@ class Connection {
   bool has_peer_ = false;
   bool keepalive_ = true;
   TokenBucket pacer_;
+  std::unique_ptr<wire::AuthSecret> auth_;
   std::vector<bool> priority_;
   uint64_t last_rx_ns_;
   uint64_t last_tx_ns_;

@@ -106,7 +106,8 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
     h.seq = seq;
     h.msg = s.msg;
     std::span<const uint8_t> body{payload(seq), s.len};
-    wire::seal_header(h, body, std::span<uint8_t, wire::kHeaderSize>(header(seq), wire::kHeaderSize));
+    wire::seal_header(h, body, std::span<uint8_t, wire::kHeaderSize>(header(seq), wire::kHeaderSize),
+                      auth_);
     batch[i] = TxDatagram{&to, src_port, header(seq), uint32_t(wire::kHeaderSize), body.data(), s.len};
     seqs[i] = seq;
   };

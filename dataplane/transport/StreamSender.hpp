@@ -10,6 +10,7 @@
 
 #include "dataplane/transport/DatagramPort.hpp"
 #include "dataplane/transport/TransportConfig.hpp"
+#include "dataplane/wire/AuthTag.hpp"
 #include "dataplane/wire/Mmp.hpp"
 
 namespace mm::transport {
@@ -60,6 +61,9 @@ class StreamSender {
   // packets never sent (a lying or confused peer).
   bool on_ack(const wire::AckPayload& ack, uint64_t now);
 
+  // The session's auth secret (owned by its Connection), or none.
+  void set_auth(const wire::AuthSecret* secret) { auth_ = secret; }
+
   bool idle() const { return una_ == next_; }  // everything acknowledged
   bool has_unsent() const { return nxt_tx_ != next_; }
   bool blocked_by_credits() const { return has_unsent() && !seq_lt(nxt_tx_, right_edge_); }
@@ -90,6 +94,7 @@ class StreamSender {
   void on_loss();
 
   TransportConfig cfg_;
+  const wire::AuthSecret* auth_ = nullptr;
   uint32_t session_;
   uint16_t stream_;
   uint32_t mask_;

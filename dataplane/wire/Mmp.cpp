@@ -1,5 +1,7 @@
 #include "dataplane/wire/Mmp.hpp"
 
+#include "dataplane/wire/AuthTag.hpp"
+
 #include <isa-l/crc.h>
 
 #include <array>
@@ -51,9 +53,10 @@ void encode_header(const Header& h, std::span<uint8_t, kHeaderSize> out) {
 }
 
 uint32_t seal_header(Header h, std::span<const uint8_t> payload,
-                     std::span<uint8_t, kHeaderSize> out) {
+                     std::span<uint8_t, kHeaderSize> out, const AuthSecret* auth_secret) {
   h.len = uint32_t(payload.size());
   h.crc = 0;
+  if (auth_secret) h.auth = auth_tag(*auth_secret, h, payload);
   encode_header(h, out);
   const uint32_t crc = packet_crc(out, payload);
   put_be32(out.data() + 28, crc);

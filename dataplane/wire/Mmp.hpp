@@ -2,6 +2,7 @@
 // Pure code without DPDK so it is unit-tested and fuzzed in isolation.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -61,9 +62,11 @@ uint32_t packet_crc(std::span<const uint8_t, kHeaderSize> header, std::span<cons
 // Writes `h` into out (crc field written as given).
 void encode_header(const Header& h, std::span<uint8_t, kHeaderSize> out);
 
-// Writes `h` with len = payload.size() and the CRC computed over header and
-// payload; returns the CRC.
-uint32_t seal_header(Header h, std::span<const uint8_t> payload, std::span<uint8_t, kHeaderSize> out);
+// Writes `h` with len = payload.size(), the auth tag when the session has a
+// key (see AuthTag.hpp; h.auth as given otherwise) and the CRC over header
+// and payload; returns the CRC.
+uint32_t seal_header(Header h, std::span<const uint8_t> payload, std::span<uint8_t, kHeaderSize> out,
+                     const std::array<uint8_t, 192>* auth_secret = nullptr);
 
 // Parses and validates a datagram: magic, version, type, flags, length (the
 // header's len must equal the bytes that follow it) and CRC. On ok, `payload`

@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "dataplane/wire/AuthTag.hpp"
 #include "dataplane/wire/Mmp.hpp"
 
 using namespace mm::wire;
@@ -152,4 +153,28 @@ TEST(MmpAck, RoundTripsAndChecksSize) {
   EXPECT_EQ(b.credits, a.credits);
   EXPECT_EQ(b.echo_ts, a.echo_ts);
   EXPECT_FALSE(decode_ack(std::span<const uint8_t>(buf.data(), kAckSize - 1), b));
+}
+
+TEST(MmpAuth, TagBindsHeaderPayloadAndKey) {
+  AuthSecret k1{}, k2{};
+  for (size_t i = 0; i < k1.size(); ++i) {
+    k1[i] = uint8_t(i * 7 + 1);
+    k2[i] = uint8_t(i * 7 + 2);
+  }
+  const std::vector<uint8_t> payload(500, 0x42);
+  std::vector<uint8_t> d(kHeaderSize + payload.size());
+  seal_header(sample_header(), payload, std::span<uint8_t, kHeaderSize>(d.data(), kHeaderSize), &k1);
+  std::copy(payload.begin(), payload.end(), d.begin() + kHeaderSize);
+  Header h;
+  std::span<const uint8_t> p;
+  ASSERT_EQ(decode_packet(d, h, p), DecodeError::ok);
+  EXPECT_NE(h.auth, 0u);
+  EXPECT_TRUE(auth_ok(k1, h, p));
+  EXPECT_FALSE(auth_ok(k2, h, p));  // another session's key
+  Header other = h;
+  other.seq ^= 1;  // a replayed packet with a rewritten sequence number
+  EXPECT_FALSE(auth_ok(k1, other, p));
+  std::vector<uint8_t> changed(p.begin(), p.end());
+  changed[10] ^= 1;
+  EXPECT_FALSE(auth_ok(k1, h, changed));
 }
