@@ -6,14 +6,18 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 
 #include "control/SessionJson.hpp"
+#include "dataplane/qemu/UnixSocket.hpp"
 
 namespace mm::control {
 
@@ -63,6 +67,35 @@ void no_other_args(const json& args, std::initializer_list<const char*> known) {
   }
 }
 
+int listen_tcp(const std::string& ip_port, const char* what) {
+  const auto colon = ip_port.rfind(':');
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  if (colon == std::string::npos || ::inet_pton(AF_INET, ip_port.substr(0, colon).c_str(), &a.sin_addr) != 1) {
+    throw std::runtime_error(std::string(what) + " address '" + ip_port + "' is not IPv4:port");
+  }
+  a.sin_port = htons(uint16_t(std::atoi(ip_port.c_str() + colon + 1)));
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 16) != 0) {
+    const int e = errno;
+    ::close(fd);
+    throw std::runtime_error(std::string("cannot listen for ") + what + " on " + ip_port + ": " + strerror(e));
+  }
+  return fd;
+}
+
+double double_arg_or(const json& args, const char* name, double max, double dflt) {
+  if (!args.contains(name)) return dflt;
+  const json& v = args[name];
+  if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > max) {
+    throw CommandError("InvalidParameter", std::string("argument '") + name + "' must be a number in 0.." +
+                                               std::to_string(int64_t(max)));
+  }
+  return v.get<double>();
+}
+
 uint32_t session_arg(const json& args) { return uint32_t(uint_arg(args, "session", UINT32_MAX, 1)); }
 
 }  // namespace
@@ -93,9 +126,21 @@ ControlServer::ControlServer(const std::string& path, std::vector<engine::Engine
     ev.data.fd = e->event_fd();
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, e->event_fd(), &ev);
   }
+  if (!id_.metrics_listen.empty()) {
+    metrics_fd_ = listen_tcp(id_.metrics_listen, "metrics");
+    ev.data.fd = metrics_fd_;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, metrics_fd_, &ev);
+  }
+  if (!id_.peer_listen.empty()) {
+    peer_server_ = std::make_unique<PeerServer>(
+        id_.peer_listen, id_.key, id_.caps,
+        [this](const json& offer, const Bytes& key) { return accept_offer(offer, key); });
+  }
 }
 
 ControlServer::~ControlServer() {
+  peer_server_.reset();
+  if (metrics_fd_ >= 0) ::close(metrics_fd_);
   for (auto& [fd, buf] : clients_) ::close(fd);
   if (listen_fd_ >= 0) {
     ::close(listen_fd_);
@@ -139,8 +184,8 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     no_other_args(args, {});
     json list = json::array();
     for (const char* c : {"qmp_capabilities", "query-version", "query-commands", "session-prepare",
-                          "session-start", "query-session", "query-sessions", "session-cancel",
-                          "query-stats", "quit"}) {
+                          "session-start", "migrate", "query-session", "query-sessions",
+                          "session-cancel", "query-stats", "quit"}) {
       list.push_back({{"name", c}});
     }
     return list;
@@ -192,11 +237,9 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
   if (cmd == "query-session") {
     no_other_args(args, {"session"});
     const uint32_t id = session_arg(args);
-    auto out = std::make_shared<std::optional<engine::SessionInfo>>();
-    engine::Engine& owner = owner_of(id);
-    on_worker(owner, [&owner, id, out] { *out = owner.session_info(id); });
-    if (!*out) throw CommandError("SessionNotFound", "no session " + std::to_string(id));
-    return to_json(**out);
+    const auto info = session_info(id);
+    if (!info) throw CommandError("SessionNotFound", "no session " + std::to_string(id));
+    return session_json(*info);
   }
   if (cmd == "query-sessions") {
     no_other_args(args, {});
@@ -204,7 +247,7 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     for (engine::Engine* e : engines_) {
       auto out = std::make_shared<std::vector<engine::SessionInfo>>();
       on_worker(*e, [e, out] { *out = e->session_infos(); });
-      for (auto& s : *out) list.push_back(to_json(s));
+      for (auto& s : *out) list.push_back(session_json(s));
     }
     return list;
   }
@@ -215,13 +258,24 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     engine::Engine& owner = owner_of(id);
     on_worker(owner, [&owner, id, found] { *found = owner.cancel_session(id, "cancelled by the operator"); });
     if (!*found) throw CommandError("SessionNotFound", "no session " + std::to_string(id));
+    if (auto m = migrations_.find(id); m != migrations_.end() && m->second.qmp && !m->second.done) {
+      // The closed socket already fails QEMU's migration; say it plainly too.
+      try {
+        m->second.qmp->execute("migrate_cancel");
+      } catch (const QmpError&) {
+      }
+    }
     return json::object();
   }
+  if (cmd == "migrate") return migrate(args);
   if (cmd == "query-stats") {
     no_other_args(args, {});
     json workers = json::array();
     for (engine::Engine* e : engines_) workers.push_back(to_json(e->stats()));
     return {{"port", id_.port_stats ? id_.port_stats() : json::object()},
+            {"queues", id_.queue_stats ? id_.queue_stats() : json::array()},
+            {"peer", {{"auth_failures", peer_server_ ? peer_server_->auth_failures() : 0},
+                      {"sessions_accepted", peer_server_ ? peer_server_->sessions_accepted() : 0}}},
             {"engine", sum_json(workers)},
             {"workers", workers},
             {"port-description", id_.port_description}};
@@ -232,6 +286,326 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     return json::object();
   }
   throw CommandError("CommandNotFound", "the command " + cmd + " has not been found");
+}
+
+std::optional<engine::SessionInfo> ControlServer::session_info(uint32_t id) {
+  auto out = std::make_shared<std::optional<engine::SessionInfo>>();
+  engine::Engine& owner = owner_of(id);
+  on_worker(owner, [&owner, id, out] { *out = owner.session_info(id); });
+  return *out;
+}
+
+json ControlServer::session_json(const engine::SessionInfo& info) {
+  json j = to_json(info);
+  auto m = migrations_.find(info.id);
+  if (m != migrations_.end()) {
+    j["progress"] = m->second.progress;
+    // The orchestrator knows phases the dataplane cannot see (postcopy,
+    // completing); a terminal dataplane state always wins.
+    if (!engine::is_terminal(info.state)) j["state"] = m->second.phase;
+  }
+  return j;
+}
+
+json ControlServer::migrate(const json& args) {
+  no_other_args(args, {"session", "peer", "src-qmp", "dst-qmp", "dst-incoming", "listen", "max-bandwidth",
+                       "downtime-limit", "postcopy-after"});
+  const uint32_t id = session_arg(args);
+  const std::string peer = string_arg(args, "peer");
+  const bool has_src_qmp = args.contains("src-qmp");
+  const std::string src_qmp = has_src_qmp ? string_arg(args, "src-qmp") : "";
+  if (!args.contains("dst-qmp") && !args.contains("dst-incoming")) {
+    throw CommandError("InvalidParameter", "give 'dst-qmp' (the daemons drive the destination QEMU) or "
+                                           "'dst-incoming' (its -incoming URI)");
+  }
+  const std::string listen = args.contains("listen")
+                                 ? string_arg(args, "listen")
+                                 : "unix:" + id_.run_dir + "/" + id_.name + "-" + std::to_string(id) + ".sock";
+  const uint64_t max_bw = uint_arg_or(args, "max-bandwidth", uint64_t(1) << 50, 0);
+  const uint64_t downtime_ms = uint_arg_or(args, "downtime-limit", 600000, 300);
+  const double postcopy_after = double_arg_or(args, "postcopy-after", 86400, 0);
+  if (id_.key.empty()) {
+    throw CommandError("AuthError", "this daemon has no pre-shared key (--key-file): it cannot authenticate to a peer");
+  }
+  if (migrations_.count(id) && !migrations_[id].done) {
+    throw CommandError("InvalidParameter", "session " + std::to_string(id) + " is already migrating");
+  }
+  try {
+    qemu::unix_path_from_uri(listen);
+  } catch (const std::invalid_argument& e) {
+    throw CommandError("InvalidParameter", e.what());
+  }
+  Migration m;
+  m.started_ns = engine::now_ns();
+  m.postcopy_after_s = postcopy_after;
+  broadcast_session({{"session", id}, {"role", "source"}, {"state", "negotiating"}});
+
+  json offer = {{"session", id},
+                {"postcopy", postcopy_after > 0},
+                {"fabric", {{"ip", id_.caps.ip}, {"mac", id_.caps.mac}, {"udp_port", id_.caps.udp_port},
+                            {"queues", id_.caps.queues}}}};
+  if (args.contains("dst-qmp")) offer["dst-qmp"] = string_arg(args, "dst-qmp");
+  if (args.contains("dst-incoming")) offer["dst-incoming"] = string_arg(args, "dst-incoming");
+  OfferResult r;
+  try {
+    r = offer_session(peer, id_.key, id_.caps, offer);
+  } catch (const PeerError& e) {
+    throw CommandError(e.error_class(), e.what());
+  }
+  const json fab = r.accept.value("fabric", json::object());
+  engine::SessionParams p;
+  p.id = id;
+  p.role = engine::Role::source;
+  p.qemu_uri = listen;
+  p.max_bandwidth = max_bw;
+  p.auth = derive_auth_secret(r.session_key);
+  try {
+    p.peer.ip = parse_ipv4(fab.value("ip", ""));
+    p.peer.mac = parse_mac(fab.value("mac", ""));
+    const uint16_t queues = std::max<uint16_t>(1, fab.value("queues", uint16_t(1)));
+    p.peer.udp_port = uint16_t(fab.value("udp_port", 0) + id % queues);
+  } catch (const std::invalid_argument& e) {
+    throw CommandError("PeerError", std::string("the destination's fabric address: ") + e.what());
+  }
+  engine::Engine& owner = owner_of(id);
+  on_worker(owner, [&owner, p] {
+    try {
+      owner.add_session(p);
+    } catch (const std::invalid_argument& e) {
+      throw CommandError("InvalidParameter", e.what());
+    }
+  });
+  m.phase = "prepared";
+  if (has_src_qmp) {
+    try {
+      m.qmp = std::make_unique<QmpClient>(src_qmp);
+      m.qmp->set_capabilities({{"return-path", true}, {"events", true}, {"postcopy-ram", postcopy_after > 0}});
+      // Lift QEMU's own cap (128 MiB/s by default): the fabric paces.
+      m.qmp->execute("migrate-set-parameters",
+                     {{"max-bandwidth", int64_t(1) << 40}, {"downtime-limit", downtime_ms}});
+      m.qmp->execute("migrate", {{"uri", listen}});
+      m.phase = "precopy";
+    } catch (const QmpError& e) {
+      on_worker(owner, [&owner, id, what = std::string(e.what())] { owner.cancel_session(id, what); });
+      throw CommandError("QemuError", e.what());
+    }
+  }
+  migrations_[id] = std::move(m);
+  broadcast_session({{"session", id}, {"role", "source"}, {"state", migrations_[id].phase}});
+  return {{"session", id}, {"state", migrations_[id].phase}, {"migrate-uri", listen},
+          {"peer-incoming-uri", r.accept.value("incoming-uri", "")}};
+}
+
+json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
+  // Runs on the peer channel's thread: it touches only engines (through
+  // their task rings) and its own QMP connection.
+  const uint64_t id64 = offer.value("session", 0ull);
+  if (id64 == 0 || id64 > UINT32_MAX) throw PeerError("PeerError", "offer without a valid session id");
+  const uint32_t id = uint32_t(id64);
+  const json fab = offer.value("fabric", json::object());
+  std::string uri;
+  std::unique_ptr<QmpClient> qmp;
+  try {
+    if (offer.contains("dst-qmp")) {
+      uri = "unix:" + id_.run_dir + "/" + id_.name + "-" + std::to_string(id) + "-in.sock";
+      qmp = std::make_unique<QmpClient>(offer.value("dst-qmp", ""));
+      qmp->set_capabilities({{"return-path", true}, {"events", true}, {"postcopy-ram", offer.value("postcopy", false)}});
+    } else {
+      uri = offer.value("dst-incoming", "");
+    }
+    engine::SessionParams p;
+    p.id = id;
+    p.role = engine::Role::destination;
+    p.qemu_uri = uri;
+    p.auth = derive_auth_secret(session_key);
+    // Answers go to the source's worker that owns the session.
+    const uint16_t src_queues = std::max<uint16_t>(1, fab.value("queues", uint16_t(1)));
+    p.peer_udp_port = uint16_t(fab.value("udp_port", id_.udp_base_port) + id % src_queues);
+    engine::Engine& owner = owner_of(id);
+    auto error = std::make_shared<std::string>();
+    const bool ran = owner.run_on_worker(
+        [&owner, p, error] {
+          try {
+            owner.add_session(p);
+          } catch (const std::exception& e) {
+            *error = e.what();
+          }
+        },
+        kWorkerTimeout);
+    if (!ran) throw PeerError("PeerError", "the destination's dataplane did not answer");
+    if (!error->empty()) throw PeerError("PeerError", *error);
+    // QEMU listens only once the session exists, so the dataplane finds it.
+    if (qmp) qmp->execute("migrate-incoming", {{"uri", uri}});
+  } catch (const QmpError& e) {
+    throw PeerError("QemuError", e.what());
+  } catch (const std::invalid_argument& e) {
+    throw PeerError("PeerError", e.what());
+  }
+  return {{"session", id},
+          {"incoming-uri", uri},
+          {"fabric", {{"ip", id_.caps.ip}, {"mac", id_.caps.mac}, {"udp_port", id_.caps.udp_port},
+                      {"queues", id_.caps.queues}}}};
+}
+
+void ControlServer::tick() {
+  const uint64_t now = engine::now_ns();
+  if (now - last_tick_ns_ < 200'000'000) return;
+  last_tick_ns_ = now;
+  for (auto& [id, m] : migrations_) {
+    if (m.done || !m.qmp) continue;
+    const std::string before = m.phase;
+    std::optional<engine::SessionInfo> info;
+    try {
+      info = session_info(id);
+    } catch (const CommandError&) {
+      continue;  // the worker is busy; next tick
+    }
+    if (!info) {
+      m.done = true;
+      continue;
+    }
+    try {
+      const json q = m.qmp->execute("query-migrate");
+      const std::string status = q.value("status", "none");
+      const json ram = q.value("ram", json::object());
+      m.progress = {{"qemu-status", status},
+                    {"total-time-ms", q.value("total-time", 0)},
+                    {"downtime-ms", q.value("downtime", 0)},
+                    {"expected-downtime-ms", q.value("expected-downtime", 0)},
+                    {"transferred", ram.value("transferred", 0)},
+                    {"remaining", ram.value("remaining", 0)},
+                    {"total", ram.value("total", 0)},
+                    {"mbps", ram.value("mbps", 0.0)},
+                    {"dirty-rate", ram.value("dirty-pages-rate", 0) * 4096},
+                    {"dirty-sync-count", ram.value("dirty-sync-count", 0)}};
+      if (status == "active") m.phase = "precopy";
+      if (status.rfind("postcopy", 0) == 0) m.phase = "postcopy";
+      if (status == "device" || status == "pre-switchover" || status == "completed") m.phase = "completing";
+      if (status == "failed" || status == "cancelled") {
+        const std::string why = "QEMU reports the migration " + status +
+                                (q.contains("error-desc") ? ": " + q["error-desc"].get<std::string>() : "");
+        engine::Engine& owner = owner_of(id);
+        on_worker(owner, [&owner, id, why] { owner.cancel_session(id, why); });
+        m.done = true;
+      }
+      // Postcopy by policy: precopy that has not converged by the deadline
+      // switches, so the VM runs at the destination at once.
+      if (status == "active" && m.postcopy_after_s > 0 && !m.postcopy_started &&
+          double(now - m.started_ns) / 1e9 >= m.postcopy_after_s) {
+        m.qmp->execute("migrate-start-postcopy");
+        m.postcopy_started = true;
+        std::cerr << "memmotiond[" << id_.name << "]: session " << id << ": precopy did not converge in "
+                  << m.postcopy_after_s << " s, switched to postcopy" << std::endl;
+      }
+    } catch (const QmpError& e) {
+      m.progress["qmp-error"] = e.what();
+    }
+    if (engine::is_terminal(info->state)) m.done = true;
+    if (m.phase != before && !m.done) broadcast_session(session_json(*info));
+  }
+}
+
+namespace {
+// Prometheus text: one metric family per counter, labels from the path.
+void emit(std::string& out, const std::string& name, const std::string& labels, const json& value,
+          std::map<std::string, bool>& typed, const char* type = "counter") {
+  if (!value.is_number()) return;
+  if (!typed[name]) {
+    out += "# TYPE " + name + " " + type + "\n";
+    typed[name] = true;
+  }
+  out += name + "{" + labels + "} " + value.dump() + "\n";
+}
+}  // namespace
+
+std::string ControlServer::metrics_text() {
+  std::string out;
+  std::map<std::string, bool> typed;
+  const json queues = id_.queue_stats ? id_.queue_stats() : json::array();
+  for (size_t q = 0; q < queues.size(); ++q) {
+    for (auto& [k, v] : queues[q].items()) {
+      emit(out, "memmotion_port_" + k + "_total", "queue=\"" + std::to_string(q) + "\"", v, typed);
+    }
+  }
+  for (size_t w = 0; w < engines_.size(); ++w) {
+    const json st = to_json(engines_[w]->stats());
+    const std::string lw = "worker=\"" + std::to_string(w) + "\"";
+    for (auto& [k, v] : st.items()) {
+      if (k == "rx_invalid") {
+        for (auto& [reason, n] : v.items()) {
+          emit(out, "memmotion_engine_rx_invalid_total", lw + ",reason=\"" + reason + "\"", n, typed);
+        }
+      } else if (k == "sessions") {
+        emit(out, "memmotion_engine_sessions", lw, v, typed, "gauge");
+      } else {
+        emit(out, "memmotion_engine_" + k + "_total", lw, v, typed);
+      }
+    }
+  }
+  if (peer_server_) {
+    emit(out, "memmotion_peer_auth_failures_total", "", peer_server_->auth_failures(), typed);
+    emit(out, "memmotion_peer_sessions_accepted_total", "", peer_server_->sessions_accepted(), typed);
+  }
+  for (engine::Engine* e : engines_) {
+    auto infos = std::make_shared<std::vector<engine::SessionInfo>>();
+    try {
+      on_worker(*e, [e, infos] { *infos = e->session_infos(); });
+    } catch (const CommandError&) {
+      continue;
+    }
+    for (const auto& info : *infos) {
+      const json j = session_json(info);
+      const std::string l = "session=\"" + std::to_string(info.id) + "\",role=\"" +
+                            engine::to_string(info.role) + "\"";
+      for (auto& [k, v] : j["counters"].items()) emit(out, "memmotion_session_" + k + "_total", l, v, typed);
+      emit(out, "memmotion_session_state", l + ",state=\"" + j["state"].get<std::string>() + "\"", 1, typed, "gauge");
+      if (j.contains("progress")) {
+        for (auto& [k, v] : j["progress"].items()) {
+          std::string name = k;
+          std::replace(name.begin(), name.end(), '-', '_');
+          emit(out, "memmotion_session_qemu_" + name, l, v, typed, "gauge");
+        }
+      }
+    }
+  }
+  return out;
+}
+
+void ControlServer::serve_metrics(int fd) {
+  // Local scrapes only: read the request line with a short deadline.
+  std::string req;
+  char buf[4096];
+  while (req.find("\r\n\r\n") == std::string::npos && req.size() < 8192) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0) break;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    req.append(buf, size_t(n));
+  }
+  std::string status = "200 OK", body;
+  if (req.rfind("GET /metrics", 0) == 0) {
+    body = metrics_text();
+  } else {
+    status = "404 Not Found";
+    body = "memmotiond serves GET /metrics\n";
+  }
+  const std::string resp = "HTTP/1.1 " + status + "\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                           "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  size_t off = 0;
+  while (off < resp.size()) {
+    const ssize_t w = ::send(fd, resp.data() + off, resp.size() - off, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    off += size_t(w);
+  }
+  ::close(fd);
+}
+
+void ControlServer::broadcast_session(const json& session) {
+  const auto ts = std::chrono::system_clock::now().time_since_epoch();
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(ts).count();
+  broadcast({{"event", "SESSION_STATE"},
+             {"data", session},
+             {"timestamp", {{"seconds", us / 1000000}, {"microseconds", us % 1000000}}}});
 }
 
 json ControlServer::execute(const json& request, std::atomic<bool>& stop) {
@@ -297,8 +671,13 @@ void ControlServer::run(std::atomic<bool>& stop) {
   epoll_event evs[16];
   while (!stop) {
     const int n = ::epoll_wait(epoll_fd_, evs, 16, 200);
+    tick();
     for (int i = 0; i < n && !stop; ++i) {
       const int fd = evs[i].data.fd;
+      if (fd == metrics_fd_) {
+        for (int c; (c = ::accept4(metrics_fd_, nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) serve_metrics(c);
+        continue;
+      }
       if (fd == listen_fd_) {
         for (int c; (c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0;) {
           epoll_event ev{};
@@ -321,11 +700,7 @@ void ControlServer::run(std::atomic<bool>& stop) {
           std::cerr << "memmotiond[" << id_.name << "]: session " << info.id << " ("
                     << engine::to_string(info.role) << ") " << engine::to_string(info.state)
                     << (info.error.empty() ? "" : ": " + info.error) << std::endl;
-          const auto ts = std::chrono::system_clock::now().time_since_epoch();
-          const auto us = std::chrono::duration_cast<std::chrono::microseconds>(ts).count();
-          broadcast({{"event", "SESSION_STATE"},
-                     {"data", to_json(info)},
-                     {"timestamp", {{"seconds", us / 1000000}, {"microseconds", us % 1000000}}}});
+          broadcast_session(session_json(info));
         }
         continue;
       }

@@ -6,12 +6,16 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "control/PeerChannel.hpp"
+#include "control/QmpClient.hpp"
 #include "dataplane/engine/Engine.hpp"
 
 namespace mm::control {
@@ -30,8 +34,14 @@ class CommandError : public std::runtime_error {
 struct DaemonIdentity {
   std::string name;         // instance name (logs, EAL file prefix)
   uint16_t udp_base_port;   // our fabric UDP base port (default for peers)
-  std::function<nlohmann::json()> port_stats;  // counters of the fabric port
+  std::function<nlohmann::json()> port_stats;  // counters of the fabric port, summed
+  std::function<nlohmann::json()> queue_stats;  // the same per queue (a list)
   std::string port_description;
+  Capabilities caps;        // what the peer channel announces
+  Bytes key;                // pre-shared key (empty: peer sessions refused)
+  std::string peer_listen;  // ip:port for the peer channel ("" = none)
+  std::string metrics_listen;  // ip:port of the Prometheus endpoint ("" = none)
+  std::string run_dir;      // where per-session sockets go
 };
 
 class ControlServer {
@@ -61,11 +71,35 @@ class ControlServer {
     return *engines_[engine::Engine::owner(session, uint16_t(engines_.size()))];
   }
   void broadcast(const nlohmann::json& event);
+  void broadcast_session(const nlohmann::json& session);
+
+  // Orchestrated migrations (source side): QEMU driven over QMP, progress
+  // followed and the postcopy policy applied from the control loop.
+  struct Migration {
+    std::unique_ptr<QmpClient> qmp;
+    uint64_t started_ns = 0;
+    double postcopy_after_s = 0;  // 0: never switch
+    bool postcopy_started = false;
+    bool done = false;
+    std::string phase = "negotiating";
+    nlohmann::json progress = nlohmann::json::object();
+  };
+  nlohmann::json migrate(const nlohmann::json& args);
+  nlohmann::json accept_offer(const nlohmann::json& offer, const Bytes& session_key);
+  void tick();
+  nlohmann::json session_json(const engine::SessionInfo& info);
+  std::optional<engine::SessionInfo> session_info(uint32_t id);
+  std::string metrics_text();
+  void serve_metrics(int fd);
 
   std::string path_;
   std::vector<engine::Engine*> engines_;
   DaemonIdentity id_;
   int listen_fd_ = -1;
+  int metrics_fd_ = -1;
+  std::unique_ptr<PeerServer> peer_server_;
+  std::map<uint32_t, Migration> migrations_;
+  uint64_t last_tick_ns_ = 0;
   int epoll_fd_ = -1;
   std::map<int, std::string> clients_;  // fd -> bytes of an incomplete line
 };

@@ -11,8 +11,11 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <filesystem>
+#include <toml.hpp>
 
 #include "control/ControlServer.hpp"
+#include "control/Psk.hpp"
 #include "control/SessionJson.hpp"
 #include "dataplane/engine/Engine.hpp"
 #include "dataplane/port/Eal.hpp"
@@ -43,23 +46,80 @@ std::string resolve_profile(const std::string& name) {
   return std::string(MEMMOTION_PROFILE_DIR) + "/" + name + ".toml";
 }
 
+// Settings from --config (TOML), overridden by the command line.
+struct Settings {
+  std::string profile = "af_packet-veth";
+  std::map<std::string, std::string> vars;
+  std::string ip;
+  int udp_port = -1;
+  std::string control = "/run/memmotion/control.sock";
+  std::string name = "memmotiond";
+  std::string key_file, peer_listen, metrics, run_dir;
+};
+
+void load_config(const std::string& path, Settings& s) {
+  toml::value root;
+  try {
+    root = toml::parse(path);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(path + ": malformed TOML: " + std::string(e.what()).substr(0, 200));
+  }
+  if (!root.is_table()) throw std::invalid_argument(path + ": not a TOML table");
+  for (const auto& [k, v] : root.as_table()) {
+    auto str = [&, k = k, v = v]() {
+      if (!v.is_string()) throw std::invalid_argument(path + ": " + k + ": must be a string");
+      return v.as_string().str;
+    };
+    if (k == "profile") s.profile = str();
+    else if (k == "ip") s.ip = str();
+    else if (k == "control") s.control = str();
+    else if (k == "name") s.name = str();
+    else if (k == "key_file") s.key_file = str();
+    else if (k == "peer_listen") s.peer_listen = str();
+    else if (k == "metrics") s.metrics = str();
+    else if (k == "run_dir") s.run_dir = str();
+    else if (k == "udp_port") {
+      if (!v.is_integer()) throw std::invalid_argument(path + ": udp_port: must be an integer");
+      s.udp_port = int(v.as_integer());
+    } else if (k == "set") {
+      if (!v.is_table()) throw std::invalid_argument(path + ": set: must be a table of profile variables");
+      for (const auto& [vk, vv] : v.as_table()) {
+        if (!vv.is_string()) throw std::invalid_argument(path + ": set." + vk + ": must be a string");
+        s.vars[vk] = vv.as_string().str;
+      }
+    } else {
+      throw std::invalid_argument(path + ": " + k + ": unknown key (known: profile, ip, udp_port, control, "
+                                  "name, key_file, peer_listen, metrics, run_dir, set)");
+    }
+  }
+}
+
+std::string mac_text(const std::array<uint8_t, 6>& m) {
+  char b[20];
+  std::snprintf(b, sizeof b, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+  return b;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"memmotiond: the MemoryMotion migration dataplane"};
-  std::string profile_name = "af_packet-veth";
+  Settings cfg;
+  std::string config_path, profile_name, ip_text, control_path, name, key_file, peer_listen, metrics,
+      run_dir;
   std::vector<std::string> sets;
-  std::string ip_text;
   int udp_port = -1;
-  std::string control_path = "/run/memmotion/control.sock";
-  std::string name = "memmotiond";
-  app.add_option("-p,--profile", profile_name, "NIC profile: a shipped name or a .toml path")
-      ->capture_default_str();
+  app.add_option("--config", config_path, "TOML settings file (command-line options override it)");
+  app.add_option("-p,--profile", profile_name, "NIC profile: a shipped name or a .toml path (default af_packet-veth)");
   app.add_option("--set", sets, "profile variable NAME=VALUE (e.g. iface=eth1)");
-  app.add_option("--ip", ip_text, "this host's fabric IPv4 address")->required();
+  app.add_option("--ip", ip_text, "this host's fabric IPv4 address");
   app.add_option("--udp-port", udp_port, "fabric UDP base port (default: the profile's)");
-  app.add_option("-c,--control", control_path, "control socket path")->capture_default_str();
-  app.add_option("-n,--name", name, "instance name (logs, DPDK file prefix)")->capture_default_str();
+  app.add_option("-c,--control", control_path, "control socket path (default /run/memmotion/control.sock)");
+  app.add_option("-n,--name", name, "instance name (logs, DPDK file prefix)");
+  app.add_option("--key-file", key_file, "pre-shared key for the peer channel (mode 0600)");
+  app.add_option("--peer-listen", peer_listen, "ip:port where peers reach this daemon");
+  app.add_option("--metrics", metrics, "ip:port of the Prometheus endpoint (e.g. 127.0.0.1:9470)");
+  app.add_option("--run-dir", run_dir, "directory for per-session sockets (default: the control socket's)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -68,23 +128,39 @@ int main(int argc, char** argv) {
 
   mm::port::NicProfile profile;
   uint32_t ip = 0;
+  mm::control::Bytes key;
   try {
-    std::map<std::string, std::string> vars;
+    if (!config_path.empty()) load_config(config_path, cfg);
+    if (!profile_name.empty()) cfg.profile = profile_name;
+    if (!ip_text.empty()) cfg.ip = ip_text;
+    if (udp_port != -1) cfg.udp_port = udp_port;
+    if (!control_path.empty()) cfg.control = control_path;
+    if (!name.empty()) cfg.name = name;
+    if (!key_file.empty()) cfg.key_file = key_file;
+    if (!peer_listen.empty()) cfg.peer_listen = peer_listen;
+    if (!metrics.empty()) cfg.metrics = metrics;
+    if (!run_dir.empty()) cfg.run_dir = run_dir;
+    if (cfg.run_dir.empty()) cfg.run_dir = std::filesystem::path(cfg.control).parent_path().string();
     for (const auto& s : sets) {
       const auto eq = s.find('=');
       if (eq == std::string::npos || eq == 0) {
         throw std::invalid_argument("--set " + s + ": expected NAME=VALUE");
       }
-      vars[s.substr(0, eq)] = s.substr(eq + 1);
+      cfg.vars[s.substr(0, eq)] = s.substr(eq + 1);
     }
-    profile = mm::port::load_profile(resolve_profile(profile_name), vars,
+    if (cfg.ip.empty()) throw std::invalid_argument("--ip (or ip in --config) is required");
+    profile = mm::port::load_profile(resolve_profile(cfg.profile), cfg.vars,
                                      {{"ebpf_dir", MEMMOTION_EBPF_DIR}});
-    ip = mm::control::parse_ipv4(ip_text);
-    if (udp_port > 65535 || udp_port == 0) throw std::invalid_argument("--udp-port must be 1..65535");
+    ip = mm::control::parse_ipv4(cfg.ip);
+    if (cfg.udp_port > 65535 || cfg.udp_port == 0) throw std::invalid_argument("--udp-port must be 1..65535");
+    if (!cfg.key_file.empty()) key = mm::control::load_key_file(cfg.key_file);
   } catch (const std::exception& e) {
     std::cerr << "memmotiond: " << e.what() << std::endl;
     return 2;
   }
+  name = cfg.name;
+  control_path = cfg.control;
+  udp_port = cfg.udp_port;
   const uint16_t base_port = uint16_t(udp_port > 0 ? udp_port : profile.fabric.udp_base_port);
 
   try {
@@ -149,13 +225,31 @@ int main(int argc, char** argv) {
       id.port_description = port->describe();
       mm::port::EthPort* p = port.get();
       id.port_stats = [p] { return port_stats_json(p->stats()); };
+      id.queue_stats = [p] {
+        nlohmann::json list = nlohmann::json::array();
+        for (uint16_t q = 0; q < p->queues(); ++q) list.push_back(port_stats_json(p->queue(q).stats()));
+        return list;
+      };
+      id.caps.version = MEMMOTION_VERSION;
+      id.caps.mmp = mm::wire::kVersion;
+      id.caps.mtu = profile.port.mtu;
+      id.caps.queues = p->queues();
+      id.caps.ip = cfg.ip;
+      id.caps.mac = mac_text(p->local_address().mac);
+      id.caps.udp_port = base_port;
+      id.key = key;
+      id.peer_listen = cfg.peer_listen;
+      id.metrics_listen = cfg.metrics;
+      id.run_dir = cfg.run_dir;
       mm::control::ControlServer server(control_path, engine_ptrs, id);
       for (size_t w = 0; w < engines.size(); ++w) {
         rte_eal_remote_launch(worker_main, engines[w].get(), lcores[w]);
       }
       std::cerr << "memmotiond[" << name << "]: " << port->describe() << ", " << engines.size()
                 << " worker(s), UDP base port " << base_port << ", control socket " << control_path
-                << std::endl;
+                << (cfg.peer_listen.empty() ? "" : ", peers at " + cfg.peer_listen)
+                << (cfg.metrics.empty() ? "" : ", metrics at http://" + cfg.metrics + "/metrics")
+                << (key.empty() ? ", no peer key" : "") << std::endl;
       server.run(g_stop);
     } catch (const std::exception& e) {
       std::cerr << "memmotiond: " << e.what() << std::endl;

@@ -1,0 +1,34 @@
+// Blocking JSON-lines I/O over a socket with a deadline on every read: the
+// framing of the peer channel and of QMP, both on the cold path.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace mm::control {
+
+class JsonLines {
+ public:
+  // Takes ownership of fd.
+  explicit JsonLines(int fd, int timeout_ms = 5000) : fd_(fd), timeout_ms_(timeout_ms) {}
+  ~JsonLines();
+  JsonLines(const JsonLines&) = delete;
+  JsonLines& operator=(const JsonLines&) = delete;
+
+  // Throws std::runtime_error on timeout, EOF, malformed JSON or a line over 1 MiB.
+  nlohmann::json read();
+  void write(const nlohmann::json& j);
+  int fd() const { return fd_; }
+
+  // Connects to "unix:/path" or "host:port" (TCP) within timeout_ms.
+  static int connect_unix(const std::string& path, int timeout_ms);
+  static int connect_tcp(const std::string& host_port, int timeout_ms);
+
+ private:
+  int fd_;
+  int timeout_ms_;
+  std::string buf_;
+};
+
+}  // namespace mm::control

@@ -1,0 +1,32 @@
+// Pre-shared key for the peer channel: loading it safely, HMAC-SHA256
+// proofs for the mutual challenge-response, nonces, and the per-session
+// secrets (MMP auth tags) derived from it. OpenSSL underneath.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dataplane/wire/AuthTag.hpp"
+
+namespace mm::control {
+
+using Bytes = std::vector<uint8_t>;
+
+// Reads the key file: at least 32 bytes (trailing whitespace dropped), a
+// regular file that neither group nor others may read or write. Throws
+// std::runtime_error naming the file and the problem.
+Bytes load_key_file(const std::string& path);
+
+Bytes hmac_sha256(const Bytes& key, const std::string& data);
+std::string to_hex(const Bytes& b);
+Bytes random_bytes(size_t n);
+// Compares in constant time (proofs must not leak through timing).
+bool equal_secret(const std::string& a, const std::string& b);
+
+// HMAC-SHA256 counter-mode expansion of a session key into the MMP auth
+// secret.
+wire::AuthSecret derive_auth_secret(const Bytes& session_key);
+
+}  // namespace mm::control
