@@ -3,6 +3,7 @@
 // 2 usage, 3 cannot reach the daemon, 4 timed out, 5 the session ended
 // failed or cancelled.
 #include <poll.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -99,6 +100,27 @@ std::string human_bytes(double b) {
   return s;
 }
 
+// One progress line: bar, bytes, rate, dirty rate, savings, ETA, state.
+std::string progress_line(const json& s) {
+  const json pr = s.value("progress", json::object());
+  const json& c = s["counters"];
+  const double sent = pr.value("transferred", 0.0), left = pr.value("remaining", 0.0);
+  const double frac = sent + left > 0 ? sent / (sent + left) : 0;
+  const double mbps = pr.value("mbps", 0.0);
+  const double in = c.value("qemu_bytes_in", 0.0), wire = c.value("wire_bytes_tx", 0.0);
+  const int width = 24, filled = int(frac * width + 0.5);
+  char buf[256];
+  const double eta = mbps > 0 ? left * 8 / (mbps * 1e6) : -1;
+  std::snprintf(buf, sizeof buf, "[%s%s] %3.0f%%  %s sent  %s/s  dirty %s/s  saved %.0f%%  ETA %s  %s",
+                std::string(size_t(filled), '#').c_str(), std::string(size_t(width - filled), '-').c_str(),
+                frac * 100, human_bytes(sent).c_str(), human_bytes(mbps * 1e6 / 8).c_str(),
+                human_bytes(pr.value("dirty-rate", 0.0)).c_str(),
+                in > 0 ? std::max(0.0, (1 - wire / in) * 100) : 0.0,
+                eta >= 0 ? (std::to_string(int(eta * 10) / 10.0).substr(0, 4) + "s").c_str() : "?",
+                s.value("state", "?").c_str());
+  return buf;
+}
+
 void print_session(const json& s) {
   const auto& c = s["counters"];
   std::cout << "session " << s["session"] << " (" << s["role"].get<std::string>() << ") "
@@ -152,6 +174,22 @@ int main(int argc, char** argv) {
   auto* stats = app.add_subcommand("stats", "port and engine counters");
   auto* version = app.add_subcommand("version", "daemon version");
   auto* quit = app.add_subcommand("quit", "stop the daemon");
+  auto* migrate = app.add_subcommand("migrate", "migrate a VM: negotiate with the peer daemon, drive QEMU, show progress");
+  std::string peer, src_qmp, dst_qmp, dst_incoming, listen;
+  uint64_t downtime_ms = 0;
+  double postcopy_after = 0;
+  bool no_progress = false;
+  migrate->add_option("--session", session, "session id")->required();
+  migrate->add_option("--peer", peer, "destination daemon's peer channel, ip:port")->required();
+  migrate->add_option("--src-qmp", src_qmp, "QMP socket of the source QEMU (without it: only hand out the URI)");
+  migrate->add_option("--dst-qmp", dst_qmp, "QMP socket of the destination QEMU, as the destination host sees it "
+                                            "(QEMU started with -incoming defer)");
+  migrate->add_option("--dst-incoming", dst_incoming, "the destination QEMU's -incoming URI, when not --dst-qmp");
+  migrate->add_option("--listen", listen, "URI the source QEMU migrates to (default: in the daemon's run dir)");
+  migrate->add_option("--max-bandwidth", max_bw, "pace the session to this many wire bytes/s");
+  migrate->add_option("--downtime-limit", downtime_ms, "QEMU downtime limit, ms (default 300)");
+  migrate->add_option("--postcopy-after", postcopy_after, "switch to postcopy when precopy has not converged after this many s");
+  migrate->add_flag("--no-progress", no_progress, "no progress display");
   auto* rawcmd = app.add_subcommand("raw", "send one request line as is and print the reply");
   rawcmd->add_option("request", raw, "a JSON request")->required();
 
@@ -192,6 +230,46 @@ int main(int argc, char** argv) {
       reply = c.execute("quit");
     } else if (*rawcmd) {
       reply = c.call(raw);
+    } else if (*migrate) {
+      args["session"] = session;
+      args["peer"] = peer;
+      if (!src_qmp.empty()) args["src-qmp"] = src_qmp;
+      if (!dst_qmp.empty()) args["dst-qmp"] = dst_qmp;
+      if (!dst_incoming.empty()) args["dst-incoming"] = dst_incoming;
+      if (!listen.empty()) args["listen"] = listen;
+      if (downtime_ms) args["downtime-limit"] = downtime_ms;
+      if (postcopy_after > 0) args["postcopy-after"] = postcopy_after;
+      reply = c.execute("migrate", args);
+      if (!reply.contains("error") && !src_qmp.empty()) {
+        // Follow the session to its end, drawing progress on stderr.
+        const bool tty = ::isatty(2);
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
+        auto last_line = std::chrono::steady_clock::now() - std::chrono::seconds(2);
+        for (;;) {
+          reply = c.execute("query-session", {{"session", session}});
+          if (reply.contains("error")) break;
+          const json& r = reply["return"];
+          const std::string st = r.value("state", "");
+          const bool end = st == "completed" || st == "failed" || st == "cancelled";
+          if (!no_progress && !as_json) {
+            const auto now = std::chrono::steady_clock::now();
+            if (tty) {
+              std::cerr << "\r" << progress_line(r) << "\033[K" << std::flush;
+            } else if (end || now - last_line >= std::chrono::seconds(1)) {
+              std::cerr << progress_line(r) << "\n";
+              last_line = now;
+            }
+          }
+          if (end) break;
+          if (std::chrono::steady_clock::now() > deadline) {
+            if (tty) std::cerr << "\n";
+            std::cerr << "memmotionctl: session " << session << " still " << st << " after " << timeout << " s\n";
+            return kTimeout;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        }
+        if (tty && !no_progress && !as_json) std::cerr << "\n";
+      }
     } else if (*wait) {
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
       for (;;) {
@@ -216,8 +294,11 @@ int main(int argc, char** argv) {
     const json& r = reply["return"];
     if (as_json || *rawcmd) {
       std::cout << (*rawcmd ? reply : r).dump() << "\n";
-    } else if (*status || *wait) {
+    } else if (*status || *wait || (*migrate && !src_qmp.empty())) {
       print_session(r);
+    } else if (*migrate) {
+      std::cout << "session " << session << " negotiated; migrate the source QEMU to "
+                << r["migrate-uri"].get<std::string>() << "\n";
     } else if (*sessions) {
       for (auto& s : r) print_session(s);
       if (r.empty()) std::cout << "no sessions\n";
@@ -228,7 +309,7 @@ int main(int argc, char** argv) {
     } else if (!r.empty()) {
       std::cout << r.dump(2) << "\n";
     }
-    if (*wait && r["state"] != "completed") return kSessionFailed;
+    if ((*wait || (*migrate && !src_qmp.empty())) && r["state"] != "completed") return kSessionFailed;
     return kOk;
   } catch (const Failure& f) {
     std::cerr << "memmotionctl: " << f.text << "\n";

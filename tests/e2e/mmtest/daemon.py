@@ -73,7 +73,7 @@ class Daemon:
 
     def __init__(self, binary: Path, workdir: Path, name: str, profile: str, ip: str,
                  sets: dict[str, str] | None = None, netns: str | None = None,
-                 udp_port: int | None = None):
+                 udp_port: int | None = None, extra: list[str] | None = None):
         self.binary = Path(binary)
         self.workdir = Path(workdir)
         self.name = name
@@ -85,6 +85,8 @@ class Daemon:
             cmd += ["--set", f"{k}={v}"]
         if udp_port:
             cmd += ["--udp-port", str(udp_port)]
+        cmd += extra or []
+        self.netns = netns
         if netns:
             cmd = ["ip", "netns", "exec", netns] + cmd
         self.cmd = cmd

@@ -56,7 +56,7 @@ class Fabric:
     af_packet-veth-mtu1500, af_xdp-veth or memif)."""
 
     def __init__(self, build: Path, kind: str = "af_packet-veth", mtu: int | None = None,
-                 workdir: Path | None = None):
+                 workdir: Path | None = None, daemon_args: dict[str, list[str]] | None = None):
         require_root("the fabric")
         require_tools("ip")
         self.build = Path(build)
@@ -66,6 +66,7 @@ class Fabric:
         self.mtu = mtu or {"af_packet-veth": 9000, "af_packet-veth-mtu1500": 1500,
                            "af_packet-veth-2q": 9000, "af_xdp-veth": 3000, "memif": 9000}[kind]
         self.namespaces: list[str] = []
+        self.daemon_args = daemon_args or {}
         self.loss_procs: list[subprocess.Popen] = []
         self.steered: list[Host] = []
         self.src: Host
@@ -105,7 +106,8 @@ class Fabric:
         return m.group(1)
 
     # -- daemons -------------------------------------------------------
-    def _daemon(self, role: str, host: Host) -> Daemon:
+    def _daemon(self, role: str, host: Host, profile: str | None = None,
+                extra: list[str] | None = None) -> Daemon:
         sets: dict[str, str] = {}
         if self.kind == "memif":
             sets = {"role": "server" if role == "src" else "client",
@@ -113,7 +115,19 @@ class Fabric:
         else:
             sets = {"iface": host.iface or ""}
         return Daemon(self.build / "control" / "memmotiond", self.workdir,
-                      f"{role}-{self.suffix}", self.kind, host.fabric_ip, sets, host.netns)
+                      f"{role}-{self.suffix}", profile or self.kind, host.fabric_ip, sets, host.netns,
+                      extra=extra if extra is not None else self.daemon_args.get(role, []))
+
+    def replace_daemon(self, role: str, extra: list[str], profile: str | None = None) -> Daemon:
+        """Stops one host's daemon and starts it again with other options."""
+        host = self.src if role == "src" else self.dst
+        attr = f"{role}_daemon"
+        getattr(self, attr).stop()
+        setattr(self, attr, self._daemon(role, host, profile, extra).start())
+        return getattr(self, attr)
+
+    def exec(self, host: Host, cmd: list[str], **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(host.exec_prefix() + cmd, capture_output=True, text=True, **kw)
 
     def set_loss(self, host: Host, percent: float) -> None:
         """Drops `percent` of the MMP frames arriving at a host's veth with

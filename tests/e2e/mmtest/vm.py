@@ -25,13 +25,17 @@ class Vm:
         self.workdir = Path(workdir)
         self.ram_mib = ram_mib
         self.qmp_path = str(self.workdir / f"{name}.qmp")
+        # A second QMP monitor for a manager (memmotiond's QMP driver): a
+        # QEMU monitor serves one client at a time, and the test holds the first.
+        self.mgmt_qmp_path = str(self.workdir / f"{name}.mgmt.qmp")
         self.console_path = self.workdir / f"{name}.console"
         cmd = [QEMU, "-name", name, "-accel", "tcg", "-machine", "pc", "-cpu", "qemu64",
                "-m", str(ram_mib), "-smp", "1", "-nodefaults", "-nographic", "-vga", "none",
                "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
                "-append", f"console=ttyS0 quiet panic=-1 {append}".strip(),
                "-chardev", f"file,id=con,path={self.console_path}", "-serial", "chardev:con",
-               "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+               "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+               "-qmp", f"unix:{self.mgmt_qmp_path},server=on,wait=off"]
         if incoming:
             cmd += ["-incoming", incoming]
         if paused:
