@@ -21,10 +21,12 @@ json Capabilities::to_json() const {
 }
 
 void check_compatible(const Capabilities& ours, const json& theirs, bool we_are_source) {
-  const char* us = we_are_source ? "source" : "destination";
   const char* them = we_are_source ? "destination" : "source";
-  auto both = [&](const std::string& what, const std::string& a, const std::string& b) {
-    return what + " mismatch: " + us + " " + a + ", " + them + " " + b;
+  // Always "source X, destination Y", whichever side notices.
+  auto both = [&](const std::string& what, const std::string& ours_v, const std::string& theirs_v) {
+    const std::string& src = we_are_source ? ours_v : theirs_v;
+    const std::string& dst = we_are_source ? theirs_v : ours_v;
+    return what + " mismatch: source " + src + ", destination " + dst;
   };
   if (!theirs.is_object() || !theirs.contains("mmp") || !theirs.contains("peer")) {
     throw PeerError("VersionMismatch", std::string("the ") + them + " sent no capabilities");
