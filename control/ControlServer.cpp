@@ -300,9 +300,11 @@ json ControlServer::session_json(const engine::SessionInfo& info) {
   auto m = migrations_.find(info.id);
   if (m != migrations_.end()) {
     j["progress"] = m->second.progress;
-    // The orchestrator knows phases the dataplane cannot see (postcopy,
-    // completing); a terminal dataplane state always wins.
-    if (!engine::is_terminal(info.state)) j["state"] = m->second.phase;
+    // The orchestrator knows phases the dataplane cannot see (negotiating,
+    // postcopy); the dataplane's completing and terminal states win.
+    if (info.state == engine::SessionState::prepared || info.state == engine::SessionState::precopy) {
+      j["state"] = m->second.phase;
+    }
   }
   return j;
 }

@@ -19,6 +19,7 @@ const char* to_string(SessionState s) {
   switch (s) {
     case SessionState::prepared: return "prepared";
     case SessionState::precopy: return "precopy";
+    case SessionState::completing: return "completing";
     case SessionState::completed: return "completed";
     case SessionState::failed: return "failed";
     case SessionState::cancelled: return "cancelled";
@@ -112,7 +113,12 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
         return true;
       }
       if (relay_.bytes_to_qemu() != out_before) work = true;
-      if (relay_.finished() && conn_->sender(0).idle()) finish(now, SessionState::completed);
+      if (relay_.finished() && conn_->sender(0).idle()) {
+        finish(now, SessionState::completed);
+      } else if (relay_.local_fin_queued() && info_.state == SessionState::precopy) {
+        info_.state = SessionState::completing;
+        state_changed_ = true;
+      }
     }
     const bool liveness_applies = info_.role == Role::source || heard_from_peer_;
     if (!is_terminal(info_.state) && liveness_applies && conn_->peer_silent(now)) {

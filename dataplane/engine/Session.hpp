@@ -16,9 +16,12 @@
 namespace mm::engine {
 
 enum class Role { source, destination };
-// The walking skeleton's subset of the session state machine
-// (ARCHITECTURE.md §6); negotiation and postcopy come with the control plane.
-enum class SessionState { prepared, precopy, completed, failed, cancelled };
+// The dataplane's part of the session state machine (ARCHITECTURE.md §6);
+// the control plane adds negotiating and postcopy, which it sees from QMP.
+// completing: the local QEMU has closed its side (everything it had to say
+// is queued); the session completes once the peer has all of it and has
+// closed its side too.
+enum class SessionState { prepared, precopy, completing, completed, failed, cancelled };
 const char* to_string(Role r);
 const char* to_string(SessionState s);
 inline bool is_terminal(SessionState s) {

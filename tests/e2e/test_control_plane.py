@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mmtest import flow  # noqa: E402
+from mmtest.daemon import ControlClient  # noqa: E402
 from mmtest.fabric import DST_KERNEL_IP, Fabric  # noqa: E402
 from mmtest.guest import ensure_guest  # noqa: E402
 from mmtest.proc import report  # noqa: E402
@@ -85,6 +86,7 @@ def case_orchestrated(f: Fabric, kernel: Path, initrd: Path, a, postcopy: bool) 
         if postcopy:
             # Paced below the guest's dirty rate: precopy cannot converge.
             args += ["--max-bandwidth", "40000000", "--postcopy-after", "1.5"]
+        watcher = ControlClient(f.src_daemon.control_path)
         p = ctl(f, *args)
         samples = []
         while p.poll() is None and len(samples) < 2 and not postcopy:
@@ -96,6 +98,12 @@ def case_orchestrated(f: Fabric, kernel: Path, initrd: Path, a, postcopy: bool) 
                 samples.append(m[key])
         out, err = p.communicate(timeout=300)
         check(p.returncode == 0, f"memmotionctl migrate exit {p.returncode}: {out.strip()} {err.strip()[-300:]}")
+        events = watcher.wait_events(10, lambda ev: any(e["data"].get("state") == "completed" for e in ev))
+        states = [e["data"]["state"] for e in events if e["data"].get("session") == sid]
+        watcher.close()
+        want = ["negotiating", "precopy", "postcopy" if postcopy else "completing", "completed"]
+        check(all(w in states for w in want) and states[-1] == "completed",
+              f"SESSION_STATE events went {' -> '.join(dict.fromkeys(states))}")
         check("sent" in err and "/s" in err, "a progress display was shown")
         if not postcopy:
             check(len(samples) == 2 and samples[1] > samples[0],

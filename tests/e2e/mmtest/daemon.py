@@ -64,6 +64,24 @@ class ControlClient:
             raise ControlError(reply["error"]["class"], reply["error"]["desc"])
         return reply["return"]
 
+    def wait_events(self, timeout: float, until=lambda events: False) -> list[dict]:
+        """Collects asynchronous events for up to `timeout` s, or until
+        `until(events)` holds."""
+        deadline = time.monotonic() + timeout
+        old = self.sock.gettimeout()
+        try:
+            while not until(self.events) and time.monotonic() < deadline:
+                self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+                try:
+                    msg = self._read()
+                except (socket.timeout, TimeoutError):
+                    break
+                if "event" in msg:
+                    self.events.append(msg)
+        finally:
+            self.sock.settimeout(old)
+        return self.events
+
     def close(self) -> None:
         self.sock.close()
 
