@@ -17,6 +17,7 @@
 #include <iostream>
 
 #include "control/SessionJson.hpp"
+#include "dataplane/engine/Session.hpp"
 #include "dataplane/qemu/UnixSocket.hpp"
 
 namespace mm::control {
@@ -311,7 +312,7 @@ json ControlServer::session_json(const engine::SessionInfo& info) {
 
 json ControlServer::migrate(const json& args) {
   no_other_args(args, {"session", "peer", "src-qmp", "dst-qmp", "dst-incoming", "listen", "max-bandwidth",
-                       "downtime-limit", "postcopy-after"});
+                       "downtime-limit", "postcopy-after", "multifd-channels"});
   const uint32_t id = session_arg(args);
   const std::string peer = string_arg(args, "peer");
   const bool has_src_qmp = args.contains("src-qmp");
@@ -326,6 +327,14 @@ json ControlServer::migrate(const json& args) {
   const uint64_t max_bw = uint_arg_or(args, "max-bandwidth", uint64_t(1) << 50, 0);
   const uint64_t downtime_ms = uint_arg_or(args, "downtime-limit", 600000, 300);
   const double postcopy_after = double_arg_or(args, "postcopy-after", 86400, 0);
+  // Multifd channels default to the dataplane's queues (each channel is a
+  // stream of the session); off with a postcopy policy, which QEMU does not
+  // combine with multifd.
+  const uint64_t multifd = uint_arg_or(args, "multifd-channels", engine::Session::kMaxMultifdChannels,
+                                       postcopy_after > 0 ? 0 : engines_.size());
+  if (multifd > 0 && postcopy_after > 0) {
+    throw CommandError("InvalidParameter", "multifd-channels and postcopy-after cannot be combined (QEMU 7.2)");
+  }
   if (id_.key.empty()) {
     throw CommandError("AuthError", "this daemon has no pre-shared key (--key-file): it cannot authenticate to a peer");
   }
@@ -344,6 +353,7 @@ json ControlServer::migrate(const json& args) {
 
   json offer = {{"session", id},
                 {"postcopy", postcopy_after > 0},
+                {"multifd-channels", multifd},
                 {"fabric", {{"ip", id_.caps.ip}, {"mac", id_.caps.mac}, {"udp_port", id_.caps.udp_port},
                             {"queues", id_.caps.queues}}}};
   if (args.contains("dst-qmp")) offer["dst-qmp"] = string_arg(args, "dst-qmp");
@@ -381,10 +391,12 @@ json ControlServer::migrate(const json& args) {
   if (has_src_qmp) {
     try {
       m.qmp = std::make_unique<QmpClient>(src_qmp);
-      m.qmp->set_capabilities({{"return-path", true}, {"events", true}, {"postcopy-ram", postcopy_after > 0}});
+      m.qmp->set_capabilities({{"return-path", true}, {"events", true}, {"postcopy-ram", postcopy_after > 0},
+                               {"multifd", multifd > 0}});
       // Lift QEMU's own cap (128 MiB/s by default): the fabric paces.
-      m.qmp->execute("migrate-set-parameters",
-                     {{"max-bandwidth", int64_t(1) << 40}, {"downtime-limit", downtime_ms}});
+      json params = {{"max-bandwidth", int64_t(1) << 40}, {"downtime-limit", downtime_ms}};
+      if (multifd) params["multifd-channels"] = multifd;
+      m.qmp->execute("migrate-set-parameters", params);
       m.qmp->execute("migrate", {{"uri", listen}});
       m.phase = "precopy";
     } catch (const QmpError& e) {
@@ -411,7 +423,10 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     if (offer.contains("dst-qmp")) {
       uri = "unix:" + id_.run_dir + "/" + id_.name + "-" + std::to_string(id) + "-in.sock";
       qmp = std::make_unique<QmpClient>(offer.value("dst-qmp", ""));
-      qmp->set_capabilities({{"return-path", true}, {"events", true}, {"postcopy-ram", offer.value("postcopy", false)}});
+      const uint64_t multifd = offer.value("multifd-channels", 0ull);
+      qmp->set_capabilities({{"return-path", true}, {"events", true},
+                             {"postcopy-ram", offer.value("postcopy", false)}, {"multifd", multifd > 0}});
+      if (multifd) qmp->execute("migrate-set-parameters", {{"multifd-channels", multifd}});
     } else {
       uri = offer.value("dst-incoming", "");
     }

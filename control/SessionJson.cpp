@@ -50,6 +50,7 @@ json to_json(const engine::SessionInfo& s) {
            {"bad_stream_rx", c.conn.bad_stream},
            {"bad_ack_rx", c.conn.bad_ack},
            {"rejected_channels", c.rejected_channels},
+           {"multifd_channels", c.multifd_channels},
        }},
   };
   if (!s.error.empty()) j["error"] = s.error;

@@ -178,6 +178,7 @@ int main(int argc, char** argv) {
   std::string peer, src_qmp, dst_qmp, dst_incoming, listen;
   uint64_t downtime_ms = 0;
   double postcopy_after = 0;
+  int multifd_channels = -1;
   bool no_progress = false;
   migrate->add_option("--session", session, "session id")->required();
   migrate->add_option("--peer", peer, "destination daemon's peer channel, ip:port")->required();
@@ -189,6 +190,7 @@ int main(int argc, char** argv) {
   migrate->add_option("--max-bandwidth", max_bw, "pace the session to this many wire bytes/s");
   migrate->add_option("--downtime-limit", downtime_ms, "QEMU downtime limit, ms (default 300)");
   migrate->add_option("--postcopy-after", postcopy_after, "switch to postcopy when precopy has not converged after this many s");
+  migrate->add_option("--multifd-channels", multifd_channels, "QEMU multifd channels (default: the daemon's queues; 0: off)");
   migrate->add_flag("--no-progress", no_progress, "no progress display");
   auto* rawcmd = app.add_subcommand("raw", "send one request line as is and print the reply");
   rawcmd->add_option("request", raw, "a JSON request")->required();
@@ -239,6 +241,7 @@ int main(int argc, char** argv) {
       if (!listen.empty()) args["listen"] = listen;
       if (downtime_ms) args["downtime-limit"] = downtime_ms;
       if (postcopy_after > 0) args["postcopy-after"] = postcopy_after;
+      if (multifd_channels >= 0) args["multifd-channels"] = multifd_channels;
       reply = c.execute("migrate", args);
       if (!reply.contains("error") && !src_qmp.empty()) {
         // Follow the session to its end, drawing progress on stderr.

@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstring>
 
 namespace mm::engine {
@@ -12,6 +15,27 @@ namespace {
 constexpr size_t kMaxMessage = 1 << 20;
 constexpr size_t kQemuOutBuffer = 4 << 20;
 }  // namespace
+
+void add_into(transport::SenderStats& a, const transport::SenderStats& b) {
+  a.packets += b.packets;
+  a.retransmits += b.retransmits;
+  a.fast_retransmits += b.fast_retransmits;
+  a.rto_events += b.rto_events;
+  a.payload_bytes += b.payload_bytes;
+  a.retransmit_bytes += b.retransmit_bytes;
+  a.acks_in += b.acks_in;
+  a.bad_acks += b.bad_acks;
+}
+
+void add_into(transport::ReceiverStats& a, const transport::ReceiverStats& b) {
+  a.packets += b.packets;
+  a.payload_bytes += b.payload_bytes;
+  a.duplicates += b.duplicates;
+  a.out_of_window += b.out_of_window;
+  a.out_of_order += b.out_of_order;
+  a.messages += b.messages;
+  a.acks_out += b.acks_out;
+}
 
 const char* to_string(Role r) { return r == Role::source ? "source" : "destination"; }
 
@@ -28,13 +52,14 @@ const char* to_string(SessionState s) {
 }
 
 Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now)
-    : cfg_(cfg), relay_(kQemuOutBuffer), peer_udp_port_(p.peer_udp_port) {
+    : cfg_(cfg), peer_udp_port_(p.peer_udp_port) {
+  for (uint16_t i = 0; i < kStreams; ++i) relays_.push_back(std::make_unique<qemu::ChannelRelay>(kQemuOutBuffer));
   info_.id = p.id;
   info_.role = p.role;
   info_.qemu_uri = p.qemu_uri;
   info_.created_ns = now;
   qemu_path_ = qemu::unix_path_from_uri(p.qemu_uri);
-  conn_ = std::make_unique<transport::Connection>(cfg, p.id, 1, kMaxMessage, now);
+  conn_ = std::make_unique<transport::Connection>(cfg, p.id, kStreams, kMaxMessage, now);
   conn_->set_max_bandwidth(p.max_bandwidth);
   info_.max_bandwidth = p.max_bandwidth;
   if (p.auth) conn_->set_auth(*p.auth);
@@ -71,51 +96,117 @@ void Session::on_packet(const wire::Header& h, std::span<const uint8_t> payload,
   }
 }
 
+void Session::attach(uint16_t stream, int fd, uint64_t now) {
+  relays_[stream]->attach(fd);
+  if (stream > 0) ++multifd_channels_;
+  if (stream == 0) {
+    info_.state = SessionState::precopy;
+    info_.started_ns = now;
+    state_changed_ = true;
+  }
+}
+
+bool Session::accept_channels(uint64_t now) {
+  bool work = false;
+  for (int fd; (fd = listener_.accept_one()) >= 0;) {
+    unclassified_.push_back(fd);
+    work = true;
+  }
+  // A channel is known by its first bytes (peeked, so the relay still
+  // carries them): the main channel's QEVM header or a MultiFDInit packet.
+  for (size_t i = 0; i < unclassified_.size();) {
+    const int fd = unclassified_[i];
+    uint8_t b[qemu::kMultifdIdOffset + 1];
+    const ssize_t n = ::recv(fd, b, sizeof b, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+      ::close(fd);  // connected and gone without a word
+      unclassified_.erase(unclassified_.begin() + long(i));
+      continue;
+    }
+    const auto kind = qemu::classify_channel({b, n > 0 ? size_t(n) : 0});
+    if (kind.type == qemu::ChannelKind::need_more) {
+      ++i;
+      continue;
+    }
+    unclassified_.erase(unclassified_.begin() + long(i));
+    work = true;
+    uint16_t stream = 0;
+    std::string problem;
+    if (kind.type == qemu::ChannelKind::main) {
+      stream = 0;
+    } else if (kind.type == qemu::ChannelKind::multifd && kind.multifd_id < kMaxMultifdChannels) {
+      stream = uint16_t(1 + kind.multifd_id);
+    } else if (kind.type == qemu::ChannelKind::multifd) {
+      problem = "QEMU opened multifd channel " + std::to_string(kind.multifd_id) + "; at most " +
+                std::to_string(kMaxMultifdChannels) + " are relayed (lower multifd-channels)";
+    } else {
+      problem = "a connection that is not a QEMU migration channel (first bytes " +
+                qemu::describe_first_bytes({b, size_t(n)}) + ")";
+    }
+    if (problem.empty() && relays_[stream]->attached()) problem = "QEMU opened a channel twice";
+    if (!problem.empty()) {
+      ::close(fd);
+      ++rejected_channels_;
+      fail(now, problem);
+      return true;
+    }
+    attach(stream, fd, now);
+  }
+  return work;
+}
+
+bool Session::connect_channels(uint64_t now) {
+  // QEMU 7.2 takes the first connection as the main channel, so multifd
+  // channels are opened only once the main one is (their data waits in
+  // the receive window meanwhile).
+  bool work = false;
+  for (uint16_t s = 0; s < kStreams; ++s) {
+    if (relays_[s]->attached() || conn_->receiver(s).drained()) continue;
+    if (s > 0 && !relays_[0]->attached()) break;
+    const int fd = qemu::connect_unix(qemu_path_);
+    if (fd < 0) {
+      fail(now, "cannot connect to the destination QEMU at " + qemu_path_ + ": " + std::strerror(-fd));
+      return true;
+    }
+    attach(s, fd, now);
+    work = true;
+  }
+  return work;
+}
+
+bool Session::all_finished() const {
+  if (!relays_[0]->attached()) return false;
+  for (uint16_t s = 0; s < kStreams; ++s) {
+    const auto& r = *relays_[s];
+    if (r.attached() ? !r.finished() : !conn_->receiver(s).drained()) return false;
+    if (!conn_->sender(s).idle()) return false;
+  }
+  return true;
+}
+
 bool Session::poll(uint64_t now, transport::DatagramPort& port) {
   bool work = false;
   if (!is_terminal(info_.state)) {
     if (info_.role == Role::source) {
-      for (int fd; (fd = listener_.accept_one()) >= 0;) {
-        if (!relay_.attached()) {
-          relay_.attach(fd);
-          info_.state = SessionState::precopy;
-          info_.started_ns = now;
-          state_changed_ = true;
-        } else {
-          // A second connection is a multifd channel: not relayed by this
-          // version, so the migration cannot be carried correctly.
-          ::close(fd);
-          ++rejected_channels_;
-          fail(now, "QEMU opened an extra migration channel (multifd?), which this version "
-                    "does not relay; disable the multifd capability");
-          return true;
-        }
-        work = true;
-      }
-    } else if (!relay_.attached() && heard_from_peer_ && !conn_->receiver(0).drained()) {
-      const int fd = qemu::connect_unix(qemu_path_);
-      if (fd < 0) {
-        fail(now, "cannot connect to the destination QEMU at " + qemu_path_ + ": " +
-                      std::strerror(-fd));
-        return true;
-      }
-      relay_.attach(fd);
-      info_.state = SessionState::precopy;
-      info_.started_ns = now;
-      state_changed_ = true;
-      work = true;
+      work |= accept_channels(now);
+    } else if (heard_from_peer_) {
+      work |= connect_channels(now);
     }
-    if (relay_.attached()) {
-      if (relay_.pump_in(conn_->sender(0)) > 0) work = true;
-      const uint64_t out_before = relay_.bytes_to_qemu();
-      if (!relay_.pump_out(conn_->receiver(0)) || !relay_.error().empty()) {
-        fail(now, relay_.error());
+    for (uint16_t s = 0; s < kStreams && !is_terminal(info_.state); ++s) {
+      qemu::ChannelRelay& r = *relays_[s];
+      if (!r.attached()) continue;
+      if (r.pump_in(conn_->sender(s)) > 0) work = true;
+      const uint64_t out_before = r.bytes_to_qemu();
+      if (!r.pump_out(conn_->receiver(s)) || !r.error().empty()) {
+        fail(now, (s == 0 ? "main channel: " : "multifd channel " + std::to_string(s - 1) + ": ") + r.error());
         return true;
       }
-      if (relay_.bytes_to_qemu() != out_before) work = true;
-      if (relay_.finished() && conn_->sender(0).idle()) {
+      if (r.bytes_to_qemu() != out_before) work = true;
+    }
+    if (!is_terminal(info_.state)) {
+      if (all_finished()) {
         finish(now, SessionState::completed);
-      } else if (relay_.local_fin_queued() && info_.state == SessionState::precopy) {
+      } else if (relays_[0]->local_fin_queued() && info_.state == SessionState::precopy) {
         info_.state = SessionState::completing;
         state_changed_ = true;
       }
@@ -149,11 +240,13 @@ void Session::finish(uint64_t now, SessionState s) {
   info_.state = s;
   info_.finished_ns = now;
   state_changed_ = true;
-  qemu_in_ = relay_.bytes_from_qemu();
-  qemu_out_ = relay_.bytes_to_qemu();
+  qemu_in_ = qemu_bytes_in();
+  qemu_out_ = qemu_bytes_out();
   // Closing QEMU's socket is what makes a source QEMU abandon a migration
   // that can no longer complete; its VM keeps running.
-  relay_.close();
+  for (auto& r : relays_) r->close();
+  for (int fd : unclassified_) ::close(fd);
+  unclassified_.clear();
   listener_.close();
   if (conn_) conn_->set_keepalive(false);
 }
@@ -163,16 +256,31 @@ bool Session::lingering_done(uint64_t now) const {
          now - info_.finished_ns > cfg_.dead_timeout_ns;
 }
 
+uint64_t Session::qemu_bytes_in() const {
+  uint64_t n = 0;
+  for (const auto& r : relays_) n += r->bytes_from_qemu();
+  return n;
+}
+
+uint64_t Session::qemu_bytes_out() const {
+  uint64_t n = 0;
+  for (const auto& r : relays_) n += r->bytes_to_qemu();
+  return n;
+}
+
 SessionInfo Session::info() const {
   SessionInfo i = info_;
   SessionCounters& c = i.counters;
-  c.qemu_bytes_in = is_terminal(info_.state) ? qemu_in_ : relay_.bytes_from_qemu();
-  c.qemu_bytes_out = is_terminal(info_.state) ? qemu_out_ : relay_.bytes_to_qemu();
+  c.qemu_bytes_in = is_terminal(info_.state) ? qemu_in_ : qemu_bytes_in();
+  c.qemu_bytes_out = is_terminal(info_.state) ? qemu_out_ : qemu_bytes_out();
   c.rejected_channels = rejected_channels_;
+  c.multifd_channels = multifd_channels_;
   if (conn_) {
     c.conn = conn_->stats();
-    c.tx = conn_->sender(0).stats();
-    c.rx = conn_->receiver(0).stats();
+    for (uint16_t s = 0; s < conn_->streams(); ++s) {
+      add_into(c.tx, conn_->sender(s).stats());
+      add_into(c.rx, conn_->receiver(s).stats());
+    }
   } else {
     c = final_counters_;
   }

@@ -7,8 +7,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
-#include "dataplane/qemu/MainChannelRelay.hpp"
+#include "dataplane/qemu/ChannelClassifier.hpp"
+#include "dataplane/qemu/ChannelRelay.hpp"
 #include "dataplane/qemu/UnixSocket.hpp"
 #include "dataplane/transport/Connection.hpp"
 #include "dataplane/wire/AuthTag.hpp"
@@ -35,7 +37,8 @@ struct SessionCounters {
   transport::ConnectionStats conn;
   transport::SenderStats tx;       // summed over streams
   transport::ReceiverStats rx;
-  uint64_t rejected_channels = 0;  // extra QEMU connections (multifd) refused
+  uint64_t rejected_channels = 0;  // QEMU connections refused (unknown kind, duplicates)
+  uint64_t multifd_channels = 0;   // multifd channels relayed
 };
 
 struct SessionInfo {
@@ -63,6 +66,11 @@ struct SessionParams {
 
 class Session {
  public:
+  // QEMU allows up to 255 multifd channels; a session relays up to 16, each
+  // on its own stream (stream 0 is the main channel).
+  static constexpr uint16_t kMaxMultifdChannels = 16;
+  static constexpr uint16_t kStreams = 1 + kMaxMultifdChannels;
+
   // Throws std::invalid_argument / std::runtime_error on a bad URI or a
   // socket that cannot be opened: the control plane reports it.
   Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now);
@@ -89,6 +97,8 @@ class Session {
   }
 
   SessionInfo info() const;
+  uint64_t qemu_bytes_in() const;
+  uint64_t qemu_bytes_out() const;
   // The state changed since the last call (for events).
   bool take_state_change() {
     const bool c = state_changed_;
@@ -98,6 +108,10 @@ class Session {
 
  private:
   void fail(uint64_t now, const std::string& why);
+  bool accept_channels(uint64_t now);
+  bool connect_channels(uint64_t now);
+  bool all_finished() const;
+  void attach(uint16_t stream, int fd, uint64_t now);
   void finish(uint64_t now, SessionState s);
 
   SessionInfo info_;
@@ -105,11 +119,14 @@ class Session {
   std::unique_ptr<transport::Connection> conn_;
   qemu::UnixListener listener_;  // source only
   std::string qemu_path_;
-  qemu::MainChannelRelay relay_;
+  // Stream 0: the main channel; stream 1 + k: multifd channel k.
+  std::vector<std::unique_ptr<qemu::ChannelRelay>> relays_;
+  std::vector<int> unclassified_;  // source: accepted, first bytes not seen yet
   uint16_t peer_udp_port_ = 0;
   bool heard_from_peer_ = false;
   bool state_changed_ = true;
   uint64_t rejected_channels_ = 0;
+  uint16_t multifd_channels_ = 0;
   uint64_t qemu_in_ = 0, qemu_out_ = 0;  // kept after the relay closes
   SessionCounters final_counters_;       // kept after the transport is freed
 };

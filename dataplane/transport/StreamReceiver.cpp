@@ -8,8 +8,7 @@ StreamReceiver::StreamReceiver(const TransportConfig& cfg, size_t max_message)
     : cfg_(cfg),
       mask_(cfg.window - 1),
       slots_(cfg.window),
-      payloads_(size_t(cfg.window) * cfg.max_payload),
-      assembly_(max_message),
+      max_message_(max_message),
       advertised_credits_(cfg.window) {}
 
 StreamReceiver::Accept StreamReceiver::on_data(const wire::Header& h,
@@ -27,6 +26,8 @@ StreamReceiver::Accept StreamReceiver::on_data(const wire::Header& h,
     ack_now_ = true;
     return Accept::out_of_window;
   }
+  // Allocated on first use: a session has many streams, few carry data.
+  if (payloads_.empty()) payloads_.resize(size_t(cfg_.window) * cfg_.max_payload);
   Slot& s = slot(seq);
   s.filled = true;
   s.len = uint32_t(payload.size());

@@ -71,6 +71,7 @@ class StreamReceiver {
   TransportConfig cfg_;
   uint32_t mask_;
   std::vector<Slot> slots_;
+  size_t max_message_;
   std::vector<uint8_t> payloads_;
   std::vector<uint8_t> assembly_;
   uint32_t deliv_ = 0;  // oldest packet not yet consumed by the sink
@@ -106,7 +107,8 @@ int StreamReceiver::deliver(Sink&& sink) {
         total += s.len;
         if (s.flags & wire::flag::last) break;
       }
-      if (total > assembly_.size()) return fail("message larger than negotiated");
+      if (total > max_message_) return fail("message larger than negotiated");
+      if (assembly_.size() < max_message_) assembly_.resize(max_message_);
       size_t off = 0;
       for (uint32_t seq = deliv_; seq != end + 1; ++seq) {
         std::memcpy(assembly_.data() + off, payload(seq), slot(seq).len);

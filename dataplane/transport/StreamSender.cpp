@@ -15,7 +15,6 @@ StreamSender::StreamSender(const TransportConfig& cfg, uint32_t session, uint16_
       stream_(stream),
       mask_(cfg.window - 1),
       slots_(cfg.window),
-      payloads_(size_t(cfg.window) * cfg.max_payload),
       headers_(size_t(cfg.window) * wire::kHeaderSize),
       rtx_(size_t(cfg.window) * 4),
       right_edge_(cfg.window),
@@ -23,8 +22,14 @@ StreamSender::StreamSender(const TransportConfig& cfg, uint32_t session, uint16_
       ssthresh_(cfg.window),
       rto_ns_(std::clamp<uint64_t>(cfg.rto_min_ns * 4, cfg.rto_min_ns, cfg.rto_max_ns)) {}
 
+void StreamSender::ensure_buffers() {
+  // Allocated on first use: a session has many streams, few carry data.
+  if (payloads_.empty()) payloads_.resize(size_t(cfg_.window) * cfg_.max_payload);
+}
+
 std::span<uint8_t> StreamSender::reserve_at(uint32_t i) {
   if (i >= free_slots()) return {};
+  ensure_buffers();
   return {payload(next_ + i), cfg_.max_payload};
 }
 
@@ -41,6 +46,7 @@ void StreamSender::commit(uint32_t len, uint16_t flags) {
 bool StreamSender::submit_message(std::span<const uint8_t> message) {
   const size_t packets = std::max<size_t>(1, (message.size() + cfg_.max_payload - 1) / cfg_.max_payload);
   if (packets > free_slots()) return false;
+  ensure_buffers();
   size_t off = 0;
   for (size_t i = 0; i < packets; ++i) {
     const size_t n = std::min<size_t>(cfg_.max_payload, message.size() - off);

@@ -88,6 +88,7 @@ class StreamSender {
   Slot& slot(uint32_t seq) { return slots_[seq & mask_]; }
   uint8_t* payload(uint32_t seq) { return payloads_.data() + size_t(seq & mask_) * cfg_.max_payload; }
   uint8_t* header(uint32_t seq) { return headers_.data() + size_t(seq & mask_) * wire::kHeaderSize; }
+  void ensure_buffers();
   void queue_rtx(uint32_t seq);
   void check_rto(uint64_t now);
   void update_rtt(uint64_t sample_ns);

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """e2e: the control plane as an operator uses it.
 
-  orchestrated  `memmotionctl migrate` alone drives a real QEMU migration: the
+  orchestrated  `memmotionctl migrate` alone drives a real QEMU migration (multifd, 4 channels): the
                 daemons authenticate each other over the peer channel, set up
                 both QEMUs over QMP (destination started with -incoming defer),
                 follow progress; RAM byte-identical after; the Prometheus
@@ -86,6 +86,8 @@ def case_orchestrated(f: Fabric, kernel: Path, initrd: Path, a, postcopy: bool) 
         if postcopy:
             # Paced below the guest's dirty rate: precopy cannot converge.
             args += ["--max-bandwidth", "40000000", "--postcopy-after", "1.5"]
+        else:
+            args += ["--multifd-channels", "4"]
         watcher = ControlClient(f.src_daemon.control_path)
         p = ctl(f, *args)
         samples = []
@@ -110,6 +112,9 @@ def case_orchestrated(f: Fabric, kernel: Path, initrd: Path, a, postcopy: bool) 
                   f"metrics scraped during the migration moved: {samples}")
         s = f.src_daemon.session(sid)
         check(s["state"] == "completed" and s["authenticated"], f"source session {s['state']}, authenticated {s['authenticated']}")
+        want_mfd = 0 if postcopy else 4
+        check(s["counters"]["multifd_channels"] == want_mfd,
+              f"multifd channels relayed: {s['counters']['multifd_channels']} (asked {want_mfd})")
         if postcopy:
             check(s["progress"].get("qemu-status") in ("completed", "postcopy-active"),
                   f"QEMU went through postcopy: {s['progress'].get('qemu-status')}")

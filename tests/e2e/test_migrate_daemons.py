@@ -38,7 +38,7 @@ def vm_pair(f: Fabric, kernel: Path, initrd: Path, a, session: int):
             paused=True, netns=f.dst.netns) as dst:
         src.wait_console(r"MEMLOAD READY", 180)
         reply = f.start_session(session, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock")
-        flow.configure(src, dst)
+        flow.configure(src, dst, multifd=a.multifd)
         yield src, dst, reply["migrate-uri"]
 
 
@@ -60,10 +60,13 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
             except AssertionError as e:
                 problems.append(str(e))
         cs, cd = s_src["counters"], s_dst["counters"]
+        if a.multifd and (cs["multifd_channels"] != a.multifd or cd["multifd_channels"] != a.multifd):
+            problems.append(f"expected {a.multifd} multifd channels relayed, source "
+                            f"{cs['multifd_channels']}, destination {cd['multifd_channels']}")
         if not problems and cs["qemu_bytes_in"] != cd["qemu_bytes_out"]:
             problems.append(f"bytes in at source {cs['qemu_bytes_in']} != bytes out at "
                             f"destination {cd['qemu_bytes_out']}")
-        print(f"through memmotiond ({f.kind}): {r.line()}; stream "
+        print(f"through memmotiond ({f.kind}, multifd {a.multifd}): {r.line()}; stream "
               f"{cs['qemu_bytes_in'] / 2**20:.1f} MiB from QEMU, "
               f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB on the wire, return path "
               f"{cd['qemu_bytes_in']} B, retransmits {cs['retransmits']}; {verdict}")
@@ -109,6 +112,7 @@ def main() -> int:
     ap.add_argument("--ram", type=int, default=256, help="guest RAM, MiB")
     ap.add_argument("--guest-mib", type=int, default=128, help="MiB memload fills")
     ap.add_argument("--dirty", type=int, default=2000, help="pages/s memload dirties")
+    ap.add_argument("--multifd", type=int, default=0, help="multifd channels (0: off)")
     ap.add_argument("--kill-destination-daemon", action="store_true")
     a = ap.parse_args()
     kernel, initrd = ensure_guest(a.build)

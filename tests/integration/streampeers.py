@@ -13,13 +13,24 @@ import threading
 CHUNK = 256 * 1024
 
 
-def pattern(seed: int, nbytes: int):
-    """Yields nbytes of seeded pseudo-random data in chunks (reproducible)."""
+# A source daemon tells QEMU's main channel by its first bytes, the "QEVM"
+# magic of a migration stream; the stand-in source starts its stream so.
+QEMU_MAGIC = b"QEVM"
+
+
+def pattern(seed: int, nbytes: int, head: bytes = b""):
+    """Yields nbytes of seeded pseudo-random data in chunks (reproducible),
+    the first bytes replaced by `head`."""
     rng = random.Random(seed)
     left = nbytes
+    first = True
     while left > 0:
         n = min(CHUNK, left)
-        yield rng.randbytes(n)
+        chunk = rng.randbytes(n)
+        if first:
+            chunk = (head + chunk[len(head):])[:n]
+            first = False
+        yield chunk
         left -= n
 
 
@@ -27,10 +38,11 @@ class Pump:
     """Full-duplex on one connected socket: send `send_bytes` of pattern
     `seed`, shut down writing, and read to EOF; records SHA-256 of both."""
 
-    def __init__(self, sock: socket.socket, seed: int, send_bytes: int):
+    def __init__(self, sock: socket.socket, seed: int, send_bytes: int, head: bytes = b""):
         self.sock = sock
         self.seed = seed
         self.send_bytes = send_bytes
+        self.head = head
         self.sent_hash = hashlib.sha256()
         self.recv_hash = hashlib.sha256()
         self.received = 0
@@ -45,7 +57,7 @@ class Pump:
 
     def _send(self) -> None:
         try:
-            for chunk in pattern(self.seed, self.send_bytes):
+            for chunk in pattern(self.seed, self.send_bytes, self.head):
                 self.sent_hash.update(chunk)
                 self.sock.sendall(chunk)
             self.sock.shutdown(socket.SHUT_WR)
@@ -72,9 +84,9 @@ class Pump:
         self.sock.close()
 
 
-def expected_hash(seed: int, nbytes: int) -> str:
+def expected_hash(seed: int, nbytes: int, head: bytes = b"") -> str:
     h = hashlib.sha256()
-    for chunk in pattern(seed, nbytes):
+    for chunk in pattern(seed, nbytes, head):
         h.update(chunk)
     return h.hexdigest()
 
@@ -108,4 +120,4 @@ class DestinationPeer:
 def connect_source(path: str, seed: int, send_bytes: int) -> Pump:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
-    return Pump(s, seed, send_bytes).start()
+    return Pump(s, seed, send_bytes, QEMU_MAGIC).start()

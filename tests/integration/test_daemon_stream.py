@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mmtest.fabric import Fabric  # noqa: E402
 from mmtest.proc import report  # noqa: E402
-from streampeers import DestinationPeer, connect_source, expected_hash  # noqa: E402
+from streampeers import QEMU_MAGIC, DestinationPeer, connect_source, expected_hash  # noqa: E402
 
 
 class KernelTraffic:
@@ -113,7 +113,7 @@ def main() -> int:
             if dest.pump is None or dest.pump.received != fwd:
                 problems.append(f"session {sid}: destination got "
                                 f"{dest.pump.received if dest.pump else 0} of {fwd} bytes")
-            elif dest.pump.recv_hash.hexdigest() != expected_hash(2 * sid + 1, fwd):
+            elif dest.pump.recv_hash.hexdigest() != expected_hash(2 * sid + 1, fwd, QEMU_MAGIC):
                 problems.append(f"session {sid}: destination bytes differ from what the source sent")
             if src.received != back:
                 problems.append(f"session {sid}: source got {src.received} of {back} return-path bytes")

@@ -32,10 +32,16 @@ class MigrationResult:
                 f"{self.transferred / 2**20:.1f} MiB from QEMU")
 
 
-def configure(src: Vm, dst: Vm, downtime_limit_ms: int = 300) -> None:
+def configure(src: Vm, dst: Vm, downtime_limit_ms: int = 300, multifd: int = 0) -> None:
+    """Migration capabilities and parameters on both QEMUs; multifd > 0
+    turns on multifd with that many channels (both sides must agree)."""
     caps = {"events": True, "return-path": True}
-    src.set_migration(caps, {"max-bandwidth": MAX_BANDWIDTH, "downtime-limit": downtime_limit_ms})
-    dst.set_migration(caps, {})
+    extra = {}
+    if multifd:
+        caps["multifd"] = True
+        extra = {"multifd-channels": multifd}
+    src.set_migration(caps, {"max-bandwidth": MAX_BANDWIDTH, "downtime-limit": downtime_limit_ms, **extra})
+    dst.set_migration(caps, extra)
 
 
 def _event_time(events: list[dict], name: str, status: str | None = None) -> float | None:

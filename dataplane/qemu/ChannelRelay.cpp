@@ -1,4 +1,4 @@
-#include "dataplane/qemu/MainChannelRelay.hpp"
+#include "dataplane/qemu/ChannelRelay.hpp"
 
 #include <array>
 
@@ -10,7 +10,7 @@ namespace {
 constexpr uint32_t kReadSlots = 32;  // packets one readv() may fill
 }
 
-size_t MainChannelRelay::pump_in(transport::StreamSender& tx) {
+size_t ChannelRelay::pump_in(transport::StreamSender& tx) {
   if (!chan_ || local_fin_ || !chan_->is_open()) return 0;
   const uint32_t slots = std::min(tx.free_slots(), kReadSlots);
   if (slots == 0) return 0;
@@ -42,7 +42,7 @@ size_t MainChannelRelay::pump_in(transport::StreamSender& tx) {
   return size_t(r);
 }
 
-bool MainChannelRelay::pump_out(transport::StreamReceiver& rx) {
+bool ChannelRelay::pump_out(transport::StreamReceiver& rx) {
   if (!chan_) return true;
   const int delivered = rx.deliver([&](std::span<const uint8_t> message) {
     // Check the whole message first so it is taken all or nothing.
@@ -54,19 +54,19 @@ bool MainChannelRelay::pump_out(transport::StreamReceiver& rx) {
       const wire::RecordError e = reader.next(rec);
       if (e == wire::RecordError::end) break;
       if (e != wire::RecordError::ok) {
-        error_ = "main channel: " + std::string(wire::to_string(e)) + " at offset " +
+        error_ = "channel: " + std::string(wire::to_string(e)) + " at offset " +
                  std::to_string(reader.offset());
         return false;
       }
       if (fin) {
-        error_ = "main channel: records after FIN";
+        error_ = "channel: records after FIN";
         return false;
       }
       if (rec.type == wire::RecordType::bytes) bytes += rec.body.size();
       if (rec.type == wire::RecordType::fin) fin = true;
     }
     if (remote_fin_ && (bytes > 0 || fin)) {
-      error_ = "main channel: data after FIN";
+      error_ = "channel: data after FIN";
       return false;
     }
     if (bytes > chan_->out_room()) return false;  // QEMU is slow: try later
@@ -78,7 +78,7 @@ bool MainChannelRelay::pump_out(transport::StreamReceiver& rx) {
     return true;
   });
   if (delivered < 0) {
-    error_ = std::string("main channel: ") + rx.error();
+    error_ = std::string("channel: ") + rx.error();
     return false;
   }
   if (!error_.empty()) return false;

@@ -1,7 +1,8 @@
-// Relays one QEMU migration connection (the main channel, with its return
-// path) over one MMP stream, byte-exact in both directions: QEMU's bytes go
-// out as BYTES records read straight into packet slots; records arriving
-// from the peer are written to QEMU; EOF travels as a FIN record.
+// Relays one QEMU migration connection (the main channel with its return
+// path, or a multifd channel) over one MMP stream, byte-exact in both
+// directions: QEMU's bytes go out as BYTES records read straight into
+// packet slots; records arriving from the peer are written to QEMU; EOF
+// travels as a FIN record.
 #pragma once
 
 #include <cstdint>
@@ -14,11 +15,11 @@
 
 namespace mm::qemu {
 
-class MainChannelRelay {
+class ChannelRelay {
  public:
   // out_capacity bounds what is buffered toward a slow QEMU; it must hold
   // the largest message the peer may send.
-  explicit MainChannelRelay(size_t out_capacity) : out_capacity_(out_capacity) {}
+  explicit ChannelRelay(size_t out_capacity) : out_capacity_(out_capacity) {}
 
   void attach(int fd) { chan_ = std::make_unique<ByteChannel>(fd, out_capacity_); }
   bool attached() const { return chan_ != nullptr; }
