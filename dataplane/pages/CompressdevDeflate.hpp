@@ -1,0 +1,44 @@
+// DEFLATE for pages through DPDK compressdev: the same code drives ISA-L
+// in software (the compress_isal vdev, what tests use) and hardware
+// engines (QAT, BlueField's GGA: compress_qat / mlx5_pci in the NIC
+// profile's [offload]). One queue pair, stateless ops, one private xform
+// per direction. EAL must be up and the device probed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "dataplane/pages/Page.hpp"
+
+struct rte_mempool;
+struct rte_comp_op;
+
+namespace mm::pages {
+
+class CompressdevDeflate {
+ public:
+  // device: the compressdev name (e.g. "compress_isal0"). Throws
+  // std::runtime_error naming the device and what DPDK refused.
+  explicit CompressdevDeflate(const std::string& device, int level = 1);
+  ~CompressdevDeflate();
+  CompressdevDeflate(const CompressdevDeflate&) = delete;
+  CompressdevDeflate& operator=(const CompressdevDeflate&) = delete;
+
+  size_t compress(const uint8_t* page, uint8_t* out, size_t cap);
+  bool decompress(const uint8_t* in, size_t n, uint8_t* page);
+  const std::string& device() const { return name_; }
+
+ private:
+  // Runs one op to completion; returns bytes produced, or -1.
+  long run(void* xform, const uint8_t* in, size_t n, uint8_t* out, size_t cap);
+
+  std::string name_;
+  uint8_t dev_ = 0;
+  rte_mempool* ops_ = nullptr;
+  rte_mempool* mbufs_ = nullptr;
+  void* comp_xform_ = nullptr;
+  void* decomp_xform_ = nullptr;
+};
+
+}  // namespace mm::pages
