@@ -654,23 +654,8 @@ json ControlServer::execute(const json& request, std::atomic<bool>& stop) {
 }
 
 namespace {
-bool send_line(int fd, const json& j) {
-  const std::string s = j.dump() + "\n";
-  size_t off = 0;
-  while (off < s.size()) {
-    const ssize_t w = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (w > 0) {
-      off += size_t(w);
-    } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-      // Local clients read promptly; wait briefly rather than drop a reply.
-      pollfd p{fd, POLLOUT, 0};
-      if (::poll(&p, 1, 1000) <= 0) return false;
-    } else {
-      return false;
-    }
-  }
-  return true;
-}
+// Local clients read promptly; wait briefly rather than drop a reply.
+bool send_line(int fd, const json& j) { return send_json_line(fd, j, 1000); }
 }  // namespace
 
 void ControlServer::broadcast(const json& event) {

@@ -41,19 +41,27 @@ nlohmann::json JsonLines::read() {
   }
 }
 
-void JsonLines::write(const nlohmann::json& j) {
+bool send_json_line(int fd, const nlohmann::json& j, int timeout_ms) {
   const std::string s = j.dump() + "\n";
   size_t off = 0;
   while (off < s.size()) {
-    const ssize_t w = ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    const ssize_t w = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
     if (w > 0) {
       off += size_t(w);
       continue;
     }
     if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-      pollfd p{fd_, POLLOUT, 0};
-      if (::poll(&p, 1, timeout_ms_) > 0) continue;
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, timeout_ms) > 0) continue;
+      errno = ETIMEDOUT;
     }
+    return false;
+  }
+  return true;
+}
+
+void JsonLines::write(const nlohmann::json& j) {
+  if (!send_json_line(fd_, j, timeout_ms_)) {
     throw std::runtime_error(std::string("cannot send: ") + strerror(errno));
   }
 }

@@ -8,6 +8,10 @@
 
 namespace mm::control {
 
+// Writes one JSON object and a newline, waiting up to timeout_ms whenever
+// the socket is full. False on error or timeout (errno says which).
+bool send_json_line(int fd, const nlohmann::json& j, int timeout_ms);
+
 class JsonLines {
  public:
   // Takes ownership of fd.

@@ -16,27 +16,6 @@ constexpr size_t kMaxMessage = 1 << 20;
 constexpr size_t kQemuOutBuffer = 4 << 20;
 }  // namespace
 
-void add_into(transport::SenderStats& a, const transport::SenderStats& b) {
-  a.packets += b.packets;
-  a.retransmits += b.retransmits;
-  a.fast_retransmits += b.fast_retransmits;
-  a.rto_events += b.rto_events;
-  a.payload_bytes += b.payload_bytes;
-  a.retransmit_bytes += b.retransmit_bytes;
-  a.acks_in += b.acks_in;
-  a.bad_acks += b.bad_acks;
-}
-
-void add_into(transport::ReceiverStats& a, const transport::ReceiverStats& b) {
-  a.packets += b.packets;
-  a.payload_bytes += b.payload_bytes;
-  a.duplicates += b.duplicates;
-  a.out_of_window += b.out_of_window;
-  a.out_of_order += b.out_of_order;
-  a.messages += b.messages;
-  a.acks_out += b.acks_out;
-}
-
 const char* to_string(Role r) { return r == Role::source ? "source" : "destination"; }
 
 const char* to_string(SessionState s) {
@@ -278,8 +257,8 @@ SessionInfo Session::info() const {
   if (conn_) {
     c.conn = conn_->stats();
     for (uint16_t s = 0; s < conn_->streams(); ++s) {
-      add_into(c.tx, conn_->sender(s).stats());
-      add_into(c.rx, conn_->receiver(s).stats());
+      c.tx += conn_->sender(s).stats();
+      c.rx += conn_->receiver(s).stats();
     }
   } else {
     c = final_counters_;

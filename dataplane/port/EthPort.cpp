@@ -248,17 +248,7 @@ PortStats EthQueue::stats() const {
 
 PortStats EthPort::stats() const {
   PortStats sum;
-  for (const auto& q : queues_) {
-    const PortStats s = q->stats();
-    sum.rx_frames += s.rx_frames;
-    sum.rx_bytes += s.rx_bytes;
-    sum.tx_frames += s.tx_frames;
-    sum.tx_bytes += s.tx_bytes;
-    sum.tx_full += s.tx_full;
-    sum.tx_nombuf += s.tx_nombuf;
-    sum.rx_not_mmp += s.rx_not_mmp;
-    sum.rx_malformed += s.rx_malformed;
-  }
+  for (const auto& q : queues_) sum += q->stats();
   return sum;
 }
 

@@ -24,6 +24,18 @@ struct PortStats {
   uint64_t tx_nombuf = 0;     // mbuf allocation failures on transmit
   uint64_t rx_not_mmp = 0;    // not IPv4/UDP to our port range: freed
   uint64_t rx_malformed = 0;  // truncated or inconsistent headers: freed
+
+  PortStats& operator+=(const PortStats& o) {
+    rx_frames += o.rx_frames;
+    rx_bytes += o.rx_bytes;
+    tx_frames += o.tx_frames;
+    tx_bytes += o.tx_bytes;
+    tx_full += o.tx_full;
+    tx_nombuf += o.tx_nombuf;
+    rx_not_mmp += o.rx_not_mmp;
+    rx_malformed += o.rx_malformed;
+    return *this;
+  }
 };
 
 class EthPort;

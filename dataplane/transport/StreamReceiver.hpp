@@ -21,6 +21,17 @@ struct ReceiverStats {
   uint64_t out_of_order = 0;  // stored ahead of a hole
   uint64_t messages = 0;      // delivered to the sink
   uint64_t acks_out = 0;
+
+  ReceiverStats& operator+=(const ReceiverStats& o) {
+    packets += o.packets;
+    payload_bytes += o.payload_bytes;
+    duplicates += o.duplicates;
+    out_of_window += o.out_of_window;
+    out_of_order += o.out_of_order;
+    messages += o.messages;
+    acks_out += o.acks_out;
+    return *this;
+  }
 };
 
 class StreamReceiver {

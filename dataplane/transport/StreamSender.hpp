@@ -24,6 +24,18 @@ struct SenderStats {
   uint64_t retransmit_bytes = 0;
   uint64_t acks_in = 0;
   uint64_t bad_acks = 0;       // ACKs acknowledging what was never sent
+
+  SenderStats& operator+=(const SenderStats& o) {
+    packets += o.packets;
+    retransmits += o.retransmits;
+    fast_retransmits += o.fast_retransmits;
+    rto_events += o.rto_events;
+    payload_bytes += o.payload_bytes;
+    retransmit_bytes += o.retransmit_bytes;
+    acks_in += o.acks_in;
+    bad_acks += o.bad_acks;
+    return *this;
+  }
 };
 
 class StreamSender {
