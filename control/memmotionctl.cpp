@@ -107,7 +107,11 @@ std::string progress_line(const json& s) {
   const double sent = pr.value("transferred", 0.0), left = pr.value("remaining", 0.0);
   const double frac = sent + left > 0 ? sent / (sent + left) : 0;
   const double mbps = pr.value("mbps", 0.0);
-  const double in = c.value("qemu_bytes_in", 0.0), wire = c.value("wire_bytes_tx", 0.0);
+  // Savings on what has left so far: the QEMU bytes the sent packets carry
+  // (payload minus the 5-byte BYTES record header each) against the wire
+  // bytes they took. Bytes read from QEMU but still queued do not count.
+  const double in = c.value("payload_bytes_tx", 0.0) - 5.0 * c.value("data_packets_tx", 0.0);
+  const double wire = c.value("wire_bytes_tx", 0.0);
   const int width = 24, filled = int(frac * width + 0.5);
   char buf[256];
   const double eta = mbps > 0 ? left * 8 / (mbps * 1e6) : -1;
