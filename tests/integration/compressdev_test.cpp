@@ -4,9 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <random>
 
-#include "PageCorpus.hpp"
+#include "CodecChecks.hpp"
 #include "dataplane/pages/Codecs.hpp"
 #include "dataplane/pages/CompressdevDeflate.hpp"
 #include "dataplane/port/Eal.hpp"
@@ -16,37 +15,12 @@ using mm::test::PageKind;
 
 TEST(CompressdevDeflate, IsalRoundTripsCorpora) {
   CompressdevDeflate c("compress_isal0");
-  std::vector<uint8_t> out(kCompressBound), back(kPageSize);
-  for (auto kind : {PageKind::zero, PageKind::text, PageKind::code, PageKind::random, PageKind::mix}) {
-    auto pages = mm::test::corpus(kind, 16);
-    for (size_t i = 0; i < 16; ++i) {
-      const uint8_t* p = pages.data() + i * kPageSize;
-      const size_t n = c.compress(p, out.data(), out.size());
-      if (kind == PageKind::random) {
-        EXPECT_EQ(n, 0u);
-        continue;
-      }
-      if (kind == PageKind::zero || kind == PageKind::text) {
-        EXPECT_GT(n, 0u);
-      }
-      if (n == 0) continue;
-      ASSERT_TRUE(c.decompress(out.data(), n, back.data())) << mm::test::name(kind);
-      EXPECT_EQ(std::memcmp(back.data(), p, kPageSize), 0) << mm::test::name(kind);
-    }
-  }
+  mm::test::roundtrip_corpora(c);
 }
 
 TEST(CompressdevDeflate, CorruptInputFailsCleanly) {
   CompressdevDeflate c("compress_isal0");
-  std::vector<uint8_t> back(kPageSize);
-  std::mt19937 rng(9);
-  int accepted = 0;
-  for (int i = 0; i < 100; ++i) {
-    std::vector<uint8_t> junk(1 + rng() % 3000);
-    for (auto& b : junk) b = uint8_t(rng());
-    accepted += c.decompress(junk.data(), junk.size(), back.data());
-  }
-  EXPECT_EQ(accepted, 0);
+  mm::test::rejects_corruption(c);
 }
 
 TEST(CompressdevDeflate, UnknownDeviceIsAClearError) {
