@@ -14,6 +14,8 @@ namespace {
 // buffered toward a slow QEMU (it must hold one such message).
 constexpr size_t kMaxMessage = 1 << 20;
 constexpr size_t kQemuOutBuffer = 4 << 20;
+// How long a destination QEMU's full accept backlog is waited out.
+constexpr uint64_t kConnectPatienceNs = 5'000'000'000;
 }  // namespace
 
 const char* to_string(Role r) { return r == Role::source ? "source" : "destination"; }
@@ -143,10 +145,18 @@ bool Session::connect_channels(uint64_t now) {
     if (relays_[s]->attached() || conn_->receiver(s).drained()) continue;
     if (s > 0 && !relays_[0]->attached()) break;
     const int fd = qemu::connect_unix(qemu_path_);
+    if (fd == -EAGAIN) {
+      // QEMU's listen backlog is its channel count and it accepts in its
+      // main loop: a burst of connects can find it full. Try again soon,
+      // for a while.
+      if (connect_busy_since_ == 0) connect_busy_since_ = now;
+      if (now - connect_busy_since_ < kConnectPatienceNs) break;
+    }
     if (fd < 0) {
       fail(now, "cannot connect to the destination QEMU at " + qemu_path_ + ": " + std::strerror(-fd));
       return true;
     }
+    connect_busy_since_ = 0;
     attach(s, fd, now);
     work = true;
   }

@@ -127,6 +127,7 @@ class Session {
   bool state_changed_ = true;
   uint64_t rejected_channels_ = 0;
   uint16_t multifd_channels_ = 0;
+  uint64_t connect_busy_since_ = 0;  // destination QEMU's backlog was full
   uint64_t qemu_in_ = 0, qemu_out_ = 0;  // kept after the relay closes
   SessionCounters final_counters_;       // kept after the transport is freed
 };
