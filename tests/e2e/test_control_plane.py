@@ -78,10 +78,7 @@ def case_orchestrated(f: Fabric, kernel: Path, initrd: Path, a, postcopy: bool) 
     tag = "pc" if postcopy else "orch"
     sid = 22 if postcopy else 21
     print("postcopy:" if postcopy else "orchestrated:")
-    # The multifd run uses a guest that does not dirty memory meanwhile: QEMU
-    # 7.2's own multifd leaves stale pages under a dirtying guest (seen QEMU
-    # to QEMU without MemoryMotion), so RAM could not be compared exactly.
-    src, dst = vms(f, kernel, initrd, a, tag, dirty=20000 if postcopy else 0)
+    src, dst = vms(f, kernel, initrd, a, tag, dirty=20000 if postcopy else a.dirty)
     with src, dst:
         src.wait_console(r"MEMLOAD READY", 180)
         args = ["migrate", "--session", str(sid), "--peer", PEER, "--src-qmp", src.mgmt_qmp_path,
