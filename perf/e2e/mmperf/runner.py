@@ -1,0 +1,275 @@
+"""One measured migration: a fresh source VM with its workload, a paused
+destination VM on the other host, one mode, one link cap; returns a record
+of what it took (or why it failed). Guest RAM is checked byte-identical
+after every run; a run that fails the check is a failed run."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import harness  # noqa: F401  (puts tests/e2e on sys.path)
+from .cpu import CpuMeter, program_pid
+from .link import DST_IP as QEMU_LINK_DST_IP, QemuLink, tx_bytes
+from .matrix import Mode, Scenario
+
+from mmtest import flow  # noqa: E402
+from mmtest.daemon import ControlError  # noqa: E402
+from mmtest.fabric import Fabric  # noqa: E402
+from mmtest.qmp import QmpError  # noqa: E402
+from mmtest.vm import Vm  # noqa: E402
+
+PAGE = 4096
+DOWNTIME_LIMIT_MS = 300  # the same for every mode
+SETTLE_S = 2.0           # after MEMLOAD READY, so the dirtying is in its stride
+
+
+class RunFailed(Exception):
+    pass
+
+
+def loud(msg: str) -> None:
+    bar = "!" * 78
+    print(f"\n{bar}\n!! {msg}\n{bar}\n", file=sys.stderr, flush=True)
+
+
+class MigrationRunner:
+    """Owns the two hosts (a Fabric: namespaces + daemons) across runs and
+    restarts them after a failed run through the daemons."""
+
+    def __init__(self, build: Path, kernel: Path, initrd: Path, profile: str = "af_packet-veth",
+                 timeout: float | None = None, allow_relay_fallback: bool = False,
+                 qemu_transport: str = "tcp"):
+        self.build = Path(build)
+        self.kernel, self.initrd = kernel, initrd
+        self.profile = profile
+        self.timeout = timeout
+        self.allow_relay_fallback = allow_relay_fallback
+        self.pages_rejected: str | None = None  # the daemon's answer, once it refused `pages`
+        self.qemu_transport = qemu_transport  # "tcp": over a veth of its own; "unix"
+        self.fabric: Fabric | None = None
+        self.link: QemuLink | None = None
+        self.seq = 0
+        self.sid = 100
+
+    # -- hosts ---------------------------------------------------------
+    def open(self) -> None:
+        f = Fabric(self.build, self.profile)
+        f.__enter__()
+        self.fabric = f
+        if self.qemu_transport == "tcp":
+            if not (f.src.netns and f.dst.netns):
+                loud(f"profile {self.profile} puts both hosts in one namespace: QEMU's own modes "
+                     "migrate over a unix socket instead of TCP")
+                self.qemu_transport = "unix"
+            else:
+                self.link = QemuLink.create(f.src.netns, f.dst.netns, f.suffix, f.mtu)
+
+    def close(self) -> None:
+        if self.fabric:
+            self.fabric.close()  # deleting the namespaces deletes the QEMU link too
+            self.fabric = None
+            self.link = None
+
+    def _daemons_alive(self) -> bool:
+        f = self.fabric
+        return bool(f) and all(d.proc and d.proc.poll() is None for d in (f.src_daemon, f.dst_daemon))
+
+    def _restart(self, why: str) -> None:
+        print(f"perf: restarting both hosts' daemons ({why})", flush=True)
+        self.close()
+        self.open()
+
+    # -- one run -------------------------------------------------------
+    def migration_timeout(self, sc: Scenario) -> float:
+        if self.timeout:
+            return self.timeout
+        # Room for ten full passes at 1 Gbit/s; a migration that has not
+        # converged by then is reported as such.
+        return 120 + 10 * (sc.size.ram_mib << 20) / 125e6
+
+    def run(self, sc: Scenario, mode: Mode, repeat: int) -> dict:
+        if not self._daemons_alive():
+            self._restart("a daemon is gone")
+        self.seq += 1
+        rec: dict = {
+            "scenario": sc.key, "size_mib": sc.size.ram_mib, "workload_mib": sc.size.workload_mib,
+            "workload": sc.workload.name, "cap": sc.cap, "cap_bytes_per_s": sc.cap_bytes,
+            "mode": mode.name, "family": mode.family, "repeat": repeat,
+            "started_at": datetime.datetime.now().isoformat(timespec="seconds"),
+            "ok": False, "error": None, "verify": None,
+            "pages_policy": mode.pages, "pages_applied": None,
+        }
+        t0 = time.monotonic()
+        try:
+            self._run(sc, mode, rec)
+            rec["ok"] = True
+        except (RunFailed, AssertionError) as e:
+            rec["error"] = str(e)
+        except (TimeoutError, RuntimeError, ConnectionError, OSError, QmpError, ControlError) as e:
+            rec["error"] = f"{type(e).__name__}: {e}"
+            rec["traceback"] = traceback.format_exc()[-2000:]
+        rec["wall_s"] = round(time.monotonic() - t0, 1)
+        if not rec["ok"] and mode.via_daemons:
+            rec["daemon_logs"] = self.fabric.logs()[-4000:] if self.fabric else ""
+            self._restart("the last run through them failed")
+        return rec
+
+    def _run(self, sc: Scenario, mode: Mode, rec: dict) -> None:
+        f = self.fabric
+        assert f is not None
+        wd, n = f.workdir, self.seq
+        tcp = self.qemu_transport == "tcp" and not mode.via_daemons
+        # The destination daemon reaches its QEMU over a unix socket.
+        dst_in = f"tcp:{QEMU_LINK_DST_IP}:{5000 + n}" if tcp else f"unix:{wd}/r{n}-dst-in.sock"
+        rec["qemu_transport"] = "memmotiond" if mode.via_daemons else self.qemu_transport
+        append = sc.workload.cmdline(sc.size.workload_mib)
+        ram = sc.size.ram_mib
+        with Vm(f"r{n}-src", wd, self.kernel, self.initrd, ram, append, netns=f.src.netns) as src, \
+             Vm(f"r{n}-dst", wd, self.kernel, self.initrd, ram, append, incoming="defer",
+                paused=True, netns=f.dst.netns) as dst:
+            t_boot = time.monotonic()
+            m = src.wait_console(r"MEMLOAD READY|MMGUEST memload exited.*", 120 + sc.size.workload_mib)
+            if not m.group(0).startswith("MEMLOAD READY"):
+                raise RunFailed(f"the guest workload did not start: {src.console()[-300:]!r}")
+            rec["boot_s"] = round(time.monotonic() - t_boot, 1)
+            time.sleep(SETTLE_S)
+
+            flow.configure(src, dst, DOWNTIME_LIMIT_MS, multifd=mode.multifd)
+            if mode.qemu_compression != "none":
+                for vm in (src, dst):
+                    vm.set_migration({}, {"multifd-compression": mode.qemu_compression})
+            # The cap: QEMU's own limit for the direct modes (stream bytes/s);
+            # through the daemons QEMU runs free and the MMP pacer caps wire bytes/s.
+            qemu_cap = sc.cap_bytes if (sc.cap_bytes and not mode.via_daemons) else flow.MAX_BANDWIDTH
+            src.set_migration({}, {"max-bandwidth": qemu_cap})
+            rec["qemu_max_bandwidth"] = qemu_cap
+            # Listen only now, as libvirt does: a QEMU 7.2 given -incoming URI
+            # listens at start-up, before multifd is on, with a backlog of 1,
+            # and over TCP a multifd migration then waits out a 1 s SYN retry.
+            dst.execute("migrate-incoming", uri=dst_in)
+
+            sid = None
+            if mode.via_daemons:
+                sid, uri = self._start_session(sc, mode, n, dst_in, rec)
+            else:
+                uri = dst_in
+
+            pids = {"qemu_src": program_pid(src.proc.pid, "qemu-system-x86_64"),
+                    "qemu_dst": program_pid(dst.proc.pid, "qemu-system-x86_64"),
+                    "daemon_src": program_pid(f.src_daemon.proc.pid, "memmotiond"),
+                    "daemon_dst": program_pid(f.dst_daemon.proc.pid, "memmotiond")}
+            meter = CpuMeter(pids)
+            link0 = self._link_bytes(mode)
+            timeout = self.migration_timeout(sc)
+            try:
+                r = flow.migrate(src, dst, uri, timeout=timeout)
+            except TimeoutError as e:
+                self._cancel(src, sid)
+                raise RunFailed(f"no completion within {timeout:.0f} s (did not converge?): {e}")
+            if sid is not None:
+                s_src = f.src_daemon.wait_session(sid, 60)
+                s_dst = f.dst_daemon.wait_session(sid, 60)
+            cpu = meter.stop()
+            link1 = self._link_bytes(mode)
+            if link0 and link1:
+                rec["link_tx_bytes"] = link1[0] - link0[0]
+                rec["link_tx_bytes_reverse"] = link1[1] - link0[1]
+
+            ram_info = r.info.get("ram", {})
+            rec.update({
+                "qemu_status": r.status, "total_ms": r.total_ms, "downtime_ms": r.downtime_ms,
+                "dst_downtime_ms": round(r.dst_downtime_ms, 1), "setup_ms": r.info.get("setup-time"),
+                "qemu_bytes": r.transferred, "guest_ram_bytes": src.ram_bytes,
+                "cpu_s": cpu, "cpu_total_s": round(sum(cpu.values()), 3), "qemu_ram": ram_info,
+            })
+            if r.status != "completed":
+                raise RunFailed(f"QEMU migration {r.status}: {r.info.get('error-desc')}")
+            if sid is not None:
+                cs, cd = s_src["counters"], s_dst["counters"]
+                rec.update({"session": sid, "daemon_src": cs, "daemon_dst": cd,
+                            "wire_bytes": cs["wire_bytes_tx"], "wire_bytes_reverse": cd["wire_bytes_tx"],
+                            "wire_bytes_what": "source daemon wire_bytes_tx (Ethernet+IPv4+UDP+MMP, "
+                                               "retransmits included)"})
+                bad = [f"{s['role']} daemon session {s['state']}: {s.get('error')}"
+                       for s in (s_src, s_dst) if s["state"] != "completed"]
+                if bad:
+                    raise RunFailed("; ".join(bad))
+            elif tcp:
+                rec.update({"wire_bytes": rec["link_tx_bytes"], "wire_bytes_reverse": rec["link_tx_bytes_reverse"],
+                            "wire_bytes_what": "tx bytes of the source's veth (Ethernet+IPv4+TCP)"})
+            elif mode.qemu_compression == "none":
+                rec.update({"wire_bytes": r.transferred, "wire_bytes_reverse": None,
+                            "wire_bytes_what": "QEMU ram.transferred (stream bytes; unix socket, "
+                                               "no TCP/IP/Ethernet headers)"})
+            else:
+                rec.update({"wire_bytes": None, "wire_bytes_reverse": None,
+                            "wire_bytes_what": "unknown: over a unix socket only QEMU's count exists, and "
+                                               "QEMU 7.2 counts multifd bytes before compression"})
+            if r.dst_downtime_ms <= 0:
+                raise RunFailed("no downtime measured at the destination (STOP / MIGRATION events missing)")
+            rec["pages_per_s"] = round(src.ram_bytes / PAGE / (r.total_ms / 1000), 1) if r.total_ms else None
+            rec["verify"] = flow.verify(src, dst, wd)
+
+    def _link_bytes(self, mode: Mode) -> tuple[int, int] | None:
+        """Counters of the link the migration crosses: the daemons' fabric
+        veth for mm modes (a check on their own count), QEMU's veth for TCP."""
+        f = self.fabric
+        if mode.via_daemons:
+            if f and f.src.netns and f.src.iface and f.dst.iface:
+                return tx_bytes(f.src.netns, f.src.iface), tx_bytes(f.dst.netns, f.dst.iface)
+            return None
+        return self.link.counters() if self.link else None
+
+    def _start_session(self, sc: Scenario, mode: Mode, n: int, dst_in: str, rec: dict):
+        f = self.fabric
+        assert f is not None
+        listen = f"unix:{f.workdir}/r{n}-mm-out.sock"
+        pages = mode.pages
+        if pages is not None and self.pages_rejected is None:
+            self.sid += 1
+            try:
+                reply = f.start_session(self.sid, listen, dst_in, sc.cap_bytes, pages=pages)
+                rec["pages_applied"] = True
+                return self.sid, reply["migrate-uri"]
+            except TypeError as e:  # a tests/e2e/mmtest without the argument yet
+                if "pages" not in str(e):
+                    raise
+                self.pages_rejected = f"Fabric.start_session has no 'pages' argument ({e})"
+            except ControlError as e:
+                if "pages" not in e.desc:
+                    raise
+                self._forget(self.sid)
+                self.pages_rejected = e.desc
+        if pages is not None:
+            if not self.allow_relay_fallback:
+                raise RunFailed(f"the source daemon refuses the page policy: {self.pages_rejected}")
+            loud(f"memmotiond refuses the page policy ({self.pages_rejected}); {mode.name} runs as a "
+                 f"PLAIN RELAY (pages=None): its figures are NOT those of {mode.name}")
+        self.sid += 1
+        reply = f.start_session(self.sid, listen, dst_in, sc.cap_bytes)
+        rec["pages_applied"] = False if pages is not None else None
+        return self.sid, reply["migrate-uri"]
+
+    def _forget(self, sid: int) -> None:
+        """Drops a session the destination prepared for a start that failed."""
+        try:
+            self.fabric.dst_daemon.ctl.execute("session-cancel", session=sid)
+        except Exception:
+            pass
+
+    def _cancel(self, src: Vm, sid: int | None) -> None:
+        try:
+            src.execute("migrate_cancel")
+            src.wait_migration(30)
+        except Exception:
+            pass
+        if sid is not None:
+            self._forget(sid)
+            try:
+                self.fabric.src_daemon.ctl.execute("session-cancel", session=sid)
+            except Exception:
+                pass
