@@ -28,24 +28,37 @@ inline constexpr size_t kWorthwhile = kPageSize - kPageSize / 16;
 // Output buffers for compress() hold at least this much.
 inline constexpr size_t kCompressBound = kPageSize + 512;
 
-class Lz4Codec {
+// What the page pipeline sees of a codec.
+class PageCodec {
+ public:
+  virtual ~PageCodec() = default;
+  virtual CodecKind kind() const = 0;
+  // Bytes written to out (cap >= kCompressBound), or 0: send the page RAW.
+  virtual size_t compress(const uint8_t* page, uint8_t* out, size_t cap) = 0;
+  // True only when `in` decodes to exactly one page.
+  virtual bool decompress(const uint8_t* in, size_t n, uint8_t* page) = 0;
+};
+
+class Lz4Codec final : public PageCodec {
  public:
   Lz4Codec();
-  size_t compress(const uint8_t* page, uint8_t* out, size_t cap);
-  bool decompress(const uint8_t* in, size_t n, uint8_t* page);
+  CodecKind kind() const override { return CodecKind::lz4; }
+  size_t compress(const uint8_t* page, uint8_t* out, size_t cap) override;
+  bool decompress(const uint8_t* in, size_t n, uint8_t* page) override;
 
  private:
   std::vector<uint8_t> state_;  // LZ4 extState, reused for every page
 };
 
-class ZstdCodec {
+class ZstdCodec final : public PageCodec {
  public:
   explicit ZstdCodec(int level = 1);
-  ~ZstdCodec();
+  ~ZstdCodec() override;
   ZstdCodec(const ZstdCodec&) = delete;
   ZstdCodec& operator=(const ZstdCodec&) = delete;
-  size_t compress(const uint8_t* page, uint8_t* out, size_t cap);
-  bool decompress(const uint8_t* in, size_t n, uint8_t* page);
+  CodecKind kind() const override { return CodecKind::zstd; }
+  size_t compress(const uint8_t* page, uint8_t* out, size_t cap) override;
+  bool decompress(const uint8_t* in, size_t n, uint8_t* page) override;
 
  private:
   ZSTD_CCtx_s* cctx_;

@@ -21,6 +21,12 @@ constexpr uint16_t kInflight = 64;
 constexpr uint16_t kBufRoom = kCompressBound;
 }  // namespace
 
+std::string first_compressdev() {
+  if (rte_compressdev_count() == 0) return {};
+  const char* n = rte_compressdev_name_get(0);
+  return n ? n : "";
+}
+
 CompressdevDeflate::CompressdevDeflate(const std::string& device, int level) : name_(device) {
   const int id = rte_compressdev_get_dev_id(device.c_str());
   if (id < 0) throw std::runtime_error("compressdev " + device + " does not exist (is it probed? e.g. --vdev=compress_isal0)");

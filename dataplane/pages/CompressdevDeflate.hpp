@@ -9,24 +9,28 @@
 #include <cstdint>
 #include <string>
 
-#include "dataplane/pages/Page.hpp"
+#include "dataplane/pages/Codecs.hpp"
 
 struct rte_mempool;
 struct rte_comp_op;
 
 namespace mm::pages {
 
-class CompressdevDeflate {
+// Name of the first probed compressdev, or "" when there is none.
+std::string first_compressdev();
+
+class CompressdevDeflate final : public PageCodec {
  public:
   // device: the compressdev name (e.g. "compress_isal0"). Throws
   // std::runtime_error naming the device and what DPDK refused.
   explicit CompressdevDeflate(const std::string& device, int level = 1);
-  ~CompressdevDeflate();
+  ~CompressdevDeflate() override;
   CompressdevDeflate(const CompressdevDeflate&) = delete;
   CompressdevDeflate& operator=(const CompressdevDeflate&) = delete;
 
-  size_t compress(const uint8_t* page, uint8_t* out, size_t cap);
-  bool decompress(const uint8_t* in, size_t n, uint8_t* page);
+  CodecKind kind() const override { return CodecKind::deflate; }
+  size_t compress(const uint8_t* page, uint8_t* out, size_t cap) override;
+  bool decompress(const uint8_t* in, size_t n, uint8_t* page) override;
   const std::string& device() const { return name_; }
 
  private:

@@ -5,14 +5,15 @@
 namespace mm::pages {
 
 DedupeDictionary::DedupeDictionary(uint32_t slots)
-    : slots_(slots), data_(size_t(slots) * kPageSize), hashes_(slots) {
-  index_.reserve(slots);
+    : slots_(slots == 0 ? 1 : slots),
+      data_(std::make_unique_for_overwrite<uint8_t[]>(size_t(slots_) * kPageSize)),
+      hashes_(slots_) {
 }
 
 std::optional<uint32_t> DedupeDictionary::find(const uint8_t* page, const PageHash& h) const {
   auto it = index_.find(h);
   if (it == index_.end()) return std::nullopt;
-  if (std::memcmp(data_.data() + size_t(it->second) * kPageSize, page, kPageSize) != 0) {
+  if (std::memcmp(data_.get() + size_t(it->second) * kPageSize, page, kPageSize) != 0) {
     return std::nullopt;  // a collision: same hash, other bytes
   }
   return it->second;
@@ -28,7 +29,7 @@ uint32_t DedupeDictionary::insert(const uint8_t* page, const PageHash& h) {
   } else {
     ++filled_;
   }
-  std::memcpy(data_.data() + size_t(slot) * kPageSize, page, kPageSize);
+  std::memcpy(data_.get() + size_t(slot) * kPageSize, page, kPageSize);
   hashes_[slot] = h;
   index_[h] = slot;
   return slot;
@@ -36,7 +37,7 @@ uint32_t DedupeDictionary::insert(const uint8_t* page, const PageHash& h) {
 
 const uint8_t* DedupeDictionary::get(uint32_t slot) const {
   if (slot >= filled_) return nullptr;
-  return data_.data() + size_t(slot) * kPageSize;
+  return data_.get() + size_t(slot) * kPageSize;
 }
 
 }  // namespace mm::pages

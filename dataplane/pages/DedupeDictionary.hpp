@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <unordered_map>
 #include <vector>
@@ -27,12 +28,14 @@ class DedupeDictionary {
   // (a peer naming it is lying).
   const uint8_t* get(uint32_t slot) const;
   uint32_t slots() const { return slots_; }
+  uint32_t filled() const { return filled_; }
 
  private:
   uint32_t slots_;
   uint32_t next_ = 0;
   uint32_t filled_ = 0;
-  std::vector<uint8_t> data_;
+  // Not zeroed: slots are touched (and their memory committed) as filled.
+  std::unique_ptr<uint8_t[]> data_;
   std::vector<PageHash> hashes_;
   std::unordered_map<PageHash, uint32_t, PageHashHasher> index_;  // sender's lookup
 };

@@ -9,4 +9,12 @@ PageHash page_hash(const uint8_t* p) {
   return {h.low64, h.high64};
 }
 
+const PageHash& zero_page_hash() {
+  static const PageHash h = [] {
+    static const uint8_t zeros[kPageSize] = {};
+    return page_hash(zeros);
+  }();
+  return h;
+}
+
 }  // namespace mm::pages

@@ -37,5 +37,7 @@ inline bool is_zero_page(const uint8_t* p) {
 }
 
 PageHash page_hash(const uint8_t* p);
+// page_hash of a page of zeros.
+const PageHash& zero_page_hash();
 
 }  // namespace mm::pages

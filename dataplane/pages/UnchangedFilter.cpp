@@ -1,20 +1,52 @@
 #include "dataplane/pages/UnchangedFilter.hpp"
 
+#include <algorithm>
+
 namespace mm::pages {
 
-bool UnchangedFilter::unchanged(const std::string& block, uint64_t page_index, const PageHash& h) {
-  auto& v = blocks_[block];
-  if (page_index >= v.size()) v.resize(page_index + 1);
-  Entry& e = v[page_index];
-  if (e.valid && e.hash == h) return true;
-  e.hash = h;
-  e.valid = true;
-  return false;
+namespace {
+UnchangedFilter::Entry* entry(UnchangedFilter::Block& b, uint64_t i) {
+  if (i >= UnchangedFilter::kMaxPages) return nullptr;
+  if (i >= b.size()) b.resize(std::max<size_t>(i + 1, b.size() * 2));
+  return &b[i];
+}
+}  // namespace
+
+UnchangedFilter::Block& UnchangedFilter::block(std::string_view name) {
+  auto it = blocks_.find(std::string(name));
+  if (it == blocks_.end()) it = blocks_.emplace(std::string(name), std::make_unique<Block>()).first;
+  return *it->second;
 }
 
-void UnchangedFilter::invalidate(const std::string& block, uint64_t page_index) {
-  auto it = blocks_.find(block);
-  if (it != blocks_.end() && page_index < it->second.size()) it->second[page_index].valid = false;
+bool UnchangedFilter::can_skip(const Block& b, uint64_t i, const PageHash& h, uint32_t epoch) {
+  if (i >= b.size()) return false;
+  const Entry& e = b[i];
+  if (e.sent == 0 || !(e.hash == h)) return false;
+  const uint32_t sent_epoch = e.sent - 1;
+  if (sent_epoch >= epoch) return false;
+  // Another write in or after the epoch of the last send: the destination
+  // may no longer hold those bytes.
+  return e.other == 0 || e.other - 1 < sent_epoch;
+}
+
+void UnchangedFilter::sent(Block& b, uint64_t i, const PageHash& h, uint32_t epoch) {
+  Entry* e = entry(b, i);
+  if (!e) return;
+  if (e->sent == 0 || epoch + 1 >= e->sent) {
+    e->hash = h;
+    e->sent = epoch + 1;
+  }
+}
+
+void UnchangedFilter::written_elsewhere(std::string_view name, uint64_t i, uint32_t epoch) {
+  Entry* e = entry(block(name), i);
+  if (e) e->other = std::max(e->other, epoch + 1);
+}
+
+size_t UnchangedFilter::tracked_pages() const {
+  size_t n = 0;
+  for (const auto& [name, b] : blocks_) n += b->size();
+  return n;
 }
 
 }  // namespace mm::pages

@@ -1,12 +1,25 @@
 // The unchanged-page filter: per RAM block, the hash of what was last sent
 // for each page. QEMU re-sends every dirtied page, and many were rewritten
-// with the same bytes; those need not cross the wire again. Whoever else
-// writes a page at the destination (a ZERO record on the main channel, a
-// page sent by another path) must invalidate it here first.
+// with the same bytes; those need not cross the wire again (a PAGE_SAME
+// record; the rebuilt multifd packet omits the page).
+//
+// Omitting a page is only right if the destination still holds the bytes
+// last sent for it. QEMU 7.2 writes the same page by other paths too (ZERO
+// records on the main channel), and its channels run concurrently; what
+// orders them is the epoch: the number of multifd SYNC barriers before a
+// packet on its channel, or of RAM EOS markers before a record on the main
+// channel (QEMU sends a SYNC on every channel before each EOS, and sends a
+// page at most once per epoch). So every entry keeps the epoch it was sent
+// in and the latest epoch in which something else wrote the page, and a
+// page may be skipped only in a later epoch than its last send, with no
+// other write since. The caller must also make sure it has seen everything
+// of the earlier epochs on all channels (Session's gate).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -16,18 +29,28 @@ namespace mm::pages {
 
 class UnchangedFilter {
  public:
-  // True when the page at (block, page_index) was last sent with this very
-  // hash. Otherwise remembers the hash (the caller sends the page).
-  bool unchanged(const std::string& block, uint64_t page_index, const PageHash& h);
-  void invalidate(const std::string& block, uint64_t page_index);
-  void clear() { blocks_.clear(); }
-
- private:
   struct Entry {
     PageHash hash;
-    bool valid = false;
+    uint32_t sent = 0;   // 1 + epoch of the last send; 0: never sent
+    uint32_t other = 0;  // 1 + latest epoch of another write; 0: none
   };
-  std::unordered_map<std::string, std::vector<Entry>> blocks_;
+  // Pages beyond this index (1 TiB of 4 KiB pages) are never tracked.
+  static constexpr uint64_t kMaxPages = uint64_t(1) << 28;
+  using Block = std::vector<Entry>;
+
+  Block& block(std::string_view name);
+  // True when the page was last sent with this very hash in an epoch before
+  // `epoch` and nothing else wrote it since.
+  static bool can_skip(const Block& b, uint64_t page_index, const PageHash& h, uint32_t epoch);
+  // The page goes out with these bytes in `epoch` (an older epoch's send,
+  // processed late, does not overwrite a newer one).
+  static void sent(Block& b, uint64_t page_index, const PageHash& h, uint32_t epoch);
+  // Something other than a multifd page wrote the page in `epoch`.
+  void written_elsewhere(std::string_view block, uint64_t page_index, uint32_t epoch);
+  size_t tracked_pages() const;
+
+ private:
+  std::unordered_map<std::string, std::unique_ptr<Block>> blocks_;
 };
 
 }  // namespace mm::pages

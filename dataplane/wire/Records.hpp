@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace mm::wire {
@@ -27,11 +28,50 @@ enum class RecordType : uint8_t {
 
 // Bytes a BYTES record costs besides its data: code (1) + len (4).
 inline constexpr size_t kBytesRecordOverhead = 5;
+inline constexpr size_t kRecordPageSize = 4096;
+// Page records (MMP.md "Page records"): code + page:8 [+ hash:8] [...].
+inline constexpr size_t kPageZeroRecordSize = 1 + 8;
+inline constexpr size_t kPageSameRecordSize = 1 + 8;
+inline constexpr size_t kPageRawRecordSize = 1 + 8 + 8 + kRecordPageSize;
+inline constexpr size_t kPageRefRecordSize = 1 + 8 + 8 + 4;
+inline constexpr size_t kPageCompressedOverhead = 1 + 8 + 8 + 2;
+inline constexpr size_t kMultifdEndRecordSize = 1 + 4 + 8;
+// Largest compressed body a page record may carry (never more than the
+// page plus the codecs' worst-case framing).
+inline constexpr size_t kMaxCompressedPage = kRecordPageSize + 512;
+inline constexpr size_t kMaxRamblockName = 255;
+
+// MULTIFD_BEGIN: the multifd packet header fields the destination needs to
+// rebuild the packet QEMU sent (its page list comes from the page records).
+struct MultifdBegin {
+  uint32_t flags = 0;        // QEMU's packet flags (SYNC, ...)
+  uint32_t pages_alloc = 0;  // QEMU's offset array size
+  uint64_t packet_num = 0;
+  uint32_t dict_slots = 0;   // the sender's dedupe dictionary size (0: no dedupe)
+  std::string_view ramblock;
+};
+
+// MULTIFD_END: how many page records the packet had and a digest of their
+// page offsets in order, so a lost or reordered record cannot go unnoticed.
+struct MultifdEnd {
+  uint32_t pages = 0;
+  uint64_t offsets_digest = 0;
+};
 
 struct Record {
   RecordType type = RecordType::bytes;
-  std::span<const uint8_t> body;  // BYTES: the opaque stream bytes
+  std::span<const uint8_t> body;  // BYTES: the opaque stream bytes; RAW: the page;
+                                  // LZ4/ZSTD/DEFLATE: the compressed page
+  uint64_t page = 0;              // page records: byte offset in the RAM block
+  uint64_t hash = 0;              // RAW/compressed/REF: low 64 bits of the page's XXH3-128
+  uint32_t slot = 0;              // REF: dictionary slot
+  MultifdBegin begin;             // MULTIFD_BEGIN
+  MultifdEnd end;                 // MULTIFD_END
 };
+
+inline bool is_page_record(RecordType t) {
+  return t >= RecordType::page_raw && t <= RecordType::page_same;
+}
 
 enum class RecordError : uint8_t {
   ok = 0,
@@ -40,6 +80,7 @@ enum class RecordError : uint8_t {
   unknown_type, // code not defined by WIRE.md
   unsupported,  // defined by WIRE.md but not negotiated in this version
   bad_length,   // a length field that cannot be right
+  bad_page,     // a page offset that is not page-aligned
 };
 std::string_view to_string(RecordError e);
 
@@ -54,6 +95,15 @@ class RecordWriter {
   std::span<uint8_t> put_bytes_header(size_t n);
   bool put_sync();
   bool put_fin();
+  bool put_multifd_begin(const MultifdBegin& b);
+  bool put_multifd_end(const MultifdEnd& e);
+  bool put_page_zero(uint64_t page);
+  bool put_page_same(uint64_t page);
+  bool put_page_raw(uint64_t page, uint64_t hash, const uint8_t* bytes);
+  bool put_page_ref(uint64_t page, uint64_t hash, uint32_t slot);
+  // type: page_lz4, page_zstd or page_deflate.
+  bool put_page_compressed(RecordType type, uint64_t page, uint64_t hash,
+                           std::span<const uint8_t> data);
   size_t size() const { return used_; }
   size_t room() const { return buf_.size() - used_; }
 

@@ -34,16 +34,40 @@ TEST(PageHash, DeterministicAndSensitiveToOneBit) {
   EXPECT_FALSE(h == page_hash(a.data()));
 }
 
-TEST(UnchangedFilter, RemembersTheLastHashPerPageAndBlock) {
+TEST(UnchangedFilter, SkipsOnlyAnEarlierEpochsIdenticalSend) {
   UnchangedFilter f;
   const PageHash a{1, 2}, b{3, 4};
-  EXPECT_FALSE(f.unchanged("pc.ram", 5, a));  // first time: send it
-  EXPECT_TRUE(f.unchanged("pc.ram", 5, a));   // same bytes again: skip
-  EXPECT_FALSE(f.unchanged("pc.ram", 5, b));  // changed: send
-  EXPECT_TRUE(f.unchanged("pc.ram", 5, b));
-  EXPECT_FALSE(f.unchanged("other", 5, b));   // blocks are separate
-  f.invalidate("pc.ram", 5);                  // someone else wrote the page
-  EXPECT_FALSE(f.unchanged("pc.ram", 5, b));
+  auto& ram = f.block("pc.ram");
+  EXPECT_FALSE(UnchangedFilter::can_skip(ram, 5, a, 1));  // never sent
+  UnchangedFilter::sent(ram, 5, a, 1);
+  EXPECT_FALSE(UnchangedFilter::can_skip(ram, 5, a, 1));  // same epoch: QEMU never does that; refuse
+  EXPECT_TRUE(UnchangedFilter::can_skip(ram, 5, a, 2));   // same bytes, later epoch: skip
+  EXPECT_FALSE(UnchangedFilter::can_skip(ram, 5, b, 2));  // changed: send
+  EXPECT_FALSE(UnchangedFilter::can_skip(f.block("other"), 5, a, 2));  // blocks are separate
+  UnchangedFilter::sent(ram, 5, b, 3);
+  UnchangedFilter::sent(ram, 5, a, 2);  // an older send processed late does not win
+  EXPECT_TRUE(UnchangedFilter::can_skip(ram, 5, b, 4));
+  EXPECT_FALSE(UnchangedFilter::can_skip(ram, 5, a, 4));
+}
+
+TEST(UnchangedFilter, AWriteByAnotherPathBlocksTheSkipUntilSentAgain) {
+  // The hazard of QEMU 7.2: page sent as A (multifd, epoch 1), zeroed on
+  // the main channel (epoch 2), A again (epoch 3): must be sent.
+  UnchangedFilter f;
+  const PageHash a{1, 2};
+  auto& ram = f.block("pc.ram");
+  UnchangedFilter::sent(ram, 9, a, 1);
+  f.written_elsewhere("pc.ram", 9, 2);
+  EXPECT_FALSE(UnchangedFilter::can_skip(ram, 9, a, 3));
+  UnchangedFilter::sent(ram, 9, a, 3);
+  EXPECT_TRUE(UnchangedFilter::can_skip(ram, 9, a, 4));
+  // A main-channel write seen before the (older) multifd send it followed.
+  f.written_elsewhere("pc.ram", 20, 5);
+  UnchangedFilter::sent(ram, 20, a, 4);
+  EXPECT_FALSE(UnchangedFilter::can_skip(ram, 20, a, 6));
+  // Absurd offsets are not tracked (and never skipped).
+  UnchangedFilter::sent(ram, UnchangedFilter::kMaxPages, a, 1);
+  EXPECT_FALSE(UnchangedFilter::can_skip(ram, UnchangedFilter::kMaxPages, a, 2));
 }
 
 TEST(DedupeDictionary, BothEndsStayMirroredThroughEviction) {

@@ -59,14 +59,98 @@ TEST(Records, ReaderRejectsTruncatedAndBadLengths) {
   }
 }
 
-TEST(Records, ReaderRejectsUnknownAndUnnegotiatedTypes) {
+TEST(Records, ReaderRejectsUnknownTypes) {
   Record rec;
   for (uint8_t code : {0x00, 0x0D, 0x7F, 0xFF}) {
     const uint8_t m[] = {code, 0, 0};
     EXPECT_EQ(RecordReader(m).next(rec), RecordError::unknown_type) << int(code);
   }
-  for (uint8_t code = 0x02; code <= 0x0A; ++code) {
-    const uint8_t m[] = {code, 0, 0, 0, 0, 0, 0, 0, 0};
-    EXPECT_EQ(RecordReader(m).next(rec), RecordError::unsupported) << int(code);
+}
+
+TEST(Records, PageRecordsRoundTrip) {
+  std::vector<uint8_t> buf(3 * 4096);
+  std::vector<uint8_t> page(4096);
+  for (size_t i = 0; i < page.size(); ++i) page[i] = uint8_t(i * 7);
+  const std::vector<uint8_t> lz = {9, 8, 7, 6, 5};
+  RecordWriter w(buf);
+  MultifdBegin b;
+  b.flags = 1;
+  b.pages_alloc = 128;
+  b.packet_num = 0x1122334455667788ull;
+  b.dict_slots = 4096;
+  b.ramblock = "pc.ram";
+  ASSERT_TRUE(w.put_multifd_begin(b));
+  ASSERT_TRUE(w.put_page_zero(0x1000));
+  ASSERT_TRUE(w.put_page_same(0x2000));
+  ASSERT_TRUE(w.put_page_raw(0x3000, 0xAABB, page.data()));
+  ASSERT_TRUE(w.put_page_ref(0x4000, 0xCCDD, 77));
+  ASSERT_TRUE(w.put_page_compressed(RecordType::page_lz4, 0x5000, 0xEEFF, lz));
+  ASSERT_TRUE(w.put_multifd_end({5, 0x0102030405060708ull}));
+  EXPECT_FALSE(w.put_page_compressed(RecordType::page_raw, 0, 0, lz));  // not a codec
+  EXPECT_FALSE(w.put_page_compressed(RecordType::page_zstd, 0, 0, {}));
+
+  RecordReader r({buf.data(), w.size()});
+  Record rec;
+  ASSERT_EQ(r.next(rec), RecordError::ok);
+  ASSERT_EQ(rec.type, RecordType::multifd_begin);
+  EXPECT_EQ(rec.begin.flags, 1u);
+  EXPECT_EQ(rec.begin.pages_alloc, 128u);
+  EXPECT_EQ(rec.begin.packet_num, 0x1122334455667788ull);
+  EXPECT_EQ(rec.begin.dict_slots, 4096u);
+  EXPECT_EQ(rec.begin.ramblock, "pc.ram");
+  ASSERT_EQ(r.next(rec), RecordError::ok);
+  EXPECT_EQ(rec.type, RecordType::page_zero);
+  EXPECT_EQ(rec.page, 0x1000u);
+  ASSERT_EQ(r.next(rec), RecordError::ok);
+  EXPECT_EQ(rec.type, RecordType::page_same);
+  EXPECT_EQ(rec.page, 0x2000u);
+  ASSERT_EQ(r.next(rec), RecordError::ok);
+  EXPECT_EQ(rec.type, RecordType::page_raw);
+  EXPECT_EQ(rec.hash, 0xAABBu);
+  EXPECT_TRUE(std::equal(rec.body.begin(), rec.body.end(), page.begin(), page.end()));
+  ASSERT_EQ(r.next(rec), RecordError::ok);
+  EXPECT_EQ(rec.type, RecordType::page_ref);
+  EXPECT_EQ(rec.slot, 77u);
+  EXPECT_EQ(rec.hash, 0xCCDDu);
+  ASSERT_EQ(r.next(rec), RecordError::ok);
+  EXPECT_EQ(rec.type, RecordType::page_lz4);
+  EXPECT_EQ(rec.page, 0x5000u);
+  EXPECT_TRUE(std::equal(rec.body.begin(), rec.body.end(), lz.begin(), lz.end()));
+  ASSERT_EQ(r.next(rec), RecordError::ok);
+  EXPECT_EQ(rec.type, RecordType::multifd_end);
+  EXPECT_EQ(rec.end.pages, 5u);
+  EXPECT_EQ(rec.end.offsets_digest, 0x0102030405060708ull);
+  EXPECT_EQ(r.next(rec), RecordError::end);
+}
+
+TEST(Records, PageRecordsRejectTruncationAndBadFields) {
+  Record rec;
+  std::vector<uint8_t> buf(5000);
+  std::vector<uint8_t> page(4096, 1);
+  // Every prefix of every page record is truncated, never read past.
+  for (int kind = 0; kind < 6; ++kind) {
+    RecordWriter w(buf);
+    switch (kind) {
+      case 0: ASSERT_TRUE(w.put_page_zero(4096)); break;
+      case 1: ASSERT_TRUE(w.put_page_raw(4096, 1, page.data())); break;
+      case 2: ASSERT_TRUE(w.put_page_ref(4096, 1, 2)); break;
+      case 3: ASSERT_TRUE(w.put_page_compressed(RecordType::page_zstd, 4096, 1, {page.data(), 100})); break;
+      case 4: ASSERT_TRUE(w.put_multifd_begin({0, 128, 1, 0, "pc.ram"})); break;
+      case 5: ASSERT_TRUE(w.put_multifd_end({1, 2})); break;
+    }
+    for (size_t n = 1; n < w.size(); ++n) {
+      EXPECT_EQ(RecordReader({buf.data(), n}).next(rec), RecordError::truncated) << kind << " " << n;
+    }
+    EXPECT_EQ(RecordReader({buf.data(), w.size()}).next(rec), RecordError::ok) << kind;
+  }
+  {
+    const uint8_t m[] = {0x04, 0, 0, 0, 0, 0, 0, 0x10, 0x01};  // ZERO at 0x1001
+    EXPECT_EQ(RecordReader(m).next(rec), RecordError::bad_page);
+  }
+  {
+    uint8_t m[19 + 10] = {0x05};  // LZ4 with clen 0
+    EXPECT_EQ(RecordReader(m).next(rec), RecordError::bad_length);
+    m[17] = 0xFF;  // clen 65280: beyond any page's compressed size
+    EXPECT_EQ(RecordReader(m).next(rec), RecordError::bad_length);
   }
 }

@@ -1,0 +1,245 @@
+#include "dataplane/pages/PagePipeline.hpp"
+
+#include <xxhash.h>
+
+#include <cstring>
+
+namespace mm::pages {
+
+PageStats& PageStats::operator+=(const PageStats& o) {
+  packets += o.packets;
+  sync_packets += o.sync_packets;
+  pages += o.pages;
+  zero += o.zero;
+  unchanged += o.unchanged;
+  unchanged_held += o.unchanged_held;
+  dedupe_hits += o.dedupe_hits;
+  compressed += o.compressed;
+  compressed_bytes += o.compressed_bytes;
+  raw += o.raw;
+  record_bytes += o.record_bytes;
+  verified += o.verified;
+  written += o.written;
+  return *this;
+}
+
+namespace {
+// QEMU's SYNC flag (QEMU-STREAM-FACTS.md §2); counted, carried through.
+constexpr uint32_t kQemuSyncFlag = 0x1;
+// QEMU 7.2 allocates 128 offsets per packet; its parser allows up to 1024.
+constexpr uint32_t kMaxPagesAlloc = 1024;
+
+wire::RecordType record_type(CodecKind k) {
+  switch (k) {
+    case CodecKind::lz4: return wire::RecordType::page_lz4;
+    case CodecKind::zstd: return wire::RecordType::page_zstd;
+    case CodecKind::deflate: return wire::RecordType::page_deflate;
+    case CodecKind::raw: break;
+  }
+  return wire::RecordType::page_raw;
+}
+
+CodecKind codec_of(wire::RecordType t) {
+  switch (t) {
+    case wire::RecordType::page_lz4: return CodecKind::lz4;
+    case wire::RecordType::page_zstd: return CodecKind::zstd;
+    case wire::RecordType::page_deflate: return CodecKind::deflate;
+    default: return CodecKind::raw;
+  }
+}
+}  // namespace
+
+uint64_t offsets_digest(std::span<const uint64_t> offsets) {
+  // XXH3-64 of the offsets as big-endian 8-byte values, in order.
+  thread_local std::vector<uint8_t> be;
+  be.resize(offsets.size() * 8);
+  for (size_t k = 0; k < offsets.size(); ++k) {
+    for (int i = 0; i < 8; ++i) be[k * 8 + i] = uint8_t(offsets[k] >> (56 - 8 * i));
+  }
+  return XXH3_64bits(be.data(), be.size());
+}
+
+PageEncoder::PageEncoder(const PagePolicy& policy, PageCodec* codec, UnchangedFilter* filter)
+    : policy_(policy), codec_(codec), filter_(policy.unchanged ? filter : nullptr), scratch_(kCompressBound) {
+  if (policy_.codec == CodecKind::raw) codec_ = nullptr;
+  if (policy_.dedupe && policy_.dedupe_slots > 0) {
+    dict_ = std::make_unique<DedupeDictionary>(policy_.dedupe_slots);
+  }
+}
+
+size_t PageEncoder::max_message(size_t n_pages) {
+  return 22 + wire::kMaxRamblockName + n_pages * wire::kPageRawRecordSize + wire::kMultifdEndRecordSize;
+}
+
+void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wire::RecordWriter& w) {
+  const size_t start = w.size();
+  wire::MultifdBegin b;
+  b.flags = p.flags;
+  b.pages_alloc = p.pages_alloc;
+  b.packet_num = p.packet_num;
+  b.dict_slots = dict_ ? dict_->slots() : 0;
+  b.ramblock = p.ramblock;
+  w.put_multifd_begin(b);
+  UnchangedFilter::Block* block = filter_ && !p.offsets.empty() ? &filter_->block(p.ramblock) : nullptr;
+  for (size_t i = 0; i < p.offsets.size(); ++i) {
+    const uint64_t off = p.offsets[i];
+    const uint64_t index = off / kPageSize;
+    const uint8_t* page = p.pages + i * kPageSize;
+    ++stats_.pages;
+    if (policy_.zero && is_zero_page(page)) {
+      // Counted as sent: a later identical zero page may then go as SAME.
+      if (block) UnchangedFilter::sent(*block, index, zero_page_hash(), epoch);
+      w.put_page_zero(off);
+      ++stats_.zero;
+      continue;
+    }
+    const PageHash h = page_hash(page);
+    if (block) {
+      if (UnchangedFilter::can_skip(*block, index, h, epoch)) {
+        if (may_skip) {
+          w.put_page_same(off);
+          ++stats_.unchanged;
+          continue;
+        }
+        ++stats_.unchanged_held;
+      }
+      UnchangedFilter::sent(*block, index, h, epoch);
+    }
+    if (dict_) {
+      if (auto slot = dict_->find(page, h)) {
+        w.put_page_ref(off, record_hash(h), *slot);
+        ++stats_.dedupe_hits;
+        continue;
+      }
+      dict_->insert(page, h);
+    }
+    const size_t n = codec_ ? codec_->compress(page, scratch_.data(), scratch_.size()) : 0;
+    if (n > 0 && n <= wire::kMaxCompressedPage) {
+      w.put_page_compressed(record_type(codec_->kind()), off, record_hash(h), {scratch_.data(), n});
+      ++stats_.compressed;
+      stats_.compressed_bytes += n;
+    } else {
+      w.put_page_raw(off, record_hash(h), page);
+      ++stats_.raw;
+    }
+  }
+  w.put_multifd_end({uint32_t(p.offsets.size()), offsets_digest(p.offsets)});
+  ++stats_.packets;
+  if (p.flags & kQemuSyncFlag) ++stats_.sync_packets;
+  stats_.record_bytes += w.size() - start;
+}
+
+PageDecoder::PageDecoder(CodecFor codecs) : codecs_(std::move(codecs)) {}
+
+std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket& out) {
+  wire::RecordReader r(message);
+  wire::Record rec;
+  wire::RecordError e = r.next(rec);
+  if (e != wire::RecordError::ok || rec.type != wire::RecordType::multifd_begin) {
+    return "page message does not start with MULTIFD_BEGIN";
+  }
+  const wire::MultifdBegin& b = rec.begin;
+  if (b.pages_alloc == 0 || b.pages_alloc > kMaxPagesAlloc) {
+    return "MULTIFD_BEGIN with pages_alloc " + std::to_string(b.pages_alloc) + " (1.." +
+           std::to_string(kMaxPagesAlloc) + ")";
+  }
+  if (b.dict_slots > kMaxDedupeSlots) {
+    return "peer's dedupe dictionary of " + std::to_string(b.dict_slots) + " slots exceeds " +
+           std::to_string(kMaxDedupeSlots);
+  }
+  if (b.dict_slots > 0 && !dict_) dict_ = std::make_unique<DedupeDictionary>(b.dict_slots);
+  if (dict_ && b.dict_slots != 0 && b.dict_slots != dict_->slots()) {
+    return "peer changed its dedupe dictionary size mid-stream";
+  }
+  out.flags = b.flags;
+  out.pages_alloc = b.pages_alloc;
+  out.packet_num = b.packet_num;
+  out.ramblock.assign(b.ramblock);
+  out.offsets.clear();
+  out.omitted = 0;
+  all_offsets_.clear();
+  if (out.pages.size() < size_t(b.pages_alloc) * kPageSize) out.pages.resize(size_t(b.pages_alloc) * kPageSize);
+  bool ended = false;
+  PageStats s;
+  while ((e = r.next(rec)) == wire::RecordError::ok) {
+    if (ended) return "records after MULTIFD_END";
+    if (rec.type == wire::RecordType::multifd_end) {
+      if (rec.end.pages != all_offsets_.size()) {
+        return "MULTIFD_END counts " + std::to_string(rec.end.pages) + " pages, the packet had " +
+               std::to_string(all_offsets_.size());
+      }
+      if (rec.end.offsets_digest != offsets_digest(all_offsets_)) {
+        return "MULTIFD_END offset digest does not match the page records";
+      }
+      ended = true;
+      continue;
+    }
+    if (!wire::is_page_record(rec.type)) {
+      return "unexpected record type " + std::to_string(int(rec.type)) + " inside a multifd packet";
+    }
+    if (all_offsets_.size() == b.pages_alloc) {
+      return "more page records than the packet's pages_alloc " + std::to_string(b.pages_alloc);
+    }
+    if (b.ramblock.empty()) return "page records in a packet without a RAM block";
+    all_offsets_.push_back(rec.page);
+    ++s.pages;
+    if (rec.type == wire::RecordType::page_same) {
+      ++out.omitted;
+      ++s.unchanged;
+      continue;
+    }
+    uint8_t* page = out.pages.data() + out.offsets.size() * kPageSize;
+    switch (rec.type) {
+      case wire::RecordType::page_zero:
+        std::memset(page, 0, kPageSize);
+        ++s.zero;
+        break;
+      case wire::RecordType::page_raw:
+        std::memcpy(page, rec.body.data(), kPageSize);
+        ++s.raw;
+        break;
+      case wire::RecordType::page_ref: {
+        const uint8_t* src = dict_ ? dict_->get(rec.slot) : nullptr;
+        if (!src) return "PAGE_REF to dictionary slot " + std::to_string(rec.slot) + ", which holds no page";
+        std::memcpy(page, src, kPageSize);
+        ++s.dedupe_hits;
+        break;
+      }
+      default: {
+        std::string why;
+        PageCodec* c = codecs_ ? codecs_(codec_of(rec.type), &why) : nullptr;
+        if (!c) return "cannot decode a " + std::string(to_string(codec_of(rec.type))) + " page: " + why;
+        if (!c->decompress(rec.body.data(), rec.body.size(), page)) {
+          return std::string(to_string(codec_of(rec.type))) + " page at offset " + std::to_string(rec.page) +
+                 " does not decompress to one page";
+        }
+        ++s.compressed;
+        s.compressed_bytes += rec.body.size();
+        break;
+      }
+    }
+    if (rec.type != wire::RecordType::page_zero) {
+      const PageHash h = page_hash(page);
+      if (record_hash(h) != rec.hash) {
+        return "page at offset " + std::to_string(rec.page) + " of " + out.ramblock +
+               " fails its hash check (" + std::string(to_string(codec_of(rec.type))) + ")";
+      }
+      ++s.verified;
+      // Mirror the sender: every page sent in full enters the dictionary.
+      if (dict_ && rec.type != wire::RecordType::page_ref) dict_->insert(page, h);
+    }
+    out.offsets.push_back(rec.page);
+  }
+  if (e != wire::RecordError::end) {
+    return "page message: " + std::string(wire::to_string(e)) + " at offset " + std::to_string(r.offset());
+  }
+  if (!ended) return "page message without MULTIFD_END";
+  ++s.packets;
+  if (out.flags & kQemuSyncFlag) ++s.sync_packets;
+  s.record_bytes = message.size();
+  s.written = out.offsets.size();
+  stats_ += s;
+  return {};
+}
+
+}  // namespace mm::pages

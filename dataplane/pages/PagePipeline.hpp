@@ -1,0 +1,127 @@
+// The page pipeline of a multifd stream (ARCHITECTURE.md §4, MMP.md "Page
+// records"). The source's PageEncoder turns one QEMU multifd packet into a
+// message of records: MULTIFD_BEGIN, one record per page (ZERO, SAME, REF,
+// LZ4/ZSTD/DEFLATE or RAW, in that order of preference, as the session's
+// policy allows), MULTIFD_END. The destination's PageDecoder checks such a
+// message completely -- every record, every page's hash, the page count
+// and offset digest -- before it hands back the pages QEMU must get, so
+// nothing unverified is ever written to a guest. Pure code: no sockets.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dataplane/pages/Codecs.hpp"
+#include "dataplane/pages/DedupeDictionary.hpp"
+#include "dataplane/pages/UnchangedFilter.hpp"
+#include "dataplane/wire/Records.hpp"
+
+namespace mm::pages {
+
+// What a session does with pages (session-start "pages"; MMP.md).
+struct PagePolicy {
+  CodecKind codec = CodecKind::lz4;  // raw: no compression
+  bool zero = true;                  // zero pages as PAGE_ZERO
+  bool unchanged = true;             // unchanged re-sends as PAGE_SAME
+  bool dedupe = true;                // repeats of a recent page as PAGE_REF
+  uint32_t dedupe_slots = 16384;     // dictionary pages per stream (64 MiB)
+};
+// Upper bound a destination accepts for a peer's dictionary (1 GiB).
+inline constexpr uint32_t kMaxDedupeSlots = 262144;
+
+// Counters of one stream's pipeline; sessions sum them.
+struct PageStats {
+  uint64_t packets = 0;         // multifd packets encoded / decoded
+  uint64_t sync_packets = 0;    // ... of them with QEMU's SYNC flag
+  uint64_t pages = 0;           // pages QEMU sent (source) / that arrived (destination)
+  uint64_t zero = 0;            // sent / arrived as PAGE_ZERO
+  uint64_t unchanged = 0;       // PAGE_SAME: not sent again, omitted at the destination
+  uint64_t unchanged_held = 0;  // source: unchanged, but sent because earlier epochs were not all seen
+  uint64_t dedupe_hits = 0;     // PAGE_REF
+  uint64_t compressed = 0;      // PAGE_LZ4/ZSTD/DEFLATE
+  uint64_t compressed_bytes = 0;  // their compressed bodies
+  uint64_t raw = 0;             // PAGE_RAW (incompressible, or no codec)
+  uint64_t record_bytes = 0;    // bytes of all records of these packets
+  uint64_t verified = 0;        // destination: pages whose hash was checked
+  uint64_t written = 0;         // destination: pages handed to QEMU
+
+  PageStats& operator+=(const PageStats& o);
+};
+
+// One QEMU multifd packet as the source reads it.
+struct PacketView {
+  uint32_t flags = 0;
+  uint32_t pages_alloc = 0;
+  uint64_t packet_num = 0;
+  std::string_view ramblock;
+  std::span<const uint64_t> offsets;  // byte offsets in the block
+  const uint8_t* pages = nullptr;     // offsets.size() pages, back to back
+};
+
+// Low 64 bits of the page's XXH3-128: the per-record hash (MMP.md).
+inline uint64_t record_hash(const PageHash& h) { return h.lo; }
+// MULTIFD_END's digest of a packet's page offsets, in order.
+uint64_t offsets_digest(std::span<const uint64_t> offsets);
+
+class PageEncoder {
+ public:
+  // codec: nullptr when the policy has none. filter: the session's (shared
+  // by its streams), nullptr when the policy has no unchanged filter.
+  PageEncoder(const PagePolicy& policy, PageCodec* codec, UnchangedFilter* filter);
+
+  // Bytes the records of a packet of n pages take at most.
+  static size_t max_message(size_t n_pages);
+  // Appends the packet's records to w (which must hold max_message()).
+  // epoch: the channel's SYNC count before this packet; may_skip: every
+  // channel, and the main channel, are past the earlier epochs (see
+  // UnchangedFilter.hpp) so PAGE_SAME is safe.
+  void encode(const PacketView& p, uint32_t epoch, bool may_skip, wire::RecordWriter& w);
+  const PageStats& stats() const { return stats_; }
+
+ private:
+  PagePolicy policy_;
+  PageCodec* codec_;
+  UnchangedFilter* filter_;
+  std::unique_ptr<DedupeDictionary> dict_;
+  std::vector<uint8_t> scratch_;
+  PageStats stats_;
+};
+
+// One rebuilt packet at the destination: what QEMU gets.
+struct DecodedPacket {
+  uint32_t flags = 0;
+  uint32_t pages_alloc = 0;
+  uint64_t packet_num = 0;
+  std::string ramblock;
+  std::vector<uint64_t> offsets;  // pages carried (PAGE_SAME ones are omitted)
+  std::vector<uint8_t> pages;     // the first offsets.size() pages (may hold more room)
+  uint32_t omitted = 0;
+};
+
+class PageDecoder {
+ public:
+  // Gives the codec for a record type, or nullptr (with a reason in *why)
+  // when this daemon has none (DEFLATE without a compressdev).
+  using CodecFor = std::function<PageCodec*(CodecKind, std::string* why)>;
+  explicit PageDecoder(CodecFor codecs);
+
+  // Decodes one message that starts with MULTIFD_BEGIN. Returns the empty
+  // string, or why the message is refused (nothing of it may reach QEMU;
+  // the session fails).
+  std::string decode(std::span<const uint8_t> message, DecodedPacket& out);
+  const PageStats& stats() const { return stats_; }
+
+ private:
+  CodecFor codecs_;
+  std::unique_ptr<DedupeDictionary> dict_;
+  std::vector<uint64_t> all_offsets_;
+  PageStats stats_;
+};
+
+}  // namespace mm::pages
