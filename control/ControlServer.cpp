@@ -195,7 +195,7 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     const bool source = cmd == "session-start";
     if (source) {
       no_other_args(args, {"session", "listen", "peer-ip", "peer-mac", "peer-udp-port", "peer-queues",
-                           "max-bandwidth"});
+                           "max-bandwidth", "pages"});
     } else {
       no_other_args(args, {"session", "qemu-uri", "peer-udp-port", "peer-queues", "max-bandwidth"});
     }
@@ -213,6 +213,7 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     const uint16_t peer_port = uint16_t(peer_base + p.id % peer_queues);
     p.max_bandwidth = args.contains("max-bandwidth") ? uint_arg(args, "max-bandwidth", uint64_t(1) << 50) : 0;
     try {
+      if (args.contains("pages")) p.pages = page_policy_from_json(args["pages"]);
       if (source) {
         p.peer.ip = parse_ipv4(string_arg(args, "peer-ip"));
         if (args.contains("peer-mac")) p.peer.mac = parse_mac(string_arg(args, "peer-mac"));
@@ -312,7 +313,7 @@ json ControlServer::session_json(const engine::SessionInfo& info) {
 
 json ControlServer::migrate(const json& args) {
   no_other_args(args, {"session", "peer", "src-qmp", "dst-qmp", "dst-incoming", "listen", "max-bandwidth",
-                       "downtime-limit", "postcopy-after", "multifd-channels"});
+                       "downtime-limit", "postcopy-after", "multifd-channels", "pages"});
   const uint32_t id = session_arg(args);
   const std::string peer = string_arg(args, "peer");
   const bool has_src_qmp = args.contains("src-qmp");
@@ -325,6 +326,12 @@ json ControlServer::migrate(const json& args) {
                                  ? string_arg(args, "listen")
                                  : "unix:" + id_.run_dir + "/" + id_.name + "-" + std::to_string(id) + ".sock";
   const uint64_t max_bw = uint_arg_or(args, "max-bandwidth", uint64_t(1) << 50, 0);
+  pages::PagePolicy policy;
+  try {
+    if (args.contains("pages")) policy = page_policy_from_json(args["pages"]);
+  } catch (const std::invalid_argument& e) {
+    throw CommandError("InvalidParameter", e.what());
+  }
   const uint64_t downtime_ms = uint_arg_or(args, "downtime-limit", 600000, 300);
   const double postcopy_after = double_arg_or(args, "postcopy-after", 86400, 0);
   // Multifd channels default to the dataplane's queues (each channel is a
@@ -354,6 +361,7 @@ json ControlServer::migrate(const json& args) {
   json offer = {{"session", id},
                 {"postcopy", postcopy_after > 0},
                 {"multifd-channels", multifd},
+                {"pages", to_json(policy)},
                 {"fabric", {{"ip", id_.caps.ip}, {"mac", id_.caps.mac}, {"udp_port", id_.caps.udp_port},
                             {"queues", id_.caps.queues}}}};
   if (args.contains("dst-qmp")) offer["dst-qmp"] = string_arg(args, "dst-qmp");
@@ -370,6 +378,7 @@ json ControlServer::migrate(const json& args) {
   p.role = engine::Role::source;
   p.qemu_uri = listen;
   p.max_bandwidth = max_bw;
+  p.pages = policy;
   p.auth = derive_auth_secret(r.session_key);
   try {
     p.peer.ip = parse_ipv4(fab.value("ip", ""));
@@ -415,6 +424,18 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
   // their task rings) and its own QMP connection.
   const uint64_t id64 = offer.value("session", 0ull);
   if (id64 == 0 || id64 > UINT32_MAX) throw PeerError("PeerError", "offer without a valid session id");
+  if (offer.contains("pages")) {
+    pages::PagePolicy policy;
+    try {
+      policy = page_policy_from_json(offer["pages"]);
+    } catch (const std::invalid_argument& e) {
+      throw PeerError("PeerError", std::string("the offer's page policy: ") + e.what());
+    }
+    if (policy.codec == pages::CodecKind::deflate && id_.compressdev.empty()) {
+      throw PeerError("PeerError", "the destination has no compressdev for DEFLATE pages "
+                                   "(NIC profile [offload] compressdev)");
+    }
+  }
   const uint32_t id = uint32_t(id64);
   const json fab = offer.value("fabric", json::object());
   std::string uri;

@@ -42,6 +42,7 @@ struct DaemonIdentity {
   std::string peer_listen;  // ip:port for the peer channel ("" = none)
   std::string metrics_listen;  // ip:port of the Prometheus endpoint ("" = none)
   std::string run_dir;      // where per-session sockets go
+  std::string compressdev;  // compressdev for DEFLATE pages ("" = none)
 };
 
 class ControlServer {

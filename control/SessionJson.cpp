@@ -51,10 +51,69 @@ json to_json(const engine::SessionInfo& s) {
            {"bad_ack_rx", c.conn.bad_ack},
            {"rejected_channels", c.rejected_channels},
            {"multifd_channels", c.multifd_channels},
+           {"multifd_packets", c.pages.packets},
+           {"multifd_sync_packets", c.pages.sync_packets},
+           {"pages_in", c.pages.pages},
+           {"pages_zero", c.pages.zero},
+           {"pages_unchanged", c.pages.unchanged},
+           {"pages_unchanged_held", c.pages.unchanged_held},
+           {"pages_dedupe_hits", c.pages.dedupe_hits},
+           {"pages_compressed", c.pages.compressed},
+           {"pages_compressed_bytes", c.pages.compressed_bytes},
+           {"pages_raw", c.pages.raw},
+           {"page_record_bytes", c.pages.record_bytes},
+           {"pages_verified", c.pages.verified},
+           {"pages_written", c.pages.written},
+           {"passthrough_channels", c.passthrough_channels},
+           {"empty_packets_dropped", c.empty_packets_dropped},
+           {"main_eos", c.main_eos},
+           {"main_zero_records", c.main_zero_records},
+           {"main_page_records", c.main_page_records},
+           {"late_channels", c.late_channels},
        }},
   };
+  if (s.role == engine::Role::source) {
+    j["pages"] = to_json(s.pages);
+    if (!s.unchanged_note.empty()) j["pages"]["unchanged-note"] = s.unchanged_note;
+    if (!s.main_channel_note.empty()) j["pages"]["main-channel-note"] = s.main_channel_note;
+  }
   if (!s.error.empty()) j["error"] = s.error;
   return j;
+}
+
+json to_json(const pages::PagePolicy& p) {
+  return {{"codec", p.codec == pages::CodecKind::raw ? std::string("none") : std::string(pages::to_string(p.codec))},
+          {"zero", p.zero},
+          {"unchanged", p.unchanged},
+          {"dedupe", p.dedupe},
+          {"dedupe-slots", p.dedupe_slots}};
+}
+
+pages::PagePolicy page_policy_from_json(const json& j) {
+  if (!j.is_object()) throw std::invalid_argument("'pages' must be an object");
+  pages::PagePolicy p;
+  for (auto& [k, v] : j.items()) {
+    if (k == "codec") {
+      const std::string c = v.is_string() ? v.get<std::string>() : "";
+      if (c == "lz4") p.codec = pages::CodecKind::lz4;
+      else if (c == "zstd") p.codec = pages::CodecKind::zstd;
+      else if (c == "deflate") p.codec = pages::CodecKind::deflate;
+      else if (c == "none" || c == "raw") p.codec = pages::CodecKind::raw;
+      else throw std::invalid_argument("pages.codec must be one of lz4, zstd, deflate, none");
+    } else if (k == "zero" || k == "unchanged" || k == "dedupe") {
+      if (!v.is_boolean()) throw std::invalid_argument("pages." + k + " must be true or false");
+      (k == "zero" ? p.zero : k == "unchanged" ? p.unchanged : p.dedupe) = v.get<bool>();
+    } else if (k == "dedupe-slots") {
+      if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > pages::kMaxDedupeSlots) {
+        throw std::invalid_argument("pages.dedupe-slots must be 1.." + std::to_string(pages::kMaxDedupeSlots));
+      }
+      p.dedupe_slots = v.get<uint32_t>();
+    } else {
+      throw std::invalid_argument("unknown pages member '" + k +
+                                  "' (codec, zero, unchanged, dedupe, dedupe-slots)");
+    }
+  }
+  return p;
 }
 
 json to_json(const engine::EngineStats& s) {

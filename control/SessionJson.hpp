@@ -9,6 +9,11 @@ namespace mm::control {
 
 nlohmann::json to_json(const engine::SessionInfo& s);
 nlohmann::json to_json(const engine::EngineStats& s);
+nlohmann::json to_json(const pages::PagePolicy& p);
+// session-start / migrate "pages": {"codec": "lz4"|"zstd"|"deflate"|"none",
+// "zero", "unchanged", "dedupe": bool, "dedupe-slots": n}; members left out
+// keep their defaults. Throws std::invalid_argument naming the bad member.
+pages::PagePolicy page_policy_from_json(const nlohmann::json& j);
 // Adds up objects of the same shape (numbers summed, recursively).
 nlohmann::json sum_json(const nlohmann::json& list);
 // "aa:bb:cc:dd:ee:ff" -> bytes; "a.b.c.d" -> host-order IPv4. Throw

@@ -107,10 +107,9 @@ std::string progress_line(const json& s) {
   const double sent = pr.value("transferred", 0.0), left = pr.value("remaining", 0.0);
   const double frac = sent + left > 0 ? sent / (sent + left) : 0;
   const double mbps = pr.value("mbps", 0.0);
-  // Savings on what has left so far: the QEMU bytes the sent packets carry
-  // (payload minus the 5-byte BYTES record header each) against the wire
-  // bytes they took. Bytes read from QEMU but still queued do not count.
-  const double in = c.value("payload_bytes_tx", 0.0) - 5.0 * c.value("data_packets_tx", 0.0);
+  // Savings: wire bytes against the bytes read from QEMU so far (what is
+  // read but not yet sent, at most a window per stream, counts as unsaved).
+  const double in = c.value("qemu_bytes_in", 0.0);
   const double wire = c.value("wire_bytes_tx", 0.0);
   const int width = 24, filled = int(frac * width + 0.5);
   char buf[256];
@@ -136,6 +135,27 @@ void print_session(const json& s) {
             << c["retransmits"];
   if (!s["duration-ms"].is_null()) std::cout << ", " << s["duration-ms"].get<double>() << " ms";
   std::cout << "\n";
+  if (c.value("pages_in", 0) > 0) {
+    const bool src = s.value("role", "") == "source";
+    std::cout << "  pages: " << c["pages_in"] << " in " << c["multifd_packets"] << " multifd packets; zero "
+              << c["pages_zero"] << ", unchanged " << c["pages_unchanged"] << ", dedupe " << c["pages_dedupe_hits"]
+              << ", compressed " << c["pages_compressed"] << " ("
+              << human_bytes(c["pages_compressed_bytes"].get<double>()) << "), raw " << c["pages_raw"];
+    if (src) {
+      std::cout << "; records " << human_bytes(c["page_record_bytes"].get<double>()) << " for "
+                << human_bytes(c["pages_in"].get<double>() * 4096);
+    } else {
+      std::cout << "; written " << c["pages_written"] << ", verified " << c["pages_verified"];
+    }
+    std::cout << "\n";
+  }
+  if (s.contains("pages")) {
+    const json& p = s["pages"];
+    std::cout << "  policy: codec " << p.value("codec", "?") << ", zero " << p.value("zero", false)
+              << ", unchanged " << p.value("unchanged", false) << ", dedupe " << p.value("dedupe", false);
+    if (p.contains("unchanged-note")) std::cout << " (unchanged filter " << p["unchanged-note"].get<std::string>() << ")";
+    std::cout << "\n";
+  }
   if (s.contains("error")) std::cout << "  error: " << s["error"].get<std::string>() << "\n";
 }
 
@@ -168,6 +188,8 @@ int main(int argc, char** argv) {
   start->add_option("--peer-mac", peer_mac, "destination daemon's fabric MAC (default broadcast)");
   start->add_option("--peer-udp-port", peer_port, "destination daemon's fabric UDP base port");
   start->add_option("--max-bandwidth", max_bw, "pace the session to this many wire bytes/s");
+  std::string codec;
+  bool no_zero = false, no_unchanged = false, no_dedupe = false;
   auto* status = app.add_subcommand("status", "show one session");
   status->add_option("--session", session, "session id")->required();
   auto* wait = app.add_subcommand("wait", "wait until a session ends (exit 0 only if completed)");
@@ -196,6 +218,13 @@ int main(int argc, char** argv) {
   migrate->add_option("--postcopy-after", postcopy_after, "switch to postcopy when precopy has not converged after this many s");
   migrate->add_option("--multifd-channels", multifd_channels, "QEMU multifd channels (default: the daemon's queues; 0: off)");
   migrate->add_flag("--no-progress", no_progress, "no progress display");
+  for (CLI::App* sub : {start, migrate}) {
+    sub->add_option("--codec", codec, "page codec: lz4 (default), zstd, deflate (compressdev), none")
+        ->check(CLI::IsMember({"lz4", "zstd", "deflate", "none"}));
+    sub->add_flag("--no-zero", no_zero, "send zero pages like any other");
+    sub->add_flag("--no-unchanged", no_unchanged, "resend pages whose bytes did not change");
+    sub->add_flag("--no-dedupe", no_dedupe, "no dedupe dictionary");
+  }
   auto* rawcmd = app.add_subcommand("raw", "send one request line as is and print the reply");
   rawcmd->add_option("request", raw, "a JSON request")->required();
 
@@ -212,6 +241,12 @@ int main(int argc, char** argv) {
     json args = json::object();
     if (peer_port) args["peer-udp-port"] = peer_port;
     if (max_bw) args["max-bandwidth"] = max_bw;
+    json pages = json::object();
+    if (!codec.empty()) pages["codec"] = codec;
+    if (no_zero) pages["zero"] = false;
+    if (no_unchanged) pages["unchanged"] = false;
+    if (no_dedupe) pages["dedupe"] = false;
+    if (!pages.empty() && (*start || *migrate)) args["pages"] = pages;
     if (*prepare) {
       args["session"] = session;
       args["qemu-uri"] = uri;

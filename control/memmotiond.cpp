@@ -18,11 +18,19 @@
 #include "control/Psk.hpp"
 #include "control/SessionJson.hpp"
 #include "dataplane/engine/Engine.hpp"
+#include "dataplane/pages/CompressdevDeflate.hpp"
 #include "dataplane/port/Eal.hpp"
 #include "dataplane/port/EthPort.hpp"
 #include "dataplane/port/NicProfile.hpp"
 
 namespace {
+
+// The compressdev DEFLATE pages go through: the one the profile's
+// [offload] brought up (EAL probed it), if any.
+std::string compressdev_name(const mm::port::NicProfile& profile) {
+  if (profile.offload.compressdev == "none") return {};
+  return mm::pages::first_compressdev();
+}
 
 std::atomic<bool> g_stop{false};
 std::atomic<bool> g_worker_stop{false};
@@ -180,6 +188,7 @@ int main(int argc, char** argv) {
       ec.idle = profile.engine.idle == "spin" ? mm::engine::IdlePolicy::spin
                                               : mm::engine::IdlePolicy::backoff;
       ec.backoff_max_us = profile.engine.backoff_max_us;
+      ec.compressdev = compressdev_name(profile);
       auto& t = ec.transport;
       t.window = profile.transport.window;
       t.ack_every = profile.transport.ack_every;
@@ -230,6 +239,7 @@ int main(int argc, char** argv) {
         for (uint16_t q = 0; q < p->queues(); ++q) list.push_back(port_stats_json(p->queue(q).stats()));
         return list;
       };
+      id.compressdev = compressdev_name(profile);
       id.caps.version = MEMMOTION_VERSION;
       id.caps.mmp = mm::wire::kVersion;
       id.caps.mtu = profile.port.mtu;

@@ -50,7 +50,9 @@ struct Engine::Handoff {
 
 Engine::Engine(transport::DatagramPort& port, const EngineConfig& cfg, uint16_t index,
                uint16_t workers)
-    : port_(port), cfg_(cfg), index_(index), workers_(workers) {
+    : port_(port), cfg_(cfg), index_(index), workers_(workers),
+      // One compressdev queue pair serves one worker: DEFLATE runs on worker 0.
+      codecs_(index == 0 ? cfg.compressdev : std::string()) {
   tasks_ = make_ring("tasks");
   events_ = make_ring("events");
   if (workers_ > 1) {
@@ -143,7 +145,7 @@ void Engine::add_session(const SessionParams& p) {
     }
     sessions_.erase(it);  // an ended session's id may be reused
   }
-  sessions_.emplace(p.id, std::make_unique<Session>(p, cfg_.transport, now_ns()));
+  sessions_.emplace(p.id, std::make_unique<Session>(p, cfg_.transport, now_ns(), &codecs_));
   stats_.sessions.store(sessions_.size(), std::memory_order_relaxed);
 }
 

@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "dataplane/engine/Session.hpp"
@@ -28,6 +29,8 @@ struct EngineConfig {
   transport::TransportConfig transport;
   IdlePolicy idle = IdlePolicy::backoff;
   uint32_t backoff_max_us = 1000;
+  // compressdev for DEFLATE pages (e.g. "compress_isal0"); empty: none.
+  std::string compressdev;
 };
 
 // Counters of the receive path that belong to no session. Written by the
@@ -113,6 +116,7 @@ class Engine {
   rte_mempool* handoffs_ = nullptr;  // buffers this worker hands off
   int event_fd_ = -1;
   EngineStats stats_;
+  CodecSet codecs_;
 };
 
 }  // namespace mm::engine

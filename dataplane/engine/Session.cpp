@@ -32,9 +32,50 @@ const char* to_string(SessionState s) {
   return "unknown";
 }
 
-Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now)
-    : cfg_(cfg), peer_udp_port_(p.peer_udp_port) {
+// What the main-channel observer reports, applied to the unchanged filter:
+// a page written by the main channel in epoch e (the RAM EOS count before
+// it) may not be skipped by a multifd packet until it was sent again.
+struct Session::MainSink final : qemu::MainChannelObserver::Sink {
+  explicit MainSink(Session& s) : s(s) {}
+  void on_zero_page(std::string_view block, uint64_t offset) override {
+    s.filter_.written_elsewhere(block, offset / pages::kPageSize, uint32_t(eos));
+  }
+  void on_page(std::string_view block, uint64_t offset) override {
+    s.filter_.written_elsewhere(block, offset / pages::kPageSize, uint32_t(eos));
+  }
+  void on_eos(uint64_t count) override { eos = count; }
+  void on_opaque(std::string_view why) override { s.info_.main_channel_note = std::string(why); }
+  Session& s;
+  uint64_t eos = 0;
+};
+
+Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now,
+                 CodecSet* codecs)
+    : cfg_(cfg), peer_udp_port_(p.peer_udp_port), codecs_(codecs) {
   for (uint16_t i = 0; i < kStreams; ++i) relays_.push_back(std::make_unique<qemu::ChannelRelay>(kQemuOutBuffer));
+  sources_.resize(kStreams);
+  info_.pages = p.pages;
+  if (p.role == Role::source) {
+    if (p.pages.codec != pages::CodecKind::raw) {
+      std::string why;
+      codec_ = codecs_ ? codecs_->get(p.pages.codec, &why) : nullptr;
+      if (!codec_) {
+        throw std::invalid_argument("codec " + std::string(pages::to_string(p.pages.codec)) +
+                                    " is not available: " + (codecs_ ? why : "no codecs"));
+      }
+    }
+    // The main channel is observed whatever the policy (its counters say
+    // what QEMU sent there); only the unchanged filter depends on it.
+    main_sink_ = std::make_unique<MainSink>(*this);
+    observer_ = std::make_unique<qemu::MainChannelObserver>(*main_sink_);
+    relays_[0]->set_tap([this](std::span<const uint8_t> b) { observer_->feed(b); });
+    if (!p.pages.unchanged) info_.unchanged_note = "off by policy";
+  } else {
+    for (uint16_t i = 1; i < kStreams; ++i) {
+      rebuilders_.push_back(std::make_unique<MultifdRebuilder>(codecs_));
+      relays_[i]->set_page_handler(rebuilders_.back().get());
+    }
+  }
   info_.id = p.id;
   info_.role = p.role;
   info_.qemu_uri = p.qemu_uri;
@@ -77,9 +118,21 @@ void Session::on_packet(const wire::Header& h, std::span<const uint8_t> payload,
   }
 }
 
+Session::~Session() = default;
+
 void Session::attach(uint16_t stream, int fd, uint64_t now) {
   relays_[stream]->attach(fd);
   if (stream > 0) ++multifd_channels_;
+  if (stream > 0 && info_.role == Role::source) {
+    sources_[stream] = std::make_unique<MultifdSource>(uint16_t(stream - 1), info_.pages, codec_,
+                                                       info_.pages.unchanged ? &filter_ : nullptr, kMaxMessage);
+    if (channels_frozen_) {
+      // QEMU opened this channel after setup: which epochs its packets
+      // belong to is unknown, so nothing is skipped from now on.
+      ++late_channels_;
+      info_.unchanged_note = "off: a multifd channel appeared after setup";
+    }
+  }
   if (stream == 0) {
     info_.state = SessionState::precopy;
     info_.started_ns = now;
@@ -181,10 +234,27 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
     } else if (heard_from_peer_) {
       work |= connect_channels(now);
     }
+    const MultifdSource::Gate gate = [this](uint32_t epoch) { return may_skip_unchanged(epoch); };
     for (uint16_t s = 0; s < kStreams && !is_terminal(info_.state); ++s) {
       qemu::ChannelRelay& r = *relays_[s];
       if (!r.attached()) continue;
-      if (r.pump_in(conn_->sender(s)) > 0) work = true;
+      if (sources_[s]) {
+        if (!sources_[s]->pump(r, conn_->sender(s), gate, work)) {
+          fail(now, sources_[s]->error());
+          return true;
+        }
+      } else if (r.pump_in(conn_->sender(s)) > 0) {
+        work = true;
+      }
+      if (s == 0 && observer_ && !channels_frozen_ && main_sink_->eos >= 1) {
+        // QEMU has written every channel's first SYNC before the setup
+        // EOS, so all its channels are connected by now: the set is known.
+        accept_channels(now);
+        channels_frozen_ = true;
+        for (uint16_t k = 1; k < kStreams; ++k) {
+          if (relays_[k]->attached()) frozen_streams_.push_back(k);
+        }
+      }
       const uint64_t out_before = r.bytes_to_qemu();
       if (!r.pump_out(conn_->receiver(s)) || !r.error().empty()) {
         fail(now, (s == 0 ? "main channel: " : "multifd channel " + std::to_string(s - 1) + ": ") + r.error());
@@ -209,6 +279,19 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
   }
   if (conn_ && conn_->flush(now, port) > 0) work = true;
   return work;
+}
+
+bool Session::may_skip_unchanged(uint32_t epoch) const {
+  // Skipping a page in epoch e is safe once everything of the epochs
+  // before e was seen: the main channel's records (zero pages) up to its
+  // e-th RAM EOS, and every multifd channel's packets up to its e-th SYNC
+  // (UnchangedFilter.hpp).
+  if (!info_.pages.unchanged || !observer_ || !channels_frozen_ || late_channels_ > 0) return false;
+  if (main_sink_->eos < epoch) return false;
+  for (uint16_t k : frozen_streams_) {
+    if (!sources_[k] || sources_[k]->epoch() < epoch) return false;
+  }
+  return true;
 }
 
 void Session::cancel(uint64_t now, const std::string& why) {
@@ -264,6 +347,21 @@ SessionInfo Session::info() const {
   c.qemu_bytes_out = is_terminal(info_.state) ? qemu_out_ : qemu_bytes_out();
   c.rejected_channels = rejected_channels_;
   c.multifd_channels = multifd_channels_;
+  for (const auto& src : sources_) {
+    if (!src) continue;
+    c.pages += src->stats();
+    if (src->passthrough()) ++c.passthrough_channels;
+  }
+  for (const auto& rb : rebuilders_) {
+    c.pages += rb->stats();
+    c.empty_packets_dropped += rb->dropped_empty();
+  }
+  if (observer_) {
+    c.main_eos = observer_->eos_count();
+    c.main_zero_records = observer_->zero_records();
+    c.main_page_records = observer_->page_records();
+  }
+  c.late_channels = late_channels_;
   if (conn_) {
     c.conn = conn_->stats();
     for (uint16_t s = 0; s < conn_->streams(); ++s) {

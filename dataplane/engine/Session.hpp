@@ -9,8 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/engine/PageChannels.hpp"
+#include "dataplane/pages/PagePipeline.hpp"
+#include "dataplane/pages/UnchangedFilter.hpp"
 #include "dataplane/qemu/ChannelClassifier.hpp"
 #include "dataplane/qemu/ChannelRelay.hpp"
+#include "dataplane/qemu/MainChannelObserver.hpp"
 #include "dataplane/qemu/UnixSocket.hpp"
 #include "dataplane/transport/Connection.hpp"
 #include "dataplane/wire/AuthTag.hpp"
@@ -39,6 +43,16 @@ struct SessionCounters {
   transport::ReceiverStats rx;
   uint64_t rejected_channels = 0;  // QEMU connections refused (unknown kind, duplicates)
   uint64_t multifd_channels = 0;   // multifd channels relayed
+  // Page pipeline (multifd channels): the source's encoders or the
+  // destination's decoders, summed.
+  pages::PageStats pages;
+  uint64_t passthrough_channels = 0;  // QEMU compressed them itself: relayed as bytes
+  uint64_t empty_packets_dropped = 0;  // destination: all pages unchanged, not a SYNC
+  // The source's view of the main channel's RAM section.
+  uint64_t main_eos = 0;           // RAM EOS markers (epochs)
+  uint64_t main_zero_records = 0;  // zero pages QEMU sent on the main channel
+  uint64_t main_page_records = 0;  // raw pages QEMU sent on the main channel
+  uint64_t late_channels = 0;      // multifd channels that appeared after setup
 };
 
 struct SessionInfo {
@@ -50,6 +64,11 @@ struct SessionInfo {
   std::string peer;      // fabric address of the peer, once known
   uint64_t max_bandwidth = 0;
   bool authenticated = false;  // MMP packets carry the session key's tag
+  pages::PagePolicy pages;     // source: what the page pipeline does
+  // Source: why the unchanged filter is (or went) off, if it is; and where
+  // the main-channel parser stopped reading RAM records.
+  std::string unchanged_note;
+  std::string main_channel_note;
   uint64_t created_ns = 0, started_ns = 0, finished_ns = 0;
   SessionCounters counters;
 };
@@ -62,6 +81,7 @@ struct SessionParams {
   uint16_t peer_udp_port = 0;   // destination: the source's base UDP port
   uint64_t max_bandwidth = 0;   // pacer for what this side sends, wire bytes/s (0: none)
   std::optional<wire::AuthSecret> auth;  // from the peer channel's session key
+  pages::PagePolicy pages;                // source: page pipeline policy
 };
 
 class Session {
@@ -73,7 +93,10 @@ class Session {
 
   // Throws std::invalid_argument / std::runtime_error on a bad URI or a
   // socket that cannot be opened: the control plane reports it.
-  Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now);
+  // codecs: the worker's (outlives the session).
+  Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now,
+          CodecSet* codecs = nullptr);
+  ~Session();
 
   uint32_t id() const { return info_.id; }
   SessionState state() const { return info_.state; }
@@ -113,6 +136,8 @@ class Session {
   bool all_finished() const;
   void attach(uint16_t stream, int fd, uint64_t now);
   void finish(uint64_t now, SessionState s);
+  bool may_skip_unchanged(uint32_t epoch) const;
+  struct MainSink;
 
   SessionInfo info_;
   transport::TransportConfig cfg_;
@@ -130,6 +155,21 @@ class Session {
   uint64_t connect_busy_since_ = 0;  // destination QEMU's backlog was full
   uint64_t qemu_in_ = 0, qemu_out_ = 0;  // kept after the relay closes
   SessionCounters final_counters_;       // kept after the transport is freed
+
+  // Page pipeline. Source: one MultifdSource per multifd stream, the
+  // unchanged filter they share, and the main-channel observer that tells
+  // it about pages written by other paths. Destination: one rebuilder per
+  // multifd stream.
+  CodecSet* codecs_ = nullptr;
+  pages::PageCodec* codec_ = nullptr;
+  pages::UnchangedFilter filter_;
+  std::vector<std::unique_ptr<MultifdSource>> sources_;
+  std::vector<std::unique_ptr<MultifdRebuilder>> rebuilders_;
+  std::unique_ptr<MainSink> main_sink_;
+  std::unique_ptr<qemu::MainChannelObserver> observer_;
+  bool channels_frozen_ = false;  // the multifd channel set is known (after setup)
+  std::vector<uint16_t> frozen_streams_;
+  uint64_t late_channels_ = 0;
 };
 
 }  // namespace mm::engine

@@ -3,7 +3,9 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 
+#include <filesystem>
 #include <stdexcept>
+#include <string>
 
 namespace mm::port {
 
@@ -23,6 +25,14 @@ void init_eal(const std::vector<std::string>& args) {
   }
 }
 
-void cleanup_eal() { rte_eal_cleanup(); }
+void cleanup_eal() {
+  // EAL leaves its runtime directory (/run/dpdk/<file-prefix>, config and
+  // memseg files: megabytes of tmpfs) behind; a daemon started many times
+  // would fill /run. Nothing else uses this prefix once we are done.
+  const std::string dir = rte_eal_get_runtime_dir();
+  rte_eal_cleanup();
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+}
 
 }  // namespace mm::port

@@ -2,12 +2,52 @@
 
 #include <array>
 
+#include "dataplane/qemu/MultifdPacket.hpp"
 #include "dataplane/wire/Records.hpp"
 
 namespace mm::qemu {
 
 namespace {
 constexpr uint32_t kReadSlots = 32;  // packets one readv() may fill
+// What a rebuilt QEMU 7.2 packet takes at most: header with pages_alloc
+// offsets, then as many pages.
+size_t rebuilt_bound(uint32_t pages_alloc) {
+  const size_t pa = std::min<uint32_t>(pages_alloc, kMultifdMaxPagesAlloc);
+  return kMultifdHeaderFixed + 8 * pa + pa * size_t(kTargetPageSize);
+}
+}  // namespace
+
+bool ChannelRelay::deliver_pages(std::span<const uint8_t> message, bool& retry) {
+  retry = false;
+  if (!pages_) {
+    error_ = "channel: page records on a stream that carries none";
+    return false;
+  }
+  if (remote_fin_) {
+    error_ = "channel: data after FIN";
+    return false;
+  }
+  wire::Record rec;
+  if (wire::RecordReader(message).next(rec) != wire::RecordError::ok) {
+    error_ = "channel: malformed MULTIFD_BEGIN";
+    return false;
+  }
+  // Decoding changes the dedupe dictionary, so it happens only once QEMU
+  // can take whatever the message may turn into.
+  if (rebuilt_bound(rec.begin.pages_alloc) > chan_->out_room()) {
+    retry = true;
+    return false;
+  }
+  const std::string why = pages_->rebuild(message, rebuilt_);
+  if (!why.empty()) {
+    error_ = "channel: " + why;
+    return false;
+  }
+  if (!rebuilt_.empty() && !chan_->send(rebuilt_)) {
+    error_ = "channel: rebuilt packet larger than its bound";
+    return false;
+  }
+  return true;
 }
 
 size_t ChannelRelay::pump_in(transport::StreamSender& tx) {
@@ -34,6 +74,7 @@ size_t ChannelRelay::pump_in(transport::StreamSender& tx) {
   size_t left = size_t(r);
   for (uint32_t i = 0; left > 0; ++i) {
     const size_t n = std::min(left, cap);
+    if (tap_) tap_(bufs[i].first(n));
     wire::RecordWriter w(tx.reserve());
     w.put_bytes_header(n);
     tx.commit(uint32_t(w.size()), wire::flag::first | wire::flag::last);
@@ -45,6 +86,11 @@ size_t ChannelRelay::pump_in(transport::StreamSender& tx) {
 bool ChannelRelay::pump_out(transport::StreamReceiver& rx) {
   if (!chan_) return true;
   const int delivered = rx.deliver([&](std::span<const uint8_t> message) {
+    if (!message.empty() && message[0] == uint8_t(wire::RecordType::multifd_begin)) {
+      bool retry = false;
+      const bool ok = deliver_pages(message, retry);
+      return ok;  // !ok && retry: QEMU is slow, try later; !ok otherwise: error_ says why
+    }
     // Check the whole message first so it is taken all or nothing.
     wire::RecordReader reader(message);
     wire::Record rec;
@@ -64,6 +110,11 @@ bool ChannelRelay::pump_out(transport::StreamReceiver& rx) {
       }
       if (rec.type == wire::RecordType::bytes) bytes += rec.body.size();
       if (rec.type == wire::RecordType::fin) fin = true;
+      if (rec.type != wire::RecordType::bytes && rec.type != wire::RecordType::fin &&
+          rec.type != wire::RecordType::sync) {
+        error_ = "channel: record type " + std::to_string(int(rec.type)) + " outside a multifd packet";
+        return false;
+      }
     }
     if (remote_fin_ && (bytes > 0 || fin)) {
       error_ = "channel: data after FIN";

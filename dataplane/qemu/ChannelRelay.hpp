@@ -3,17 +3,34 @@
 // directions: QEMU's bytes go out as BYTES records read straight into
 // packet slots; records arriving from the peer are written to QEMU; EOF
 // travels as a FIN record.
+//
+// A destination multifd stream also carries page messages (MULTIFD_BEGIN ..
+// MULTIFD_END, MMP.md "Page records"): the relay hands each to its
+// PageMessageHandler, which checks it whole and rebuilds the QEMU multifd
+// packet that is then written to QEMU. A source multifd channel is read by
+// the engine's MultifdSource instead of pump_in() (it needs the packets).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dataplane/qemu/UnixSocket.hpp"
 #include "dataplane/transport/StreamReceiver.hpp"
 #include "dataplane/transport/StreamSender.hpp"
 
 namespace mm::qemu {
+
+class PageMessageHandler {
+ public:
+  virtual ~PageMessageHandler() = default;
+  // Rebuilds the QEMU bytes of one page message into `out` (replacing its
+  // contents; empty: nothing to write). Returns the empty string, or why
+  // the message is refused -- then nothing of it reaches QEMU.
+  virtual std::string rebuild(std::span<const uint8_t> message, std::vector<uint8_t>& out) = 0;
+};
 
 class ChannelRelay {
  public:
@@ -23,6 +40,15 @@ class ChannelRelay {
 
   void attach(int fd) { chan_ = std::make_unique<ByteChannel>(fd, out_capacity_); }
   bool attached() const { return chan_ != nullptr; }
+  ByteChannel* channel() { return chan_.get(); }
+
+  // Destination multifd streams: who rebuilds page messages (not owned).
+  void set_page_handler(PageMessageHandler* h) { pages_ = h; }
+  // Sees every byte read from QEMU by pump_in(), in order (the source's
+  // main-channel observer).
+  void set_tap(std::function<void(std::span<const uint8_t>)> tap) { tap_ = std::move(tap); }
+  // For a reader other than pump_in(): QEMU's side ended, FIN is queued.
+  void set_local_fin() { local_fin_ = true; }
 
   // QEMU -> stream: reads as much as free packet slots hold; on EOF queues a
   // FIN record. Returns bytes read (0 when there was nothing to do).
@@ -45,7 +71,12 @@ class ChannelRelay {
 
  private:
   size_t out_capacity_;
+  bool deliver_pages(std::span<const uint8_t> message, bool& retry);
+
   std::unique_ptr<ByteChannel> chan_;
+  PageMessageHandler* pages_ = nullptr;
+  std::function<void(std::span<const uint8_t>)> tap_;
+  std::vector<uint8_t> rebuilt_;
   bool local_fin_ = false;
   bool remote_fin_ = false;
   bool shut_wr_ = false;

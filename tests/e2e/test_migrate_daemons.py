@@ -4,6 +4,13 @@ from a source host to a destination host (network namespaces joined by a
 veth) through two memmotiond carrying the stream over DPDK. Guest RAM must
 be byte-identical on both sides and the destination guest must run on.
 
+With --multifd the daemons run the page pipeline on the multifd channels
+(--pages sets the source's policy, JSON as session-start takes it); the
+counters must then account for every page QEMU sent, show each enabled
+feature at work (and disabled ones idle), and the destination must have
+verified every page it wrote. --expect-unchanged asks for the unchanged
+filter to have skipped pages (a workload that rewrites identical bytes).
+
 --kill-destination-daemon instead kills the destination daemon mid-way: the
 source daemon must fail the session, the source QEMU must report a failed
 migration, and the source VM must keep running."""
@@ -11,6 +18,7 @@ migration, and the source VM must keep running."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -31,13 +39,14 @@ def vm_pair(f: Fabric, kernel: Path, initrd: Path, a, session: int):
     """A running source VM on the source host with its workload ready, a
     paused incoming VM on the destination host, and a started session;
     yields (src, dst, URI the source QEMU migrates to)."""
-    append = f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same=30"
+    append = f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same={a.same}"
     wd = f.workdir
     with Vm("src-vm", wd, kernel, initrd, a.ram, append, netns=f.src.netns) as src, \
          Vm("dst-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/dst-in.sock",
             paused=True, netns=f.dst.netns) as dst:
         src.wait_console(r"MEMLOAD READY", 180)
-        reply = f.start_session(session, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock")
+        reply = f.start_session(session, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock",
+                                pages=a.pages)
         flow.configure(src, dst, multifd=a.multifd)
         yield src, dst, reply["migrate-uri"]
 
@@ -63,14 +72,60 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
         if a.multifd and (cs["multifd_channels"] != a.multifd or cd["multifd_channels"] != a.multifd):
             problems.append(f"expected {a.multifd} multifd channels relayed, source "
                             f"{cs['multifd_channels']}, destination {cd['multifd_channels']}")
-        if not problems and cs["qemu_bytes_in"] != cd["qemu_bytes_out"]:
+        if not a.multifd and not problems and cs["qemu_bytes_in"] != cd["qemu_bytes_out"]:
             problems.append(f"bytes in at source {cs['qemu_bytes_in']} != bytes out at "
                             f"destination {cd['qemu_bytes_out']}")
+        if a.multifd and not problems:
+            problems += check_pages(s_src, s_dst, a)
         print(f"through memmotiond ({f.kind}, multifd {a.multifd}): {r.line()}; stream "
               f"{cs['qemu_bytes_in'] / 2**20:.1f} MiB from QEMU, "
               f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB on the wire, return path "
               f"{cd['qemu_bytes_in']} B, retransmits {cs['retransmits']}; {verdict}")
+        if a.multifd:
+            keys = ("pages_in", "pages_zero", "pages_unchanged", "pages_unchanged_held", "pages_dedupe_hits",
+                    "pages_compressed", "pages_compressed_bytes", "pages_raw", "page_record_bytes",
+                    "main_eos", "main_zero_records", "multifd_packets")
+            print("  source pages: " + ", ".join(f"{k} {cs[k]}" for k in keys))
+            print(f"  destination: pages_written {cd['pages_written']}, pages_verified {cd['pages_verified']}, "
+                  f"pages_unchanged {cd['pages_unchanged']}, empty_packets_dropped {cd['empty_packets_dropped']}; "
+                  f"policy {s_src.get('pages')}")
         return report(problems, f.logs() if problems else "")
+
+
+def check_pages(s_src: dict, s_dst: dict, a) -> list[str]:
+    """The page counters must add up and match the policy."""
+    cs, cd = s_src["counters"], s_dst["counters"]
+    pol = s_src.get("pages", {})
+    out = []
+    n = cs["pages_in"]
+    if n == 0:
+        out.append("no multifd page went through the page pipeline")
+        return out
+    paths = cs["pages_zero"] + cs["pages_unchanged"] + cs["pages_dedupe_hits"] + cs["pages_compressed"] + cs["pages_raw"]
+    if paths != n:
+        out.append(f"source: {n} pages in but {paths} accounted for by zero/unchanged/dedupe/compressed/raw")
+    if cd["pages_in"] != n:
+        out.append(f"destination decoded {cd['pages_in']} pages, the source encoded {n}")
+    if cd["pages_written"] + cd["pages_unchanged"] != n:
+        out.append(f"destination wrote {cd['pages_written']} + omitted {cd['pages_unchanged']} != {n}")
+    if cd["pages_verified"] != cd["pages_written"] - cd["pages_zero"]:
+        out.append(f"destination verified {cd['pages_verified']} of {cd['pages_written'] - cd['pages_zero']} non-zero pages")
+    if cs["main_eos"] < 2 or cs["main_zero_records"] == 0:
+        out.append(f"the main channel observer saw {cs['main_eos']} RAM EOS and {cs['main_zero_records']} zero "
+                   f"pages (expected >= 2 and > 0: {s_src['pages'].get('main-channel-note')})")
+    for feature, key in (("zero", "pages_zero"), ("dedupe", "pages_dedupe_hits"), ("unchanged", "pages_unchanged")):
+        if not pol.get(feature) and cs[key] != 0:
+            out.append(f"{feature} is off but {key} = {cs[key]}")
+    if pol.get("codec") == "none" and cs["pages_compressed"] != 0:
+        out.append(f"codec none but {cs['pages_compressed']} pages compressed")
+    if pol.get("codec") != "none" and cs["pages_compressed"] == 0:
+        out.append(f"codec {pol.get('codec')} compressed no page")
+    if pol.get("dedupe") and cs["pages_dedupe_hits"] == 0:
+        out.append("dedupe is on but found no duplicate (the guest holds many)")
+    if a.expect_unchanged and cs["pages_unchanged"] == 0:
+        out.append(f"the unchanged filter skipped no page ({cs['pages_unchanged_held']} held back by the epoch "
+                   f"gate; {pol.get('unchanged-note', '')})")
+    return out
 
 
 def kill_destination(f: Fabric, kernel: Path, initrd: Path, a) -> int:
@@ -113,6 +168,11 @@ def main() -> int:
     ap.add_argument("--guest-mib", type=int, default=128, help="MiB memload fills")
     ap.add_argument("--dirty", type=int, default=2000, help="pages/s memload dirties")
     ap.add_argument("--multifd", type=int, default=0, help="multifd channels (0: off)")
+    ap.add_argument("--same", type=int, default=30, help="percent of dirtied pages rewritten identically")
+    ap.add_argument("--pages", type=json.loads, default=None,
+                    help='source page policy, e.g. \'{"codec": "zstd", "dedupe": false}\'')
+    ap.add_argument("--expect-unchanged", action="store_true",
+                    help="fail unless the unchanged filter skipped pages")
     ap.add_argument("--kill-destination-daemon", action="store_true")
     a = ap.parse_args()
     kernel, initrd = ensure_guest(a.build)

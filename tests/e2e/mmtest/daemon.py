@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -159,13 +160,21 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+        self._remove_runtime_dir()
 
     def stop(self) -> int | None:
         code = quit_and_reap(self._client, self.proc)
         self._client = None
         if hasattr(self, "log"):
             self.log.close()
+        self._remove_runtime_dir()
         return code
+
+    def _remove_runtime_dir(self) -> None:
+        # A daemon that exits cleanly removes its DPDK runtime directory
+        # (megabytes of tmpfs); one that was killed cannot.
+        if self.proc and self.proc.poll() is not None:
+            shutil.rmtree(f"/run/dpdk/mm-{self.name}", ignore_errors=True)
 
     def log_text(self) -> str:
         try:

@@ -177,13 +177,16 @@ class Fabric:
         self.dst_daemon = self._daemon("dst", self.dst).start()
 
     def start_session(self, sid: int, src_listen: str, dst_qemu_uri: str,
-                      max_bandwidth: int = 0) -> dict:
+                      max_bandwidth: int = 0, pages: dict | None = None) -> dict:
         """Prepares the destination, then starts the source; returns the
-        source's reply (with the URI QEMU should migrate to)."""
+        source's reply (with the URI QEMU should migrate to). `pages` is the
+        source's page policy (codec, zero, unchanged, dedupe)."""
         self.dst_daemon.ctl.execute("session-prepare", session=sid, **{"qemu-uri": dst_qemu_uri})
         args = {"listen": src_listen, "peer-ip": self.dst.fabric_ip}
         if max_bandwidth:
             args["max-bandwidth"] = max_bandwidth
+        if pages is not None:
+            args["pages"] = pages
         if self.dst.mac:
             args["peer-mac"] = self.dst.mac
         return self.src_daemon.ctl.execute("session-start", session=sid, **args)

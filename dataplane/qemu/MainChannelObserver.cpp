@@ -1,0 +1,325 @@
+#include "dataplane/qemu/MainChannelObserver.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+namespace mm::qemu {
+
+namespace {
+constexpr uint32_t kMagic = 0x5145564d;  // "QEVM"
+constexpr uint32_t kVersion = 3;
+constexpr uint64_t kPageSize = 4096;
+
+// Section types (QEMU-STREAM-FACTS.md §1).
+constexpr uint8_t kEof = 0x00, kStart = 0x01, kPart = 0x02, kEnd = 0x03, kFull = 0x04,
+                  kSubsection = 0x05, kVmdesc = 0x06, kConfiguration = 0x07, kCommand = 0x08,
+                  kFooter = 0x7e;
+constexpr uint16_t kCmdPostcopyAdvise = 3, kCmdPackaged = 7;
+
+// RAM record flags (the bits below the page size).
+constexpr uint32_t kZero = 0x02, kMemSize = 0x04, kPage = 0x08, kEos = 0x10, kContinue = 0x20,
+                   kXbzrle = 0x40, kHook = 0x80, kCompressPage = 0x100, kMultifdFlush = 0x200;
+constexpr uint32_t kKnown = kZero | kMemSize | kPage | kEos | kContinue | kMultifdFlush;
+
+uint16_t be16(const uint8_t* p) { return uint16_t((p[0] << 8) | p[1]); }
+uint32_t be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+}
+uint64_t be64(const uint8_t* p) { return (uint64_t(be32(p)) << 32) | be32(p + 4); }
+
+std::string hex(uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+std::string printable(const uint8_t* p, size_t n) {
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += (p[i] >= 0x20 && p[i] < 0x7f) ? char(p[i]) : '?';
+  return s;
+}
+}  // namespace
+
+bool MainChannelObserver::gather(const uint8_t*& p, const uint8_t* end, size_t want) {
+  if (have_ < want) {
+    const size_t n = std::min<size_t>(want - have_, size_t(end - p));
+    std::memcpy(hdr_ + have_, p, n);
+    have_ += n;
+    p += n;
+  }
+  return have_ == want;
+}
+
+void MainChannelObserver::go_opaque(std::string why) {
+  if (step_ == Step::opaque) return;
+  step_ = Step::opaque;
+  why_ = std::move(why);
+  sink_.on_opaque(why_);
+}
+
+void MainChannelObserver::start_skip(uint64_t n, Step then) {
+  have_ = 0;
+  if (n == 0) {
+    step_ = then;
+    return;
+  }
+  skip_ = n;
+  after_skip_ = then;
+  step_ = Step::skip;
+}
+
+void MainChannelObserver::on_section_type(uint8_t t) {
+  have_ = 0;
+  section_type_ = t;
+  switch (t) {
+    case kConfiguration: step_ = Step::config_len; return;
+    case kCommand: step_ = Step::command; return;
+    case kStart:
+    case kFull: step_ = Step::full_start; return;
+    case kPart:
+    case kEnd: step_ = Step::part_end; return;
+    case kFooter: step_ = Step::footer; return;
+    case kEof: go_opaque("end of the device state (EOF section)"); return;
+    case kVmdesc: go_opaque("VM description (JSON) section"); return;
+    default: go_opaque("unknown section type " + hex(t) + " at byte " + std::to_string(seen_)); return;
+  }
+}
+
+void MainChannelObserver::finish_ram_record() {
+  have_ = 0;
+  if (rec_flags_ & kZero) {
+    step_ = Step::ram_zero_fill;
+    return;
+  }
+  ++pages_;
+  sink_.on_page(block_, rec_offset_);
+  start_skip(kPageSize, Step::ram_record);
+}
+
+void MainChannelObserver::on_ram_record() {
+  const uint64_t addr = be64(hdr_);
+  const uint32_t flags = uint32_t(addr & (kPageSize - 1));
+  rec_offset_ = addr & ~(kPageSize - 1);
+  rec_flags_ = flags;
+  have_ = 0;
+  if (flags & ~kKnown) {
+    std::string what = "RAM record flags " + hex(flags);
+    if (flags & kXbzrle) what += " (XBZRLE)";
+    if (flags & kCompressPage) what += " (compressed page)";
+    if (flags & kHook) what += " (RDMA hook)";
+    go_opaque(what + ": not parsed");
+    return;
+  }
+  const uint32_t kind = flags & (kZero | kMemSize | kPage | kEos | kMultifdFlush);
+  if (kind == kEos) {
+    ++eos_;
+    sink_.on_eos(eos_);
+    step_ = Step::section;  // the section ends; its footer comes as a section type
+    return;
+  }
+  if (kind == kMultifdFlush) {
+    ++flushes_;
+    step_ = Step::ram_record;
+    return;
+  }
+  if (kind == kMemSize) {
+    if (postcopy_) {
+      go_opaque("RAM setup with postcopy: block page sizes are not self-describing");
+      return;
+    }
+    mem_total_ = rec_offset_;
+    mem_seen_ = 0;
+    step_ = mem_total_ == 0 ? Step::ram_record : Step::mem_size_block;
+    return;
+  }
+  if (kind != kZero && kind != kPage) {
+    go_opaque("RAM record with flags " + hex(flags) + " is not one record type");
+    return;
+  }
+  if (!(flags & kContinue)) {
+    step_ = Step::ram_block;
+    return;
+  }
+  if (!have_block_) {
+    go_opaque("RAM record continues a block never named");
+    return;
+  }
+  finish_ram_record();
+}
+
+void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
+  const uint8_t* p = bytes.data();
+  const uint8_t* end = p + bytes.size();
+  seen_ += bytes.size();
+  while (p < end && step_ != Step::opaque) {
+    switch (step_) {
+      case Step::opaque: return;
+      case Step::skip: {
+        const uint64_t n = std::min<uint64_t>(skip_, uint64_t(end - p));
+        p += n;
+        skip_ -= n;
+        if (skip_ == 0) {
+          step_ = after_skip_;
+          have_ = 0;
+        }
+        break;
+      }
+      case Step::header:
+        if (!gather(p, end, 8)) break;
+        if (be32(hdr_) != kMagic || be32(hdr_ + 4) != kVersion) {
+          go_opaque("not a QEMU migration stream v3 (first bytes " + hex(be64(hdr_)) + ")");
+          break;
+        }
+        have_ = 0;
+        step_ = Step::section;
+        break;
+      case Step::section:
+        if (!gather(p, end, 1)) break;
+        on_section_type(hdr_[0]);
+        break;
+      case Step::config_len: {
+        if (!gather(p, end, 4)) break;
+        const uint32_t n = be32(hdr_);
+        if (n > 256) {
+          go_opaque("configuration with a machine name of " + std::to_string(n) + " bytes");
+          break;
+        }
+        start_skip(n, Step::config_sub);
+        break;
+      }
+      case Step::config_sub:
+        if (!gather(p, end, 1)) break;
+        if (hdr_[0] == kSubsection) {
+          have_ = 0;
+          step_ = Step::sub_header;
+        } else {
+          on_section_type(hdr_[0]);  // the configuration ended; this is the next section
+        }
+        break;
+      case Step::sub_header: {
+        if (!gather(p, end, 1)) break;
+        const size_t n = hdr_[0];
+        if (!gather(p, end, 1 + n + 4)) break;
+        sub_name_.assign(reinterpret_cast<const char*>(hdr_ + 1), n);
+        if (sub_name_ == "configuration/target-page-bits") {
+          start_skip(4, Step::config_sub);
+        } else if (sub_name_ == "configuration/uuid") {
+          start_skip(16, Step::config_sub);
+        } else if (sub_name_ == "configuration/capabilities") {
+          have_ = 0;
+          step_ = Step::sub_caps_count;
+        } else {
+          go_opaque("configuration subsection '" + printable(hdr_ + 1, n) + "' is not known");
+        }
+        break;
+      }
+      case Step::sub_caps_count:
+        if (!gather(p, end, 4)) break;
+        caps_left_ = be32(hdr_);
+        if (caps_left_ > 64) {
+          go_opaque("configuration lists " + std::to_string(caps_left_) + " capabilities");
+          break;
+        }
+        have_ = 0;
+        step_ = caps_left_ ? Step::sub_cap : Step::config_sub;
+        break;
+      case Step::sub_cap: {
+        if (!gather(p, end, 1)) break;
+        const size_t n = hdr_[0];
+        if (!gather(p, end, 1 + n)) break;
+        if (std::string_view(reinterpret_cast<const char*>(hdr_ + 1), n) == "x-ignore-shared") {
+          ignore_shared_ = true;
+        }
+        have_ = 0;
+        step_ = --caps_left_ ? Step::sub_cap : Step::config_sub;
+        break;
+      }
+      case Step::command: {
+        if (!gather(p, end, 4)) break;
+        const uint16_t cmd = be16(hdr_), len = be16(hdr_ + 2);
+        if (cmd == kCmdPackaged) {
+          go_opaque("packaged postcopy stream (command 7)");
+          break;
+        }
+        if (cmd == kCmdPostcopyAdvise) postcopy_ = true;
+        start_skip(len, Step::section);
+        break;
+      }
+      case Step::full_start: {
+        if (!gather(p, end, 5)) break;
+        const size_t n = hdr_[4];
+        if (!gather(p, end, 5 + n + 8)) break;
+        const std::string id = printable(hdr_ + 5, n);
+        if (section_type_ == kStart && id == "ram") {
+          ram_section_ = be32(hdr_);
+          ram_known_ = true;
+          have_ = 0;
+          step_ = Step::ram_record;
+        } else if (section_type_ == kFull) {
+          go_opaque("device state of '" + id + "' (not self-delimiting)");
+        } else {
+          go_opaque("iterative section '" + id + "' (not self-delimiting)");
+        }
+        break;
+      }
+      case Step::part_end: {
+        if (!gather(p, end, 4)) break;
+        const uint32_t id = be32(hdr_);
+        have_ = 0;
+        if (ram_known_ && id == ram_section_) {
+          step_ = Step::ram_record;
+        } else {
+          go_opaque("section " + std::to_string(id) + " is not RAM (not self-delimiting)");
+        }
+        break;
+      }
+      case Step::footer:
+        if (!gather(p, end, 4)) break;
+        have_ = 0;
+        step_ = Step::section;
+        break;
+      case Step::ram_record:
+        if (!gather(p, end, 8)) break;
+        on_ram_record();
+        break;
+      case Step::ram_block: {
+        if (!gather(p, end, 1)) break;
+        const size_t n = hdr_[0];
+        if (n == 0) {
+          go_opaque("RAM record with an empty block name");
+          break;
+        }
+        if (!gather(p, end, 1 + n)) break;
+        block_.assign(reinterpret_cast<const char*>(hdr_ + 1), n);
+        have_block_ = true;
+        finish_ram_record();
+        break;
+      }
+      case Step::ram_zero_fill:
+        if (!gather(p, end, 1)) break;
+        ++zero_;
+        sink_.on_zero_page(block_, rec_offset_);
+        have_ = 0;
+        step_ = Step::ram_record;
+        break;
+      case Step::mem_size_block: {
+        if (!gather(p, end, 1)) break;
+        const size_t n = hdr_[0];
+        const size_t want = 1 + n + 8 + (ignore_shared_ ? 8 : 0);
+        if (!gather(p, end, want)) break;
+        const uint64_t used = be64(hdr_ + 1 + n);
+        have_ = 0;
+        if (n == 0 || used > mem_total_ - mem_seen_) {
+          go_opaque("RAM setup: block sizes do not add up to the total " + std::to_string(mem_total_));
+          break;
+        }
+        mem_seen_ += used;
+        step_ = mem_seen_ == mem_total_ ? Step::ram_record : Step::mem_size_block;
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace mm::qemu
