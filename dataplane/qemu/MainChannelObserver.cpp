@@ -48,7 +48,7 @@ bool MainChannelObserver::gather(const uint8_t*& p, const uint8_t* end, size_t w
     have_ += n;
     p += n;
   }
-  return have_ == want;
+  return have_ >= want;
 }
 
 void MainChannelObserver::go_opaque(std::string why) {
@@ -153,6 +153,11 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
   const uint8_t* end = p + bytes.size();
   seen_ += bytes.size();
   while (p < end && step_ != Step::opaque) {
+    // Every pass consumes a byte or changes step; a parser bug must never
+    // become a spinning worker.
+    const uint8_t* before = p;
+    const Step was = step_;
+    const size_t had = have_;
     switch (step_) {
       case Step::opaque: return;
       case Step::skip: {
@@ -318,6 +323,9 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
         step_ = mem_seen_ == mem_total_ ? Step::ram_record : Step::mem_size_block;
         break;
       }
+    }
+    if (p == before && step_ == was && have_ == had) {
+      go_opaque("observer made no progress at byte " + std::to_string(seen_) + " (a bug)");
     }
   }
 }

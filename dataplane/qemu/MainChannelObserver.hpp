@@ -66,7 +66,8 @@ class MainChannelObserver {
     opaque,
   };
 
-  // Takes up to `want` bytes into hdr_; true once hdr_ holds `want`.
+  // Takes up to `want` bytes into hdr_; true once hdr_ holds at least
+  // `want` (a unit read in two steps asks for its length byte again).
   bool gather(const uint8_t*& p, const uint8_t* end, size_t want);
   void go_opaque(std::string why);
   void start_skip(uint64_t n, Step then);
