@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -46,12 +47,14 @@ def case_profiles(build: Path) -> None:
     cases = {
         "mtu out of range": (good.replace("mtu = 9000", "mtu = 70000"), "port.mtu: 70000 is out of range"),
         "unknown key": (good.replace("rx_queues = 1", "rx_queue = 1"), "port.rx_queue: unknown key"),
-        "wrong type": (good.replace("window = 1024", 'window = "big"'), "transport.window: must be an integer"),
+        "wrong type": (re.sub(r"(?m)^window = \d+", 'window = "big"', good), "transport.window: must be an integer"),
         "bad idle policy": (good.replace('idle = "backoff"', 'idle = "sleepy"'), "engine.idle: 'sleepy' is not allowed"),
         "bad pmd": (good.replace('pmd = "net_af_packet"', 'pmd = "net_e1000"'), "port.pmd: 'net_e1000' is not allowed"),
         "malformed TOML": (good.replace("[port]", "[port"), "malformed TOML"),
-        "window not a power of two": (good.replace("window = 1024", "window = 1000"), "not a power of two"),
+        "window not a power of two": (re.sub(r"(?m)^window = \d+", "window = 1000", good), "not a power of two"),
     }
+    for name, (text, _) in cases.items():
+        assert text != good, f"case '{name}' did not change the profile (test out of date)"
     with tempfile.TemporaryDirectory() as d:
         for name, (text, expect) in cases.items():
             p = Path(d) / "bad.toml"
