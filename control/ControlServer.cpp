@@ -723,6 +723,7 @@ void ControlServer::run(std::atomic<bool>& stop) {
           std::cerr << "memmotiond[" << id_.name << "]: session " << info.id << " ("
                     << engine::to_string(info.role) << ") " << engine::to_string(info.state)
                     << (info.error.empty() ? "" : ": " + info.error) << std::endl;
+          if (engine::is_terminal(info.state)) std::cerr << session_summary(info);
           broadcast_session(session_json(info));
         }
         continue;

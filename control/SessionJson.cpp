@@ -81,6 +81,39 @@ json to_json(const engine::SessionInfo& s) {
   return j;
 }
 
+std::string session_summary(const engine::SessionInfo& s) {
+  const auto& c = s.counters;
+  const double mib = 1024.0 * 1024.0;
+  char line[512];
+  std::string out;
+  std::snprintf(line, sizeof line, "  session %u: %.1f MiB from QEMU, %.1f MiB to QEMU, %.1f MiB on the wire, "
+                "%llu retransmits, %.0f ms\n",
+                s.id, double(c.qemu_bytes_in) / mib, double(c.qemu_bytes_out) / mib,
+                double(c.conn.wire_bytes_tx) / mib, static_cast<unsigned long long>(c.tx.retransmits),
+                s.started_ns && s.finished_ns ? double(s.finished_ns - s.started_ns) / 1e6 : 0.0);
+  out += line;
+  const auto& p = c.pages;
+  if (p.pages > 0) {
+    std::snprintf(line, sizeof line, "  pages: %llu in %llu multifd packets: zero %llu, unchanged %llu, dedupe %llu, "
+                  "compressed %llu (%.1f MiB), raw %llu; %s %llu\n",
+                  static_cast<unsigned long long>(p.pages), static_cast<unsigned long long>(p.packets),
+                  static_cast<unsigned long long>(p.zero), static_cast<unsigned long long>(p.unchanged),
+                  static_cast<unsigned long long>(p.dedupe_hits), static_cast<unsigned long long>(p.compressed),
+                  double(p.compressed_bytes) / mib, static_cast<unsigned long long>(p.raw),
+                  s.role == engine::Role::source ? "held back by the epoch gate" : "verified",
+                  static_cast<unsigned long long>(s.role == engine::Role::source ? p.unchanged_held : p.verified));
+    out += line;
+  }
+  if (s.role == engine::Role::source && c.main_eos > 0) {
+    std::snprintf(line, sizeof line, "  main channel: %llu RAM epochs, %llu zero pages, %llu raw pages%s%s\n",
+                  static_cast<unsigned long long>(c.main_eos), static_cast<unsigned long long>(c.main_zero_records),
+                  static_cast<unsigned long long>(c.main_page_records),
+                  s.main_channel_note.empty() ? "" : "; parsed until ", s.main_channel_note.c_str());
+    out += line;
+  }
+  return out;
+}
+
 json to_json(const pages::PagePolicy& p) {
   return {{"codec", p.codec == pages::CodecKind::raw ? std::string("none") : std::string(pages::to_string(p.codec))},
           {"zero", p.zero},

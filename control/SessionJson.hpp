@@ -10,6 +10,9 @@ namespace mm::control {
 nlohmann::json to_json(const engine::SessionInfo& s);
 nlohmann::json to_json(const engine::EngineStats& s);
 nlohmann::json to_json(const pages::PagePolicy& p);
+// The lines a daemon logs when a session ends: bytes, wire, and what the
+// page pipeline did with the pages.
+std::string session_summary(const engine::SessionInfo& s);
 // session-start / migrate "pages": {"codec": "lz4"|"zstd"|"deflate"|"none",
 // "zero", "unchanged", "dedupe": bool, "dedupe-slots": n}; members left out
 // keep their defaults. Throws std::invalid_argument naming the bad member.

@@ -35,6 +35,12 @@ uint32_t DedupeDictionary::insert(const uint8_t* page, const PageHash& h) {
   return slot;
 }
 
+void DedupeDictionary::clear() {
+  next_ = 0;
+  filled_ = 0;
+  index_.clear();
+}
+
 const uint8_t* DedupeDictionary::get(uint32_t slot) const {
   if (slot >= filled_) return nullptr;
   return data_.get() + size_t(slot) * kPageSize;

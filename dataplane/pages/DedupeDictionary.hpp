@@ -27,6 +27,8 @@ class DedupeDictionary {
   // Receiver: the bytes in a slot, or nullptr for a slot never filled
   // (a peer naming it is lying).
   const uint8_t* get(uint32_t slot) const;
+  // Empties it (both ends must do so at the same point); keeps the memory.
+  void clear();
   uint32_t slots() const { return slots_; }
   uint32_t filled() const { return filled_; }
 

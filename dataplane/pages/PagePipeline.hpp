@@ -115,6 +115,10 @@ class PageDecoder {
   // string, or why the message is refused (nothing of it may reach QEMU;
   // the session fails).
   std::string decode(std::span<const uint8_t> message, DecodedPacket& out);
+  // Back to the state of a new stream (its dictionary emptied, memory kept).
+  void reset() {
+    if (dict_) dict_->clear();
+  }
   const PageStats& stats() const { return stats_; }
 
  private:

@@ -9,7 +9,9 @@
   peer       a source whose destination never prepared the session fails it
              after the dead timeout; a cancel reaches the peer
   replay     captured DATA frames replayed after a session: counted as
-             duplicates (then as late), nothing reaches QEMU twice"""
+             duplicates (then as late), nothing reaches QEMU twice
+  lying_pages  page records that lie (a page failing its hash, pages on the
+             main channel): the session fails naming it, QEMU gets none of it"""
 
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ import json
 import pickle
 import re
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -276,14 +280,92 @@ def case_replay(build: Path) -> None:
         dest.close()
 
 
+class FakeQemu:
+    """A destination QEMU's listener that keeps every byte each connection
+    brings, in accept order."""
+
+    def __init__(self, path: str):
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(8)
+        self.data: list[bytearray] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            buf = bytearray()
+            self.data.append(buf)
+            threading.Thread(target=self._read, args=(c, buf), daemon=True).start()
+
+    @staticmethod
+    def _read(c: socket.socket, buf: bytearray) -> None:
+        while chunk := c.recv(65536):
+            buf += chunk
+
+    def close(self) -> None:
+        self.srv.close()
+
+
+def rec_bytes(data: bytes) -> bytes:
+    return b"\x01" + struct.pack(">I", len(data)) + data
+
+
+def page_message(page_hash: int) -> bytes:
+    """One multifd packet as page records: BEGIN, a RAW page whose hash is
+    the given one, END."""
+    name = b"pc.ram"
+    begin = b"\x02" + struct.pack(">IIQIB", 0, 128, 1, 0, len(name)) + name
+    raw = b"\x03" + struct.pack(">QQ", 0, page_hash) + bytes(range(256)) * 16
+    end = b"\x0a" + struct.pack(">IQ", 1, 0)
+    return begin + raw + end
+
+
+def case_lying_pages(build: Path) -> None:
+    """A peer that lies in page records: a page whose bytes do not match its
+    hash, and page records on the main channel. The destination session
+    must fail naming it, and its QEMU must get nothing of the lie."""
+    print("lying pages:")
+    multifd_init = struct.pack(">II", 0x11223344, 1) + bytes(16) + b"\x00" + bytes(7) + bytes(32)
+    qevm = b"QEVM\x00\x00\x00\x03"
+    cases = [
+        (41, [(0, 0, rec_bytes(qevm)), (1, 0, rec_bytes(multifd_init)), (1, 1, page_message(0x1234))],
+         "fails its hash check", [qevm, multifd_init]),
+        (42, [(0, 0, rec_bytes(qevm)), (0, 1, page_message(0x1234))],
+         "page records on a stream that carries none", [qevm]),
+    ]
+    with Fabric(build, "af_packet-veth") as f:
+        for sid, packets, expect, qemu_gets in cases:
+            qemu = FakeQemu(str(f.workdir / f"q{sid}.sock"))
+            f.dst_daemon.ctl.execute("session-prepare", session=sid, **{"qemu-uri": f"unix:{f.workdir}/q{sid}.sock"})
+            raw = [frame(f.dst.mac, f.src.mac, "10.77.1.1", "10.77.1.2", 7470,
+                         mmp(sid, payload, stream=stream, seq=seq, msg=seq)) for stream, seq, payload in packets]
+            code = ("import socket,sys,pickle,time\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
+                    f"s.bind(('{f.src.iface}',0))\n"
+                    "for fr in pickle.loads(sys.stdin.buffer.read()):\n s.send(fr)\n time.sleep(0.2)\n")
+            subprocess.run(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", code],
+                           input=pickle.dumps(raw), check=True, timeout=30)
+            s = f.dst_daemon.wait_session(sid, 15)
+            time.sleep(0.3)
+            got = [bytes(b) for b in qemu.data]
+            check(s["state"] == "failed" and expect in s.get("error", ""),
+                  f"session {sid}: {s['state']}: {s.get('error')}")
+            check(got == qemu_gets, f"session {sid}: QEMU got {[len(b) for b in got]} bytes per channel, "
+                                   f"expected {[len(b) for b in qemu_gets]} (nothing of the lie)")
+            qemu.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", required=True, type=Path)
-    ap.add_argument("cases", nargs="*", default=["profiles", "control", "packets", "peer", "replay"])
+    ap.add_argument("cases", nargs="*", default=["profiles", "control", "packets", "peer", "replay", "lying_pages"])
     a = ap.parse_args()
     for c in a.cases:
         {"profiles": case_profiles, "control": case_control, "packets": case_packets, "peer": case_peer,
-         "replay": case_replay}[c](a.build)
+         "replay": case_replay, "lying_pages": case_lying_pages}[c](a.build)
     print(f"{'FAIL' if failures else 'PASS'}: {len(failures)} check(s) failed")
     return 1 if failures else 0
 
