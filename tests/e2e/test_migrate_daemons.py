@@ -84,7 +84,7 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
         if a.multifd:
             keys = ("pages_in", "pages_zero", "pages_unchanged", "pages_unchanged_held", "pages_dedupe_hits",
                     "pages_compressed", "pages_compressed_bytes", "pages_raw", "page_record_bytes",
-                    "main_eos", "main_zero_records", "multifd_packets")
+                    "main_eos", "main_zero_records", "multifd_packets", "multifd_sync_packets")
             print("  source pages: " + ", ".join(f"{k} {cs[k]}" for k in keys))
             print(f"  destination: pages_written {cd['pages_written']}, pages_verified {cd['pages_verified']}, "
                   f"pages_unchanged {cd['pages_unchanged']}, empty_packets_dropped {cd['empty_packets_dropped']}; "
@@ -113,6 +113,11 @@ def check_pages(s_src: dict, s_dst: dict, a) -> list[str]:
     if cs["main_eos"] < 2 or cs["main_zero_records"] == 0:
         out.append(f"the main channel observer saw {cs['main_eos']} RAM EOS and {cs['main_zero_records']} zero "
                    f"pages (expected >= 2 and > 0: {s_src['pages'].get('main-channel-note')})")
+    # The unchanged filter's epoch rule rests on QEMU 7.2 sending a SYNC on
+    # every channel before each RAM EOS on the main channel.
+    if cs["multifd_sync_packets"] != a.multifd * cs["main_eos"]:
+        out.append(f"{cs['multifd_sync_packets']} SYNC packets on {a.multifd} channels but {cs['main_eos']} RAM EOS "
+                   "on the main channel: the epoch pairing the unchanged filter relies on does not hold")
     for feature, key in (("zero", "pages_zero"), ("dedupe", "pages_dedupe_hits"), ("unchanged", "pages_unchanged")):
         if not pol.get(feature) and cs[key] != 0:
             out.append(f"{feature} is off but {key} = {cs[key]}")
