@@ -245,7 +245,7 @@ TEST(Pacer, HoldsTheWireRateToMaxBandwidth) {
   run(p.link, p.a, p.b, 20000, rng, 100'000);  // one simulated second
   const double secs = double(p.link.now() - t0) / 1e9;
   const double rate = double(p.a.conn.stats().wire_bytes_tx - bytes0) / secs;
-  // Simulated time: the only slack is one burst (~16 KiB) and ACK traffic.
+  // Simulated time: the only slack is one burst (64 KiB) and ACK traffic.
   EXPECT_LT(rate, kRate * 1.03);
   EXPECT_GT(rate, kRate * 0.90);
   EXPECT_FALSE(p.b.mismatch);
