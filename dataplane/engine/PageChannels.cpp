@@ -123,7 +123,8 @@ bool MultifdSource::parse(const Gate& gate) {
   return true;
 }
 
-bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx, const Gate& gate, bool& work) {
+bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx, const Gate& gate, bool& work,
+                         uint32_t ahead) {
   qemu::ByteChannel* ch = relay.channel();
   if (!ch || relay.local_fin_queued()) return true;
   for (int sent = 0; sent < kMessagesPerPump;) {
@@ -134,6 +135,9 @@ bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx,
       work = true;
       continue;
     }
+    // Over the read-ahead budget: QEMU's next packet waits in its socket
+    // (what QEMU can push is what the fabric drains).
+    if (tx.unacked() >= ahead && !eof_) return true;
     if (!parse(gate)) return false;
     if (msg_len_ > 0) continue;
     if (eof_) {

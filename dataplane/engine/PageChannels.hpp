@@ -45,7 +45,10 @@ class MultifdSource {
   // Reads QEMU's bytes from relay's channel, and queues page messages (or
   // BYTES, see passthrough()) on tx. Returns whether it did work; false and
   // error() set on a stream that is not valid multifd.
-  bool pump(qemu::ChannelRelay& relay, transport::StreamSender& tx, const Gate& gate, bool& work);
+  // ahead: packets that may be unacknowledged before it takes another
+  // QEMU packet (the session's read-ahead budget).
+  bool pump(qemu::ChannelRelay& relay, transport::StreamSender& tx, const Gate& gate, bool& work,
+            uint32_t ahead = UINT32_MAX);
 
   uint32_t epoch() const { return syncs_; }
   // QEMU compresses multifd itself (multifd-compression zlib/zstd): its

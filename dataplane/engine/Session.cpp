@@ -4,6 +4,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -235,15 +236,16 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
       work |= connect_channels(now);
     }
     const MultifdSource::Gate gate = [this](uint32_t epoch) { return may_skip_unchanged(epoch); };
+    const uint32_t ahead = read_ahead();
     for (uint16_t s = 0; s < kStreams && !is_terminal(info_.state); ++s) {
       qemu::ChannelRelay& r = *relays_[s];
       if (!r.attached()) continue;
       if (sources_[s]) {
-        if (!sources_[s]->pump(r, conn_->sender(s), gate, work)) {
+        if (!sources_[s]->pump(r, conn_->sender(s), gate, work, ahead)) {
           fail(now, sources_[s]->error());
           return true;
         }
-      } else if (r.pump_in(conn_->sender(s)) > 0) {
+      } else if (r.pump_in(conn_->sender(s), ahead) > 0) {
         work = true;
       }
       if (s == 0 && observer_ && !channels_frozen_ && main_sink_->eos >= 1) {
@@ -279,6 +281,17 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
   }
   if (conn_ && conn_->flush(now, port) > 0) work = true;
   return work;
+}
+
+uint32_t Session::read_ahead() const {
+  // QEMU sizes its last round by how fast its bytes are taken: whatever
+  // the daemon holds beyond what the fabric drains soon turns into
+  // downtime. A paced session keeps about 10 ms of its rate in flight over
+  // all its streams; an unpaced one is bounded by the window alone.
+  if (info_.max_bandwidth == 0) return UINT32_MAX;
+  const uint64_t streams = 1 + multifd_channels_;
+  const uint64_t packets = info_.max_bandwidth / 100 / (uint64_t(cfg_.max_payload) * streams);
+  return uint32_t(std::clamp<uint64_t>(packets, 8, cfg_.window));
 }
 
 bool Session::may_skip_unchanged(uint32_t epoch) const {

@@ -137,6 +137,7 @@ class Session {
   void attach(uint16_t stream, int fd, uint64_t now);
   void finish(uint64_t now, SessionState s);
   bool may_skip_unchanged(uint32_t epoch) const;
+  uint32_t read_ahead() const;
   struct MainSink;
 
   SessionInfo info_;

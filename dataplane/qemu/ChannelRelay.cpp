@@ -1,5 +1,6 @@
 #include "dataplane/qemu/ChannelRelay.hpp"
 
+#include <algorithm>
 #include <array>
 
 #include "dataplane/qemu/MultifdPacket.hpp"
@@ -50,9 +51,10 @@ bool ChannelRelay::deliver_pages(std::span<const uint8_t> message, bool& retry) 
   return true;
 }
 
-size_t ChannelRelay::pump_in(transport::StreamSender& tx) {
+size_t ChannelRelay::pump_in(transport::StreamSender& tx, uint32_t ahead) {
   if (!chan_ || local_fin_ || !chan_->is_open()) return 0;
-  const uint32_t slots = std::min(tx.free_slots(), kReadSlots);
+  const uint32_t room = tx.unacked() >= ahead ? 0 : ahead - tx.unacked();
+  const uint32_t slots = std::min({tx.free_slots(), kReadSlots, room});
   if (slots == 0) return 0;
   std::array<std::span<uint8_t>, kReadSlots> bufs;
   const size_t cap = tx.max_payload() - wire::kBytesRecordOverhead;

@@ -50,9 +50,10 @@ class ChannelRelay {
   // For a reader other than pump_in(): QEMU's side ended, FIN is queued.
   void set_local_fin() { local_fin_ = true; }
 
-  // QEMU -> stream: reads as much as free packet slots hold; on EOF queues a
-  // FIN record. Returns bytes read (0 when there was nothing to do).
-  size_t pump_in(transport::StreamSender& tx);
+  // QEMU -> stream: reads as much as free packet slots hold, keeping at
+  // most `ahead` packets unacknowledged; on EOF queues a FIN record.
+  // Returns bytes read (0 when there was nothing to do).
+  size_t pump_in(transport::StreamSender& tx, uint32_t ahead = UINT32_MAX);
   // Stream -> QEMU: delivers complete messages while QEMU takes the bytes.
   // Returns false on a broken record stream or socket error (see error()).
   bool pump_out(transport::StreamReceiver& rx);

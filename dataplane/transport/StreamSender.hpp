@@ -44,6 +44,8 @@ class StreamSender {
 
   // Packets that can still be queued (free slots of the window).
   uint32_t free_slots() const { return cfg_.window - (next_ - una_); }
+  // Packets queued and not yet acknowledged (sent or waiting to be).
+  uint32_t unacked() const { return next_ - una_; }
   // Payload capacity of one packet.
   uint32_t max_payload() const { return cfg_.max_payload; }
 

@@ -48,6 +48,17 @@ class QemuLink:
             sh(["ip", "-n", ns, "link", "set", "dev", ifc, "up"])
         return link
 
+    def shape(self, rate_bytes_per_s: int) -> None:
+        """A true link cap on what the source sends (tc tbf on its side of
+        the veth), for the whole migration -- QEMU's own max-bandwidth is
+        lifted for the stop-and-copy phase, a link is not. 0: no cap."""
+        sh(["ip", "netns", "exec", self.src_netns, "tc", "qdisc", "del", "dev", self.src_if, "root"],
+           check=False)
+        if rate_bytes_per_s:
+            burst = max(rate_bytes_per_s // 100, 256 << 10)  # 10 ms, as the MMP pacer's bucket
+            sh(["ip", "netns", "exec", self.src_netns, "tc", "qdisc", "add", "dev", self.src_if, "root",
+                "tbf", "rate", f"{rate_bytes_per_s * 8}bit", "burst", str(burst), "latency", "50ms"])
+
     def counters(self) -> tuple[int, int]:
         """(bytes sent by the source side, bytes sent by the destination side)."""
         return tx_bytes(self.src_netns, self.src_if), tx_bytes(self.dst_netns, self.dst_if)

@@ -169,13 +169,16 @@ How to read this (and what it does not say):
   destination (the fabric veth's own counter is in the raw runs as
   `link_tx_bytes`, a check). Reverse directions (ACKs, return path) are in
   the raw runs. `from QEMU` is QEMU's own `ram.transferred` everywhere.
-- **Link caps.** The same number of bytes/s for everyone, but not the same
-  bytes: QEMU's `max-bandwidth` (QEMU modes) limits QEMU's *stream* bytes
-  as QEMU counts them -- for multifd that is pages *before* zstd, so a
-  capped qemu-multifd4-zstd sends fewer bytes/s than the cap and gains no
-  time from compressing -- while the MMP pacer (mm modes; QEMU into the
-  daemon is unlimited) limits *wire* bytes, headers and retransmissions
-  included.
+- **Link caps** are a true cap on wire bytes for everyone, for the whole
+  migration: QEMU modes over their TCP link get `tc tbf` at the cap on the
+  source's side of that veth (QEMU's `max-bandwidth` lifted); mm modes get
+  the MMP pacer (QEMU into the daemon unlimited), headers and
+  retransmissions included. QEMU's own `max-bandwidth` would not do: QEMU
+  lifts it for the final stop-and-copy (512 MiB typical at "1G": downtime
+  18 ms with it, 170 ms on a tbf-capped link) and counts multifd pages
+  before zstd (a capped zstd mode gained nothing from compressing). With
+  `--qemu-transport unix` there is no link to shape and QEMU's
+  `max-bandwidth` is used, with both flaws.
 - **Downtime** is measured at the destination: source QEMU `STOP` event to
   the destination QEMU's `MIGRATION completed` event (QMP event timestamps,
   one host clock). QEMU's own `downtime` figure is shown too.

@@ -142,11 +142,19 @@ class MigrationRunner:
             if mode.qemu_compression != "none":
                 for vm in (src, dst):
                     vm.set_migration({}, {"multifd-compression": mode.qemu_compression})
-            # The cap: QEMU's own limit for the direct modes (stream bytes/s);
-            # through the daemons QEMU runs free and the MMP pacer caps wire bytes/s.
-            qemu_cap = sc.cap_bytes if (sc.cap_bytes and not mode.via_daemons) else flow.MAX_BANDWIDTH
+            # The cap. Over QEMU's own TCP link: tc tbf on that link, a true
+            # link cap (QEMU's max-bandwidth would be lifted for the final
+            # stop-and-copy and counts multifd bytes before compression).
+            # Over a unix socket: QEMU's max-bandwidth, the only knob there.
+            # Through the daemons QEMU runs free and the MMP pacer caps wire
+            # bytes/s, final phase included.
+            shaped = bool(tcp and sc.cap_bytes and self.link)
+            if self.link:
+                self.link.shape(sc.cap_bytes if shaped else 0)
+            qemu_cap = sc.cap_bytes if (sc.cap_bytes and not mode.via_daemons and not shaped) else flow.MAX_BANDWIDTH
             src.set_migration({}, {"max-bandwidth": qemu_cap})
             rec["qemu_max_bandwidth"] = qemu_cap
+            rec["link_shaped_bytes_per_s"] = sc.cap_bytes if shaped else 0
             # Listen only now, as libvirt does: a QEMU 7.2 given -incoming URI
             # listens at start-up, before multifd is on, with a backlog of 1,
             # and over TCP a multifd migration then waits out a 1 s SYN retry.
