@@ -336,6 +336,19 @@ void Session::finish(uint64_t now, SessionState s) {
   if (conn_) conn_->set_keepalive(false);
 }
 
+void Session::release_transport() {
+  final_counters_ = info().counters;
+  conn_.reset();
+  // Rebuilders are referenced by the relays, the filter by the sources:
+  // relays first.
+  for (auto& r : relays_) r = std::make_unique<qemu::ChannelRelay>(0);
+  for (auto& s : sources_) s.reset();
+  rebuilders_.clear();
+  observer_.reset();
+  main_sink_.reset();
+  filter_ = pages::UnchangedFilter();
+}
+
 bool Session::lingering_done(uint64_t now) const {
   return conn_ && is_terminal(info_.state) && now > info_.finished_ns &&
          now - info_.finished_ns > cfg_.dead_timeout_ns;

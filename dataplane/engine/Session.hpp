@@ -114,10 +114,10 @@ class Session {
   // True once a terminal session no longer needs its transport (the peer
   // had time to hear our last ACKs); the engine then frees its buffers.
   bool lingering_done(uint64_t now) const;
-  void release_transport() {
-    final_counters_ = info().counters;
-    conn_.reset();
-  }
+  // Frees everything a finished session held: transport buffers, QEMU
+  // channel buffers, the page pipeline (dictionaries: up to 64 MiB per
+  // stream). Only the SessionInfo stays, for queries.
+  void release_transport();
 
   SessionInfo info() const;
   uint64_t qemu_bytes_in() const;

@@ -51,7 +51,16 @@ def vm_pair(f: Fabric, kernel: Path, initrd: Path, a, session: int):
         yield src, dst, reply["migrate-uri"]
 
 
+def rss_mib(d) -> float:
+    """Resident memory of a daemon (its process is memmotiond: ip netns exec execs it)."""
+    for line in Path(f"/proc/{d.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
 def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
+    rss_before = {d.name: rss_mib(d) for d in (f.src_daemon, f.dst_daemon)}
     with vm_pair(f, kernel, initrd, a, 7) as (src, dst, uri):
         r = flow.migrate(src, dst, uri, timeout=300)
         s_src = f.src_daemon.wait_session(7, 60)
@@ -77,6 +86,17 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
                             f"destination {cd['qemu_bytes_out']}")
         if a.multifd and not problems:
             problems += check_pages(s_src, s_dst, a)
+        if a.multifd and not problems:
+            # A finished session frees its buffers once its linger (the dead
+            # timeout, 5 s) is over: dictionaries alone are tens of MiB per
+            # stream, and a daemon that kept them ran out of memory after
+            # ~40 sessions.
+            time.sleep(6.5)
+            for d in (f.src_daemon, f.dst_daemon):
+                grown = rss_mib(d) - rss_before[d.name]
+                print(f"  {d.name}: resident memory {grown:+.0f} MiB after the session was released")
+                if grown > 64:
+                    problems.append(f"{d.name} kept {grown:.0f} MiB after the session ended")
         print(f"through memmotiond ({f.kind}, multifd {a.multifd}): {r.line()}; stream "
               f"{cs['qemu_bytes_in'] / 2**20:.1f} MiB from QEMU, "
               f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB on the wire, return path "
