@@ -219,7 +219,9 @@ class MigrationRunner:
                                                "QEMU 7.2 counts multifd bytes before compression"})
             if r.dst_downtime_ms <= 0:
                 raise RunFailed("no downtime measured at the destination (STOP / MIGRATION events missing)")
-            rec["pages_per_s"] = round(src.ram_bytes / PAGE / (r.total_ms / 1000), 1) if r.total_ms else None
+            if not r.total_ms:
+                raise RunFailed("QEMU reported no total-time for a completed migration")
+            rec["pages_per_s"] = round(src.ram_bytes / PAGE / (r.total_ms / 1000), 1)
             rec["verify"] = flow.verify(src, dst, wd)
 
     def _link_bytes(self, mode: Mode) -> tuple[int, int] | None:
