@@ -95,7 +95,6 @@ bool MultifdSource::parse(const Gate& gate) {
     // QEMU compresses each channel as one stream across packets: its
     // pages cannot be taken apart, so the channel is relayed as bytes.
     step_ = Step::passthrough;
-    passthrough_ = true;
     return parse(gate);
   }
   const size_t total = hsize + h.payload_size();
@@ -161,7 +160,6 @@ bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx,
       continue;
     }
     in_len_ += size_t(r);
-    if (passthrough_) passthrough_bytes_ += size_t(r);
     work = true;
   }
   return true;

@@ -53,10 +53,9 @@ class MultifdSource {
   uint32_t epoch() const { return syncs_; }
   // QEMU compresses multifd itself (multifd-compression zlib/zstd): its
   // packets are relayed byte-exact from then on.
-  bool passthrough() const { return passthrough_; }
+  bool passthrough() const { return step_ == Step::passthrough; }
   const std::string& error() const { return error_; }
   const pages::PageStats& stats() const { return encoder_.stats(); }
-  uint64_t passthrough_bytes() const { return passthrough_bytes_; }
 
  private:
   enum class Step { init, packets, passthrough };
@@ -75,14 +74,12 @@ class MultifdSource {
   size_t max_message_;
   pages::PageEncoder encoder_;
   Step step_ = Step::init;
-  bool passthrough_ = false;
   std::vector<uint8_t> in_;  // QEMU bytes not consumed yet
   size_t in_len_ = 0;
   std::vector<uint8_t> msg_;  // encoded message waiting for window room
   size_t msg_len_ = 0;
   bool eof_ = false;
   uint32_t syncs_ = 0;
-  uint64_t passthrough_bytes_ = 0;
   std::string error_;
 };
 

@@ -39,15 +39,15 @@ const char* to_string(SessionState s) {
 struct Session::MainSink final : qemu::MainChannelObserver::Sink {
   explicit MainSink(Session& s) : s(s) {}
   void on_zero_page(std::string_view block, uint64_t offset) override {
-    s.filter_.written_elsewhere(block, offset / pages::kPageSize, uint32_t(eos));
+    s.filter_.written_elsewhere(block, offset / pages::kPageSize, uint32_t(s.observer_->eos_count()));
   }
   void on_page(std::string_view block, uint64_t offset) override {
-    s.filter_.written_elsewhere(block, offset / pages::kPageSize, uint32_t(eos));
+    s.filter_.written_elsewhere(block, offset / pages::kPageSize, uint32_t(s.observer_->eos_count()));
   }
-  void on_eos(uint64_t count) override { eos = count; }
+  // Epochs are read from the observer (eos_count()).
+  void on_eos(uint64_t) override {}
   void on_opaque(std::string_view why) override { s.info_.main_channel_note = std::string(why); }
   Session& s;
-  uint64_t eos = 0;
 };
 
 Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now,
@@ -248,7 +248,7 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
       } else if (r.pump_in(conn_->sender(s), ahead) > 0) {
         work = true;
       }
-      if (s == 0 && observer_ && !channels_frozen_ && main_sink_->eos >= 1) {
+      if (s == 0 && observer_ && !channels_frozen_ && observer_->eos_count() >= 1) {
         // QEMU has written every channel's first SYNC before the setup
         // EOS, so all its channels are connected by now: the set is known.
         accept_channels(now);
@@ -300,7 +300,7 @@ bool Session::may_skip_unchanged(uint32_t epoch) const {
   // e-th RAM EOS, and every multifd channel's packets up to its e-th SYNC
   // (UnchangedFilter.hpp).
   if (!info_.pages.unchanged || !observer_ || !channels_frozen_ || late_channels_ > 0) return false;
-  if (main_sink_->eos < epoch) return false;
+  if (observer_->eos_count() < epoch) return false;
   for (uint16_t k : frozen_streams_) {
     if (!sources_[k] || sources_[k]->epoch() < epoch) return false;
   }

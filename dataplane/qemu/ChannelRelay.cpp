@@ -18,8 +18,7 @@ size_t rebuilt_bound(uint32_t pages_alloc) {
 }
 }  // namespace
 
-bool ChannelRelay::deliver_pages(std::span<const uint8_t> message, bool& retry) {
-  retry = false;
+bool ChannelRelay::deliver_pages(std::span<const uint8_t> message) {
   if (!pages_) {
     error_ = "channel: page records on a stream that carries none";
     return false;
@@ -35,10 +34,7 @@ bool ChannelRelay::deliver_pages(std::span<const uint8_t> message, bool& retry) 
   }
   // Decoding changes the dedupe dictionary, so it happens only once QEMU
   // can take whatever the message may turn into.
-  if (rebuilt_bound(rec.begin.pages_alloc) > chan_->out_room()) {
-    retry = true;
-    return false;
-  }
+  if (rebuilt_bound(rec.begin.pages_alloc) > chan_->out_room()) return false;  // QEMU is slow: later
   const std::string why = pages_->rebuild(message, rebuilt_);
   if (!why.empty()) {
     error_ = "channel: " + why;
@@ -89,9 +85,7 @@ bool ChannelRelay::pump_out(transport::StreamReceiver& rx) {
   if (!chan_) return true;
   const int delivered = rx.deliver([&](std::span<const uint8_t> message) {
     if (!message.empty() && message[0] == uint8_t(wire::RecordType::multifd_begin)) {
-      bool retry = false;
-      const bool ok = deliver_pages(message, retry);
-      return ok;  // !ok && retry: QEMU is slow, try later; !ok otherwise: error_ says why
+      return deliver_pages(message);  // false: error_ says why, or (no error) QEMU is slow
     }
     // Check the whole message first so it is taken all or nothing.
     wire::RecordReader reader(message);

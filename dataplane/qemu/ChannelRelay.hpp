@@ -72,7 +72,9 @@ class ChannelRelay {
 
  private:
   size_t out_capacity_;
-  bool deliver_pages(std::span<const uint8_t> message, bool& retry);
+  // False with error_ set on a refused message, without it when QEMU
+  // cannot take the rebuilt packet yet.
+  bool deliver_pages(std::span<const uint8_t> message);
 
   std::unique_ptr<ByteChannel> chan_;
   PageMessageHandler* pages_ = nullptr;

@@ -206,12 +206,12 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
         if (!gather(p, end, 1)) break;
         const size_t n = hdr_[0];
         if (!gather(p, end, 1 + n + 4)) break;
-        sub_name_.assign(reinterpret_cast<const char*>(hdr_ + 1), n);
-        if (sub_name_ == "configuration/target-page-bits") {
+        const std::string_view name(reinterpret_cast<const char*>(hdr_ + 1), n);
+        if (name == "configuration/target-page-bits") {
           start_skip(4, Step::config_sub);
-        } else if (sub_name_ == "configuration/uuid") {
+        } else if (name == "configuration/uuid") {
           start_skip(16, Step::config_sub);
-        } else if (sub_name_ == "configuration/capabilities") {
+        } else if (name == "configuration/capabilities") {
           have_ = 0;
           step_ = Step::sub_caps_count;
         } else {

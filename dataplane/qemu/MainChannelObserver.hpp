@@ -90,7 +90,6 @@ class MainChannelObserver {
   bool ignore_shared_ = false;  // capabilities: MEM_SIZE blocks carry a GPA
   bool postcopy_ = false;       // POSTCOPY_ADVISE seen
   uint32_t caps_left_ = 0;
-  std::string sub_name_;
 
   uint64_t rec_offset_ = 0;
   uint32_t rec_flags_ = 0;
