@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <bit>
 #include <csignal>
 #include <iostream>
 #include <map>
@@ -196,6 +197,16 @@ int main(int argc, char** argv) {
       t.rto_max_ns = uint64_t(profile.transport.rto_max_us) * 1000;
       t.dead_timeout_ns = uint64_t(profile.transport.dead_timeout_ms) * 1'000'000;
       t.max_payload = port->max_datagram() - uint32_t(mm::wire::kHeaderSize);
+      // A message is queued whole: a window that cannot hold the largest
+      // one would stall its stream for good.
+      if (size_t(t.window) * t.max_payload < mm::engine::kMaxMessage) {
+        const size_t need = (mm::engine::kMaxMessage + t.max_payload - 1) / t.max_payload;
+        throw std::runtime_error("transport.window = " + std::to_string(t.window) + " packets of " +
+                                 std::to_string(t.max_payload) + " bytes cannot hold a " +
+                                 std::to_string(mm::engine::kMaxMessage) +
+                                 "-byte message: profile " + profile.name + " needs a window of at least " +
+                                 std::to_string(std::bit_ceil(need)) + " at this MTU");
+      }
       const uint16_t workers = port->queues();
       for (uint16_t w = 0; w < workers; ++w) {
         engines.push_back(std::make_unique<mm::engine::Engine>(port->queue(w), ec, w, workers));

@@ -141,12 +141,7 @@ bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx,
     if (msg_len_ > 0) continue;
     if (eof_) {
       if (in_len_ > 0) return fail("QEMU closed the channel inside a packet (" + std::to_string(in_len_) + " bytes left)");
-      uint8_t fin[1];
-      wire::RecordWriter w(fin);
-      w.put_fin();
-      if (!tx.submit_message({fin, w.size()})) return true;
-      relay.set_local_fin();
-      work = true;
+      if (relay.send_fin(tx)) work = true;
       return true;
     }
     if (!ch->is_open()) return true;
@@ -182,8 +177,9 @@ std::string MultifdRebuilder::rebuild(std::span<const uint8_t> message, std::vec
     return "page message for a packet QEMU compressed itself";
   }
   const size_t n = packet_.offsets.size();
-  if (n == 0 && !(packet_.flags & qemu::multifd_flag::sync)) {
+  if (n == 0 && packet_.omitted > 0 && !(packet_.flags & qemu::multifd_flag::sync)) {
     // Every page was unchanged: QEMU would do nothing with the packet.
+    // (A packet QEMU sent empty itself is rebuilt as it was.)
     ++dropped_empty_;
     return {};
   }

@@ -11,10 +11,10 @@
 namespace mm::engine {
 
 namespace {
-// Largest message a peer may send us on the main channel, and what is
-// buffered toward a slow QEMU (it must hold one such message).
-constexpr size_t kMaxMessage = 1 << 20;
-constexpr size_t kQemuOutBuffer = 4 << 20;
+// What is buffered toward a slow QEMU (it must hold one whole message).
+constexpr size_t kQemuOutBuffer = 5 << 20;
+static_assert(kQemuOutBuffer >= kMaxMessage && kQemuOutBuffer >= qemu::kRebuiltMax,
+              "a destination relay must hold the largest message and the largest rebuilt multifd packet");
 // How long a destination QEMU's full accept backlog is waited out.
 constexpr uint64_t kConnectPatienceNs = 5'000'000'000;
 }  // namespace
@@ -38,14 +38,27 @@ const char* to_string(SessionState s) {
 // it) may not be skipped by a multifd packet until it was sent again.
 struct Session::MainSink final : qemu::MainChannelObserver::Sink {
   explicit MainSink(Session& s) : s(s) {}
-  void on_zero_page(std::string_view block, uint64_t offset) override {
+  void on_zero_page(std::string_view block, uint64_t offset) override { written(block, offset); }
+  void on_page(std::string_view block, uint64_t offset) override { written(block, offset); }
+  void written(std::string_view block, uint64_t offset) {
+    if (!s.info_.pages.unchanged) return;  // nobody reads the filter
     s.filter_.written_elsewhere(block, offset / pages::kPageSize, uint32_t(s.observer_->eos_count()));
   }
-  void on_page(std::string_view block, uint64_t offset) override {
-    s.filter_.written_elsewhere(block, offset / pages::kPageSize, uint32_t(s.observer_->eos_count()));
+  // Epochs are read from the observer (eos_count()). The first EOS ends
+  // the setup, after the configuration: whether EOS epochs order the
+  // channels' SYNCs is known by then.
+  void on_eos(uint64_t n) override {
+    if (n == 1 && !s.observer_->sync_before_each_eos()) {
+      off("off: machine type '" + s.observer_->machine() +
+          "' is not known to put a multifd SYNC before every RAM EOS (QEMU 8.1+ machine types sync once per round)");
+    }
   }
-  // Epochs are read from the observer (eos_count()).
-  void on_eos(uint64_t) override {}
+  void on_multifd_flush() override {
+    off("off: QEMU sends MULTIFD_FLUSH (8.1+ machine type): multifd SYNCs no longer follow RAM EOS markers");
+  }
+  void off(std::string why) {
+    if (s.info_.pages.unchanged && s.info_.unchanged_note.empty()) s.info_.unchanged_note = std::move(why);
+  }
   void on_opaque(std::string_view why) override { s.info_.main_channel_note = std::string(why); }
   Session& s;
 };
@@ -300,6 +313,8 @@ bool Session::may_skip_unchanged(uint32_t epoch) const {
   // e-th RAM EOS, and every multifd channel's packets up to its e-th SYNC
   // (UnchangedFilter.hpp).
   if (!info_.pages.unchanged || !observer_ || !channels_frozen_ || late_channels_ > 0) return false;
+  // EOS epochs order the channels only if QEMU syncs them before each EOS.
+  if (observer_->multifd_flushes() > 0 || !observer_->sync_before_each_eos()) return false;
   if (observer_->eos_count() < epoch) return false;
   for (uint16_t k : frozen_streams_) {
     if (!sources_[k] || sources_[k]->epoch() < epoch) return false;

@@ -21,6 +21,10 @@
 
 namespace mm::engine {
 
+// Largest message a session's stream carries (a page message, a main-channel
+// chunk); the transport's window must hold one (window x payload).
+inline constexpr size_t kMaxMessage = 1 << 20;
+
 enum class Role { source, destination };
 // The dataplane's part of the session state machine (ARCHITECTURE.md §6);
 // the control plane adds negotiating and postcopy, which it sees from QMP.

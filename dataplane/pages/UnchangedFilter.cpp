@@ -7,13 +7,13 @@ namespace mm::pages {
 namespace {
 UnchangedFilter::Entry* entry(UnchangedFilter::Block& b, uint64_t i) {
   if (i >= UnchangedFilter::kMaxPages) return nullptr;
-  if (i >= b.size()) b.resize(std::max<size_t>(i + 1, b.size() * 2));
+  if (i >= b.size()) b.resize(std::min<size_t>(std::max<size_t>(i + 1, b.size() * 2), UnchangedFilter::kMaxPages));
   return &b[i];
 }
 }  // namespace
 
 UnchangedFilter::Block& UnchangedFilter::block(std::string_view name) {
-  auto it = blocks_.find(std::string(name));
+  auto it = blocks_.find(name);
   if (it == blocks_.end()) it = blocks_.emplace(std::string(name), std::make_unique<Block>()).first;
   return *it->second;
 }

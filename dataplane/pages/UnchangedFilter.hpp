@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,7 +51,13 @@ class UnchangedFilter {
   size_t tracked_pages() const;
 
  private:
-  std::unordered_map<std::string, std::unique_ptr<Block>> blocks_;
+  // Looked up by string_view once per packet and per main-channel record:
+  // a transparent hash spares building a std::string each time.
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::unique_ptr<Block>, NameHash, std::equal_to<>> blocks_;
 };
 
 }  // namespace mm::pages

@@ -10,12 +10,6 @@ namespace mm::qemu {
 
 namespace {
 constexpr uint32_t kReadSlots = 32;  // packets one readv() may fill
-// What a rebuilt QEMU 7.2 packet takes at most: header with pages_alloc
-// offsets, then as many pages.
-size_t rebuilt_bound(uint32_t pages_alloc) {
-  const size_t pa = std::min<uint32_t>(pages_alloc, kMultifdMaxPagesAlloc);
-  return kMultifdHeaderFixed + 8 * pa + pa * size_t(kTargetPageSize);
-}
 }  // namespace
 
 bool ChannelRelay::deliver_pages(std::span<const uint8_t> message) {
@@ -28,12 +22,20 @@ bool ChannelRelay::deliver_pages(std::span<const uint8_t> message) {
     return false;
   }
   wire::Record rec;
-  if (wire::RecordReader(message).next(rec) != wire::RecordError::ok) {
-    error_ = "channel: malformed MULTIFD_BEGIN";
+  if (wire::RecordReader(message).next(rec) != wire::RecordError::ok ||
+      rec.type != wire::RecordType::multifd_begin) {
+    error_ = "channel: page message does not start with a well-formed MULTIFD_BEGIN";
     return false;
   }
   // Decoding changes the dedupe dictionary, so it happens only once QEMU
   // can take whatever the message may turn into.
+  // A pages_alloc no QEMU packet has is refused here: its bound might
+  // never fit the buffer, and the message would wait forever.
+  if (rec.begin.pages_alloc == 0 || rec.begin.pages_alloc > kMultifdMaxPagesAlloc) {
+    error_ = "channel: MULTIFD_BEGIN pages_alloc " + std::to_string(rec.begin.pages_alloc) + " outside 1.." +
+             std::to_string(kMultifdMaxPagesAlloc);
+    return false;
+  }
   if (rebuilt_bound(rec.begin.pages_alloc) > chan_->out_room()) return false;  // QEMU is slow: later
   const std::string why = pages_->rebuild(message, rebuilt_);
   if (!why.empty()) {
@@ -44,6 +46,16 @@ bool ChannelRelay::deliver_pages(std::span<const uint8_t> message) {
     error_ = "channel: rebuilt packet larger than its bound";
     return false;
   }
+  return true;
+}
+
+bool ChannelRelay::send_fin(transport::StreamSender& tx) {
+  if (local_fin_) return true;
+  uint8_t fin[wire::kFinRecordSize];
+  wire::RecordWriter w(fin);
+  w.put_fin();
+  if (!tx.submit_message({fin, w.size()})) return false;
+  local_fin_ = true;
   return true;
 }
 
@@ -61,10 +73,7 @@ size_t ChannelRelay::pump_in(transport::StreamSender& tx, uint32_t ahead) {
   if (r == ByteChannel::kAgain) return 0;
   if (r == ByteChannel::kEof || r == ByteChannel::kError) {
     if (r == ByteChannel::kError) error_ = chan_->error_text();
-    wire::RecordWriter w(tx.reserve());
-    w.put_fin();
-    tx.commit(uint32_t(w.size()), wire::flag::first | wire::flag::last);
-    local_fin_ = true;
+    send_fin(tx);  // a slot is free (slots > 0 above)
     return 0;
   }
   // Each filled slot becomes a one-packet message with one BYTES record;

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/qemu/MultifdPacket.hpp"
 #include "dataplane/qemu/UnixSocket.hpp"
 #include "dataplane/transport/StreamReceiver.hpp"
 #include "dataplane/transport/StreamSender.hpp"
@@ -32,10 +33,18 @@ class PageMessageHandler {
   virtual std::string rebuild(std::span<const uint8_t> message, std::vector<uint8_t>& out) = 0;
 };
 
+// What a rebuilt QEMU 7.2 packet takes at most: header with pages_alloc
+// offsets, then as many pages.
+inline constexpr size_t rebuilt_bound(uint32_t pages_alloc) {
+  return kMultifdHeaderFixed + 8 * size_t(pages_alloc) + size_t(pages_alloc) * kTargetPageSize;
+}
+inline constexpr size_t kRebuiltMax = rebuilt_bound(kMultifdMaxPagesAlloc);
+
 class ChannelRelay {
  public:
   // out_capacity bounds what is buffered toward a slow QEMU; it must hold
-  // the largest message the peer may send.
+  // the largest message the peer may send, and on a multifd stream the
+  // largest rebuilt packet (kRebuiltMax).
   explicit ChannelRelay(size_t out_capacity) : out_capacity_(out_capacity) {}
 
   void attach(int fd) { chan_ = std::make_unique<ByteChannel>(fd, out_capacity_); }
@@ -47,8 +56,10 @@ class ChannelRelay {
   // Sees every byte read from QEMU by pump_in(), in order (the source's
   // main-channel observer).
   void set_tap(std::function<void(std::span<const uint8_t>)> tap) { tap_ = std::move(tap); }
-  // For a reader other than pump_in(): QEMU's side ended, FIN is queued.
-  void set_local_fin() { local_fin_ = true; }
+  // QEMU's side ended: queues the stream's FIN record (pump_in() does this
+  // itself; another reader of the channel calls it). False while the
+  // stream's window is full: call again later.
+  bool send_fin(transport::StreamSender& tx);
 
   // QEMU -> stream: reads as much as free packet slots hold, keeping at
   // most `ahead` packets unacknowledged; on EOF queues a FIN record.

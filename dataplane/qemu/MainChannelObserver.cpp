@@ -120,6 +120,7 @@ void MainChannelObserver::on_ram_record() {
   }
   if (kind == kMultifdFlush) {
     ++flushes_;
+    sink_.on_multifd_flush();
     step_ = Step::ram_record;
     return;
   }
@@ -146,6 +147,26 @@ void MainChannelObserver::on_ram_record() {
     return;
   }
   finish_ram_record();
+}
+
+bool MainChannelObserver::sync_before_each_eos() const {
+  // "pc-i440fx-7.2", "pc-q35-8.0", "s390-ccw-virtio-7.1": the version is
+  // what follows the last '-'.
+  const size_t dash = machine_.rfind('-');
+  if (dash == std::string::npos) return false;
+  const std::string_view v = std::string_view(machine_).substr(dash + 1);
+  const size_t dot = v.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == v.size()) return false;
+  unsigned major = 0, minor = 0;
+  for (char c : v.substr(0, dot)) {
+    if (c < '0' || c > '9') return false;
+    major = major * 10 + unsigned(c - '0');
+  }
+  for (char c : v.substr(dot + 1)) {
+    if (c < '0' || c > '9') return false;
+    minor = minor * 10 + unsigned(c - '0');
+  }
+  return major < 8 || (major == 8 && minor == 0);
 }
 
 void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
@@ -190,7 +211,10 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
           go_opaque("configuration with a machine name of " + std::to_string(n) + " bytes");
           break;
         }
-        start_skip(n, Step::config_sub);
+        if (!gather(p, end, 4 + size_t(n))) break;
+        machine_.assign(reinterpret_cast<const char*>(hdr_ + 4), n);
+        have_ = 0;
+        step_ = Step::config_sub;
         break;
       }
       case Step::config_sub:

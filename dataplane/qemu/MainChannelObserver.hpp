@@ -30,6 +30,9 @@ class MainChannelObserver {
     virtual void on_eos(uint64_t eos_count) = 0;
     // Parsing stopped; nothing is reported from now on.
     virtual void on_opaque(std::string_view why) = 0;
+    // A MULTIFD_FLUSH record (QEMU 8.1+ machine types): multifd SYNC
+    // barriers now come once per RAM round, no longer before every EOS.
+    virtual void on_multifd_flush() {}
   };
 
   explicit MainChannelObserver(Sink& sink) : sink_(sink) {}
@@ -43,6 +46,15 @@ class MainChannelObserver {
   uint64_t zero_records() const { return zero_; }
   uint64_t page_records() const { return pages_; }
   uint64_t multifd_flushes() const { return flushes_; }
+  // The machine type named by the configuration section (empty before it).
+  const std::string& machine() const { return machine_; }
+  // True when the machine type is known to make QEMU put a SYNC on every
+  // multifd channel before each RAM EOS (versioned machine types up to 8.0,
+  // whose compat properties keep multifd-flush-after-each-section on; QEMU
+  // 7.2 has no other behaviour). False for 8.1+ machine types, unversioned
+  // ones and before the configuration was read: epochs counted by EOS then
+  // say nothing about what the channels' SYNCs order.
+  bool sync_before_each_eos() const;
   uint64_t bytes_seen() const { return seen_; }
 
  private:
@@ -99,6 +111,7 @@ class MainChannelObserver {
 
   uint64_t eos_ = 0, zero_ = 0, pages_ = 0, flushes_ = 0, seen_ = 0;
   std::string why_;
+  std::string machine_;
 };
 
 }  // namespace mm::qemu

@@ -36,6 +36,7 @@ inline constexpr size_t kPageRawRecordSize = 1 + 8 + 8 + kRecordPageSize;
 inline constexpr size_t kPageRefRecordSize = 1 + 8 + 8 + 4;
 inline constexpr size_t kPageCompressedOverhead = 1 + 8 + 8 + 2;
 inline constexpr size_t kMultifdEndRecordSize = 1 + 4 + 8;
+inline constexpr size_t kFinRecordSize = 1;
 // Largest compressed body a page record may carry (never more than the
 // page plus the codecs' worst-case framing).
 inline constexpr size_t kMaxCompressedPage = kRecordPageSize + 512;

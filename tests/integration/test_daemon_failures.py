@@ -77,6 +77,17 @@ def case_profiles(build: Path) -> None:
         r = subprocess.run([str(build / "control/memmotiond"), "--profile", "memif", "--ip", "10.0.0.300"],
                            capture_output=True, text=True, timeout=30)
         check(r.returncode == 2 and "not an IPv4 address" in r.stderr, f"bad --ip: {r.stderr.strip()}")
+        # A window that cannot hold the largest message would stall a stream
+        # on its first big page message: refused once the port's MTU is known.
+        small = re.sub(r"(?m)^window = \d+", "window = 64", (PROFILES / "memif.toml").read_text())
+        p = Path(d) / "small-window.toml"
+        p.write_text(small)
+        r = subprocess.run([str(build / "control/memmotiond"), "--profile", str(p), "--ip", "10.0.0.1",
+                            "--name", "small-window", "--control", f"{d}/small.ctl", "--set", "role=server",
+                            "--set", f"socket={d}/small.sock"], capture_output=True, text=True, timeout=60)
+        check(r.returncode != 0 and "transport.window = 64 packets" in r.stderr
+              and "cannot hold a 1048576-byte message" in r.stderr and "at least 128" in r.stderr,
+              f"window too small for a message: exit {r.returncode}, {r.stderr.strip()[-300:]}")
 
 
 def expect_error(ctl: ControlClient, raw: bytes, cls: str, text: str, what: str) -> None:
@@ -314,11 +325,11 @@ def rec_bytes(data: bytes) -> bytes:
     return b"\x01" + struct.pack(">I", len(data)) + data
 
 
-def page_message(page_hash: int) -> bytes:
+def page_message(page_hash: int, pages_alloc: int = 128) -> bytes:
     """One multifd packet as page records: BEGIN, a RAW page whose hash is
     the given one, END."""
     name = b"pc.ram"
-    begin = b"\x02" + struct.pack(">IIQIB", 0, 128, 1, 0, len(name)) + name
+    begin = b"\x02" + struct.pack(">IIQIB", 0, pages_alloc, 1, 0, len(name)) + name
     raw = b"\x03" + struct.pack(">QQ", 0, page_hash) + bytes(range(256)) * 16
     end = b"\x0a" + struct.pack(">IQ", 1, 0)
     return begin + raw + end
@@ -336,6 +347,10 @@ def case_lying_pages(build: Path) -> None:
          "fails its hash check", [qevm, multifd_init]),
         (42, [(0, 0, rec_bytes(qevm)), (0, 1, page_message(0x1234))],
          "page records on a stream that carries none", [qevm]),
+        # A pages_alloc no QEMU packet has: its rebuilt bound would never fit
+        # the buffer toward QEMU; refused, not waited on forever.
+        (43, [(0, 0, rec_bytes(qevm)), (1, 0, rec_bytes(multifd_init)), (1, 1, page_message(0x1234, 5000))],
+         "pages_alloc 5000 outside 1..1024", [qevm, multifd_init]),
     ]
     with Fabric(build, "af_packet-veth") as f:
         for sid, packets, expect, qemu_gets in cases:
