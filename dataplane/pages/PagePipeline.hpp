@@ -28,7 +28,11 @@ namespace mm::pages {
 struct PagePolicy {
   CodecKind codec = CodecKind::lz4;  // raw: no compression
   bool zero = true;                  // zero pages as PAGE_ZERO
-  bool unchanged = true;             // unchanged re-sends as PAGE_SAME
+  // Unchanged re-sends as PAGE_SAME: off unless asked for. A SAME page is
+  // the one path the destination cannot check, and 2 of 24 2 GiB heavy-
+  // dirtying perf runs with it on ended with one guest page different
+  // (cause not found yet; perf/results/20261125-full/report.md).
+  bool unchanged = false;
   bool dedupe = true;                // repeats of a recent page as PAGE_REF
   uint32_t dedupe_slots = 16384;     // dictionary pages per stream (64 MiB)
 };

@@ -123,8 +123,21 @@ TEST(PagePipeline, EveryPolicyAndCorpusRoundTripsExactly) {
   }
 }
 
+TEST(PagePipeline, UnchangedFilterIsOffUnlessAskedFor) {
+  PagePolicy pol;
+  EXPECT_FALSE(pol.unchanged);
+  Pair pair(pol);
+  Packet p = packet_of(PageKind::text, 0);
+  DecodedPacket d;
+  ASSERT_EQ(pair.dec.decode(pair.encode(p, 1), d), "");
+  ASSERT_EQ(pair.dec.decode(pair.encode(p, 2), d), "");
+  expect_pages(d, p, all());
+  EXPECT_EQ(pair.enc.stats().unchanged + pair.enc.stats().unchanged_held, 0u);
+}
+
 TEST(PagePipeline, UnchangedPagesAreOmittedOnlyInALaterEpochWithTheGateOpen) {
   PagePolicy pol;
+  pol.unchanged = true;
   Pair pair(pol);
   Packet p = packet_of(PageKind::text, 0);
   DecodedPacket d;
