@@ -96,6 +96,9 @@ def main() -> int:
     ap.add_argument("--list", action="store_true", help="print the selected runs and exit")
     ap.add_argument("--report-only", type=Path, metavar="DIR",
                     help="rebuild the reports in DIR from its results.json")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                    help="one report in --out from the results.json of several runs of the suite "
+                         "(a long matrix run in pieces); repeats are renumbered")
     ap.add_argument("--smoke", action="store_true", help=__doc__.split("--smoke: ")[1].split("\n\n")[0])
     a = ap.parse_args()
 
@@ -105,6 +108,19 @@ def main() -> int:
         files = report.write_all(a.report_only, data["meta"], data["runs"])
         print("\n".join(report.ratio_lines(report.medians(data["runs"]))))
         print(f"perf: report in {files['md'][0]}")
+        return 0
+
+    if a.merge:
+        if not a.out:
+            ap.error("--merge needs --out")
+        try:
+            meta, runs = report.merge(a.merge)
+        except ValueError as e:
+            print(f"perf: {e}", file=sys.stderr)
+            return 2
+        files = report.write_all(a.out, meta, runs)
+        print("\n".join(report.ratio_lines(report.medians(runs))))
+        print(f"perf: {len(runs)} runs from {len(a.merge)} parts, report in {files['md'][0]}")
         return 0
 
     sel = selection(a)

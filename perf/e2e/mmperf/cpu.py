@@ -39,17 +39,54 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def vcpu_threads(pid: int) -> int:
+    n = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            n += (task / "comm").read_text().startswith("CPU ")
+        except OSError:
+            continue
+    return n
+
+
+def vcpu_seconds(pid: int) -> float:
+    """utime + stime of the process's vCPU threads (QEMU started with
+    `-name ...,debug-threads=on` names them "CPU <n>/TCG" or "/KVM"): the
+    guest's own execution, not migration work. vCPU threads live as long as
+    the VM, so a difference of two readings is exact."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if not (task / "comm").read_text().startswith("CPU "):
+                continue
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
 class CpuMeter:
     """Snapshots of several named processes; `delta()` after `stop()`."""
 
     def __init__(self, pids: dict[str, int]):
         self.pids = pids
         self.before = {n: cpu_seconds(p) for n, p in pids.items()}
+        # QEMUs whose vCPU threads can be told apart (named: debug-threads).
+        self.vcpu_before = {n: vcpu_seconds(p) for n, p in pids.items()
+                            if n.startswith("qemu") and vcpu_threads(p) > 0}
         self.after: dict[str, float] = {}
+        self.vcpu_after: dict[str, float] = {}
 
     def stop(self) -> dict[str, float]:
+        self.vcpu_after = {n: vcpu_seconds(self.pids[n]) for n in self.vcpu_before}
         self.after = {n: cpu_seconds(p) for n, p in self.pids.items()}
         return self.delta()
+
+    def vcpu_delta(self) -> dict[str, float]:
+        """Of each QEMU's CPU seconds, those its vCPU threads ran (the guest)."""
+        return {n: round(self.vcpu_after[n] - self.vcpu_before[n], 3) for n in self.vcpu_before}
 
     def delta(self) -> dict[str, float]:
         return {n: round(self.after[n] - self.before[n], 3) for n in self.pids}

@@ -18,7 +18,7 @@ from .matrix import CAPS, MODES, WORKLOADS
 from . import plots
 
 METRICS = ("total_ms", "setup_ms", "dst_downtime_ms", "downtime_ms", "wire_bytes", "qemu_bytes", "pages_per_s",
-           "cpu_total_s")
+           "cpu_total_s", "cpu_migration_s")
 CPU_PARTS = ("qemu_src", "qemu_dst", "daemon_src", "daemon_dst")
 # What the one-line summary compares (lower is better for all three).
 RATIO_METRICS = (("total_ms", "total time"), ("dst_downtime_ms", "downtime"), ("wire_bytes", "wire bytes"))
@@ -45,6 +45,54 @@ def environment(profile: str, build: Path) -> dict:
             "git": rev + (" (with uncommitted changes)" if dirty else ""), "profile": profile}
 
 
+def merge(parts: list[Path]) -> tuple[dict, list[dict]]:
+    """One matrix from several runs of the suite (a long matrix is run in
+    pieces): the runs of every part's results.json, in matrix order (size,
+    workload, cap; a part's own order within), repeats renumbered per
+    scenario and mode, each run tagged with the part it came from. The parts
+    must share NIC profile and QEMU transport; their commands, builds and
+    sources are all kept in the metadata."""
+    if not parts:
+        raise ValueError("merge: no result folders given")
+    metas, runs = [], []
+    for d in parts:
+        f = Path(d) / "results.json"
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"merge: cannot read {f}: {e}") from e
+        metas.append(data["meta"])
+        for r in data["runs"]:
+            runs.append(dict(r, part=Path(d).name))
+    for key, default in (("qemu_transport", "unix"),):
+        seen = {m.get(key) or default for m in metas}
+        if len(seen) > 1:
+            raise ValueError(f"merge: the parts differ in {key} ({', '.join(map(str, seen))}); not one matrix")
+    profiles = {m.get("environment", {}).get("profile") for m in metas}
+    if len(profiles) > 1:
+        raise ValueError(f"merge: the parts ran on different NIC profiles ({', '.join(map(str, profiles))})")
+    wl, caps = list(WORKLOADS), list(CAPS)
+    runs.sort(key=lambda r: (r["size_mib"], wl.index(r["workload"]) if r["workload"] in wl else len(wl),
+                             caps.index(r["cap"]) if r["cap"] in caps else len(caps)))
+    count: dict[tuple[str, str], int] = {}
+    for r in runs:
+        k = (r["scenario"], r["mode"])
+        count[k] = count.get(k, 0) + 1
+        r["repeat"] = count[k]
+    reps = sorted(set(count.values()))
+    env = dict(metas[0].get("environment", {}))
+    env["build"] = " | ".join(f"{Path(d).name}: {m.get('environment', {}).get('build')}" for d, m in zip(parts, metas))
+    env["git"] = ", ".join(dict.fromkeys(str(m.get("environment", {}).get("git")) for m in metas))
+    meta = {"command": " ; ".join(f"[{Path(d).name}] {m.get('command', '?')}" for d, m in zip(parts, metas)),
+            "started": min(m.get("started", "") for m in metas),
+            "finished": max(m.get("finished", m.get("started", "")) for m in metas),
+            "repeats": str(reps[0]) if len(reps) == 1 else f"{reps[0]}-{reps[-1]} (see the matrix below)",
+            "environment": env, "smoke": False, "qemu_transport": metas[0].get("qemu_transport"),
+            "pages_rejected": "; ".join(str(m["pages_rejected"]) for m in metas if m.get("pages_rejected")) or None,
+            "merged_from": [str(d) for d in parts]}
+    return meta, runs
+
+
 # -- aggregation --------------------------------------------------------
 def medians(records: list[dict]) -> list[dict]:
     """One row per (scenario, mode) in first-seen order."""
@@ -68,32 +116,70 @@ def medians(records: list[dict]) -> list[dict]:
     return rows
 
 
-def ratio_lines(rows: list[dict]) -> list[str]:
-    """Per scenario: best MemoryMotion mode / best QEMU mode, per metric."""
+def ratios(rows: list[dict]) -> list[dict]:
+    """Per scenario: for each ratio metric the best MemoryMotion and the best
+    QEMU median row (None when that family has no successful run), the ratio,
+    and notes on what makes the scenario's figures partial."""
     out = []
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
         mine = [r for r in rows if r["scenario"] == scenario]
-        parts = []
-        for metric, label in RATIO_METRICS:
+        metrics = {}
+        for metric, _ in RATIO_METRICS:
             best = {}
             for fam in ("mm", "qemu"):
                 cand = [r for r in mine if r["family"] == fam and r[metric] is not None]
                 best[fam] = min(cand, key=lambda r: r[metric]) if cand else None
-            if not best["mm"] or not best["qemu"]:
-                missing = "MemoryMotion" if not best["mm"] else "QEMU"
+            ratio = None
+            if best["mm"] and best["qemu"]:
+                q = best["qemu"][metric]
+                ratio = best["mm"][metric] / q if q else float("inf")
+            metrics[metric] = {"mm": best["mm"], "qemu": best["qemu"], "ratio": ratio}
+        notes = []
+        if any(r["family"] == "qemu" and r["ok"] and r["wire_bytes"] is None for r in mine):
+            notes.append("wire bytes of QEMU's compressed modes unknown over a unix socket")
+        if any(r["relay_fallback"] for r in mine):
+            notes.append("mm modes ran as a PLAIN RELAY: the daemon refused the page policy")
+        out.append({"scenario": scenario, "metrics": metrics, "notes": notes})
+    return out
+
+
+def ratio_lines(rows: list[dict]) -> list[str]:
+    """Per scenario: best MemoryMotion mode / best QEMU mode, per metric."""
+    out = []
+    for sc in ratios(rows):
+        parts = []
+        for metric, label in RATIO_METRICS:
+            m = sc["metrics"][metric]
+            if m["ratio"] is None:
+                missing = "MemoryMotion" if not m["mm"] else "QEMU"
                 parts.append(f"{label} n/a (no successful {missing} run)")
                 continue
-            mm, qm = best["mm"], best["qemu"]
-            ratio = mm[metric] / qm[metric] if qm[metric] else float("inf")
-            parts.append(f"{label} {ratio:.2f} ({mm['mode']} {fmt(metric, mm[metric])} / "
+            mm, qm = m["mm"], m["qemu"]
+            parts.append(f"{label} {m['ratio']:.2f} ({mm['mode']} {fmt(metric, mm[metric])} / "
                          f"{qm['mode']} {fmt(metric, qm[metric])})")
-        note = ""
-        if any(r["family"] == "qemu" and r["ok"] and r["wire_bytes"] is None for r in mine):
-            note += " [wire bytes of QEMU's compressed modes unknown over a unix socket]"
-        if any(r["relay_fallback"] for r in mine):
-            note += " [mm modes ran as a PLAIN RELAY: the daemon refused the page policy]"
-        out.append(f"{scenario}: MM/QEMU " + "; ".join(parts) + note)
+        note = "".join(f" [{n}]" for n in sc["notes"])
+        out.append(f"{sc['scenario']}: MM/QEMU " + "; ".join(parts) + note)
     return out
+
+
+def ratio_table(rows: list[dict]) -> list[str]:
+    """The ratios as one Markdown table: a row per scenario, per metric the
+    ratio and the two modes it compares (best MemoryMotion / best QEMU)."""
+    head = "| scenario | " + " | ".join(f"{label}: MM/QEMU | best MM / best QEMU" for _, label in RATIO_METRICS) + " |"
+    L = [head, "| --- |" + " ---: | --- |" * len(RATIO_METRICS)]
+    for sc in ratios(rows):
+        cells = []
+        for metric, _ in RATIO_METRICS:
+            m = sc["metrics"][metric]
+            if m["ratio"] is None:
+                cells += ["n/a", "—"]
+                continue
+            cells += [f"**{m['ratio']:.2f}**",
+                      f"{m['mm']['mode']} {fmt(metric, m['mm'][metric])} / "
+                      f"{m['qemu']['mode']} {fmt(metric, m['qemu'][metric])}"]
+        note = "".join(f" ({n})" for n in sc["notes"])
+        L.append(f"| {sc['scenario']}{note} | " + " | ".join(cells) + " |")
+    return L
 
 
 def fmt(metric: str, v) -> str:
@@ -124,7 +210,8 @@ def write_json(out: Path, meta: dict, records: list[dict]) -> Path:
 RUN_COLUMNS = ["scenario", "size_mib", "workload_mib", "workload", "cap", "cap_bytes_per_s", "mode", "repeat",
                "ok", "error", "qemu_transport", "total_ms", "setup_ms", "downtime_ms", "dst_downtime_ms", "qemu_bytes", "wire_bytes",
                "wire_bytes_reverse", "link_tx_bytes", "guest_ram_bytes", "pages_per_s", "cpu_total_s",
-               *[f"cpu_{p}_s" for p in CPU_PARTS], "pages_applied", "retransmits", "boot_s", "started_at"]
+               *[f"cpu_{p}_s" for p in CPU_PARTS], "cpu_vcpu_qemu_src_s", "cpu_vcpu_qemu_dst_s",
+               "cpu_migration_s", "pages_applied", "retransmits", "boot_s", "started_at"]
 
 
 def write_csv(out: Path, records: list[dict], rows: list[dict]) -> list[Path]:
@@ -136,6 +223,8 @@ def write_csv(out: Path, records: list[dict], rows: list[dict]) -> list[Path]:
             flat = dict(r)
             for p in CPU_PARTS:
                 flat[f"cpu_{p}_s"] = (r.get("cpu_s") or {}).get(p)
+            for p in ("qemu_src", "qemu_dst"):
+                flat[f"cpu_vcpu_{p}_s"] = (r.get("cpu_vcpu_s") or {}).get(p)
             flat["retransmits"] = (r.get("daemon_src") or {}).get("retransmits")
             w.writerow(flat)
     med_csv = out / "medians.csv"
@@ -189,7 +278,12 @@ How to read this (and what it does not say):
   The kernel's TCP (QEMU modes) and AF_PACKET (daemons) work is charged to
   whichever process runs when it happens -- mostly, not only, the process
   that sent. The daemons (which poll with back-off) run in the QEMU modes
-  too, so their idle cost shows there.
+  too, so their idle cost shows there. A QEMU's CPU includes its guest
+  running (the source's vCPU runs the workload all along, the
+  destination's from the switchover on), so a longer migration costs more
+  CPU seconds in every mode; **CPU s without the guests** takes the vCPU
+  threads' time out (QEMU run with `debug-threads=on`; "—" for runs made
+  before this was measured).
 - Every run ends with guest RAM compared byte for byte (source stopped,
   destination paused) and the destination guest resumed; a run that fails
   this is listed under failed runs and never counted in a median.
@@ -199,7 +293,11 @@ How to read this (and what it does not say):
   multifd is on, with a backlog of 1, and over TCP each multifd migration
   then spends about 1 s in setup on a SYN retransmission.
 - Same `downtime-limit` (300 ms) everywhere; multifd modes use 4 channels;
-  the mm modes run QEMU multifd 4 into the source daemon.
+  the mm modes run QEMU multifd 4 into the source daemon, with zero pages,
+  dedupe and the unchanged-page filter on. The unchanged filter is off by
+  default in memmotiond (experimental): its pages carry no bytes, so the
+  destination cannot check them, and it was on in the runs that failed the
+  RAM check below (if any).
 - Both "hosts" are network namespaces on one machine, the VMs run under
   TCG, and QEMUs, daemons and guests share the machine's cores: absolute
   figures are this machine's; the ratios are the point.
@@ -229,8 +327,7 @@ def write_markdown(out: Path, meta: dict, records: list[dict], rows: list[dict],
     L.append("")
     L.append("## Summary: best MemoryMotion mode / best QEMU mode (below 1: MemoryMotion better)")
     L.append("")
-    for line in ratio_lines(rows):
-        L.append(f"- {line}")
+    L += ratio_table(rows)
     L.append("")
     L.append(notes(meta.get("qemu_transport", "unix")))
     L.append("## Per scenario (medians)")
@@ -239,8 +336,9 @@ def write_markdown(out: Path, meta: dict, records: list[dict], rows: list[dict],
         L.append(f"### {scenario}")
         L.append("")
         L.append("| mode | ok/runs | total time | of which setup | downtime at dst | downtime (QEMU) | wire | "
-                 "from QEMU | pages/s | CPU s: QEMU src / dst, daemon src / dst | CPU s total |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+                 "from QEMU | pages/s | CPU s: QEMU src / dst, daemon src / dst | CPU s total | "
+                 "CPU s without the guests |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in (r for r in rows if r["scenario"] == scenario):
             mode = r["mode"] + (" (relay)" if r["relay_fallback"] else "")
             cpu = " / ".join(fmt("x_s", r[f"cpu_{p}_s"]) for p in CPU_PARTS[:2]) + ", " + \
@@ -249,7 +347,8 @@ def write_markdown(out: Path, meta: dict, records: list[dict], rows: list[dict],
                      f"{fmt('dst_downtime_ms', r['setup_ms'])} | "
                      f"{fmt('dst_downtime_ms', r['dst_downtime_ms'])} | {fmt('downtime_ms', r['downtime_ms'])} | "
                      f"{fmt('wire_bytes', r['wire_bytes'])} | {fmt('qemu_bytes', r['qemu_bytes'])} | "
-                     f"{fmt('pages_per_s', r['pages_per_s'])} | {cpu} | {fmt('x_s', r['cpu_total_s'])} |")
+                     f"{fmt('pages_per_s', r['pages_per_s'])} | {cpu} | {fmt('x_s', r['cpu_total_s'])} | "
+                     f"{fmt('x_s', r['cpu_migration_s'])} |")
     if plot_files:
         L.append("")
         L.append("## Plots (medians; x: workload, bars: modes)")

@@ -194,6 +194,12 @@ class MigrationRunner:
                 "qemu_bytes": r.transferred, "guest_ram_bytes": src.ram_bytes,
                 "cpu_s": cpu, "cpu_total_s": round(sum(cpu.values()), 3), "qemu_ram": ram_info,
             })
+            # The QEMUs' CPU includes their guests running; what migrating
+            # cost is the rest (None if the vCPU threads were not named).
+            vcpu = meter.vcpu_delta()
+            if set(vcpu) == {"qemu_src", "qemu_dst"}:
+                rec["cpu_vcpu_s"] = vcpu
+                rec["cpu_migration_s"] = round(sum(cpu.values()) - sum(vcpu.values()), 3)
             if r.status != "completed":
                 raise RunFailed(f"QEMU migration {r.status}: {r.info.get('error-desc')}")
             if sid is not None:

@@ -36,7 +36,9 @@ class Vm:
         # QEMU monitor serves one client at a time, and the test holds the first.
         self.mgmt_qmp_path = str(self.workdir / f"{name}.mgmt.qmp")
         self.console_path = self.workdir / f"{name}.console"
-        cmd = [QEMU, "-name", name, "-accel", "tcg", "-machine", "pc", "-cpu", "qemu64",
+        # debug-threads: vCPU threads are named "CPU n/TCG", so a meter can
+        # tell the guest's own CPU time from QEMU's migration work.
+        cmd = [QEMU, "-name", f"{name},debug-threads=on", "-accel", "tcg", "-machine", "pc", "-cpu", "qemu64",
                "-m", f"{self.ram_bytes >> 10}k", "-smp", "1", "-nodefaults", "-nographic", "-vga", "none",
                "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
                "-append", f"console=ttyS0 quiet panic=-1 {append}".strip(),
