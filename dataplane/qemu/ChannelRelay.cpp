@@ -27,8 +27,6 @@ bool ChannelRelay::deliver_pages(std::span<const uint8_t> message) {
     error_ = "channel: page message does not start with a well-formed MULTIFD_BEGIN";
     return false;
   }
-  // Decoding changes the dedupe dictionary, so it happens only once QEMU
-  // can take whatever the message may turn into.
   // A pages_alloc no QEMU packet has is refused here: its bound might
   // never fit the buffer, and the message would wait forever.
   if (rec.begin.pages_alloc == 0 || rec.begin.pages_alloc > kMultifdMaxPagesAlloc) {
@@ -36,6 +34,8 @@ bool ChannelRelay::deliver_pages(std::span<const uint8_t> message) {
              std::to_string(kMultifdMaxPagesAlloc);
     return false;
   }
+  // Decoding changes the dedupe dictionary, so it happens only once QEMU
+  // can take whatever the message may turn into.
   if (rebuilt_bound(rec.begin.pages_alloc) > chan_->out_room()) return false;  // QEMU is slow: later
   const std::string why = pages_->rebuild(message, rebuilt_);
   if (!why.empty()) {

@@ -157,6 +157,7 @@ bool MainChannelObserver::sync_before_each_eos() const {
   const std::string_view v = std::string_view(machine_).substr(dash + 1);
   const size_t dot = v.find('.');
   if (dot == std::string_view::npos || dot == 0 || dot + 1 == v.size()) return false;
+  if (dot > 4 || v.size() - dot - 1 > 4) return false;  // no such version; and no overflow below
   unsigned major = 0, minor = 0;
   for (char c : v.substr(0, dot)) {
     if (c < '0' || c > '9') return false;

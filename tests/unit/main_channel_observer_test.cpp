@@ -206,7 +206,7 @@ TEST(MainChannelObserver, KnowsWhichMachineTypesSyncBeforeEveryEos) {
       {"pc-i440fx-7.2", true}, {"pc-q35-8.0", true}, {"pc-q35-2.12", true}, {"s390-ccw-virtio-7.1", true},
       {"pc-q35-8.1", false},   {"pc-i440fx-9.2", false}, {"pc-q35-10.0", false}, {"microvm", false},
       {"none", false},         {"pc-q35-", false},       {"pc-q35-7.", false},    {"pc-q35-.2", false},
-      {"pc-q35-7.x", false},   {"", false}};
+      {"pc-q35-7.x", false},   {"pc-q35-4294967296.0", false}, {"", false}};
   for (const auto& [name, want] : cases) {
     Stream s;
     s.header().u8(0x07).be32(uint32_t(name.size()));
