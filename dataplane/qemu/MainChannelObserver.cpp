@@ -149,12 +149,12 @@ void MainChannelObserver::on_ram_record() {
   finish_ram_record();
 }
 
-bool MainChannelObserver::sync_before_each_eos() const {
+bool MainChannelObserver::syncs_before_each_eos(std::string_view machine) {
   // "pc-i440fx-7.2", "pc-q35-8.0", "s390-ccw-virtio-7.1": the version is
   // what follows the last '-'.
-  const size_t dash = machine_.rfind('-');
-  if (dash == std::string::npos) return false;
-  const std::string_view v = std::string_view(machine_).substr(dash + 1);
+  const size_t dash = machine.rfind('-');
+  if (dash == std::string_view::npos) return false;
+  const std::string_view v = machine.substr(dash + 1);
   const size_t dot = v.find('.');
   if (dot == std::string_view::npos || dot == 0 || dot + 1 == v.size()) return false;
   if (dot > 4 || v.size() - dot - 1 > 4) return false;  // no such version; and no overflow below
@@ -214,6 +214,7 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
         }
         if (!gather(p, end, 4 + size_t(n))) break;
         machine_.assign(reinterpret_cast<const char*>(hdr_ + 4), n);
+        sync_before_each_eos_ = syncs_before_each_eos(machine_);
         have_ = 0;
         step_ = Step::config_sub;
         break;

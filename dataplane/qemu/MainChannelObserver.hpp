@@ -54,7 +54,7 @@ class MainChannelObserver {
   // 7.2 has no other behaviour). False for 8.1+ machine types, unversioned
   // ones and before the configuration was read: epochs counted by EOS then
   // say nothing about what the channels' SYNCs order.
-  bool sync_before_each_eos() const;
+  bool sync_before_each_eos() const { return sync_before_each_eos_; }
   uint64_t bytes_seen() const { return seen_; }
 
  private:
@@ -87,6 +87,8 @@ class MainChannelObserver {
   void on_section_type(uint8_t t);
   void on_ram_record();
   void finish_ram_record();
+  // Whether a machine type syncs multifd before each EOS (see the getter).
+  static bool syncs_before_each_eos(std::string_view machine);
 
   Sink& sink_;
   Step step_ = Step::header;
@@ -112,6 +114,7 @@ class MainChannelObserver {
   uint64_t eos_ = 0, zero_ = 0, pages_ = 0, flushes_ = 0, seen_ = 0;
   std::string why_;
   std::string machine_;
+  bool sync_before_each_eos_ = false;  // from machine_, once it is read
 };
 
 }  // namespace mm::qemu
