@@ -31,40 +31,35 @@ def program_pid(pid: int, expect: str) -> int:
     raise RuntimeError(f"pid {pid} ({comm(pid)!r}) is not {expect} and has no such child")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole thread group, in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+def stat_seconds(stat_file: Path) -> float:
+    """utime + stime from a /proc stat file (a process's or one thread's)."""
+    stat = stat_file.read_text()
     fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def vcpu_threads(pid: int) -> int:
-    n = 0
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            n += (task / "comm").read_text().startswith("CPU ")
-        except OSError:
-            continue
-    return n
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole thread group, in seconds."""
+    return stat_seconds(Path(f"/proc/{pid}/stat"))
 
 
-def vcpu_seconds(pid: int) -> float:
+def vcpu_seconds(pid: int) -> float | None:
     """utime + stime of the process's vCPU threads (QEMU started with
     `-name ...,debug-threads=on` names them "CPU <n>/TCG" or "/KVM"): the
     guest's own execution, not migration work. vCPU threads live as long as
-    the VM, so a difference of two readings is exact."""
-    total = 0
+    the VM, so a difference of two readings is exact. None when no thread
+    is named so."""
+    total, found = 0.0, False
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             if not (task / "comm").read_text().startswith("CPU "):
                 continue
-            stat = (task / "stat").read_text()
+            total += stat_seconds(task / "stat")
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
+        found = True
+    return total if found else None
 
 
 class CpuMeter:
@@ -74,13 +69,13 @@ class CpuMeter:
         self.pids = pids
         self.before = {n: cpu_seconds(p) for n, p in pids.items()}
         # QEMUs whose vCPU threads can be told apart (named: debug-threads).
-        self.vcpu_before = {n: vcpu_seconds(p) for n, p in pids.items()
-                            if n.startswith("qemu") and vcpu_threads(p) > 0}
+        vcpu = {n: vcpu_seconds(p) for n, p in pids.items() if n.startswith("qemu")}
+        self.vcpu_before = {n: v for n, v in vcpu.items() if v is not None}
         self.after: dict[str, float] = {}
         self.vcpu_after: dict[str, float] = {}
 
     def stop(self) -> dict[str, float]:
-        self.vcpu_after = {n: vcpu_seconds(self.pids[n]) for n in self.vcpu_before}
+        self.vcpu_after = {n: vcpu_seconds(self.pids[n]) or 0.0 for n in self.vcpu_before}
         self.after = {n: cpu_seconds(p) for n, p in self.pids.items()}
         return self.delta()
 

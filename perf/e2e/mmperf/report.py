@@ -64,10 +64,10 @@ def merge(parts: list[Path]) -> tuple[dict, list[dict]]:
         metas.append(data["meta"])
         for r in data["runs"]:
             runs.append(dict(r, part=Path(d).name))
-    for key, default in (("qemu_transport", "unix"),):
-        seen = {m.get(key) or default for m in metas}
-        if len(seen) > 1:
-            raise ValueError(f"merge: the parts differ in {key} ({', '.join(map(str, seen))}); not one matrix")
+    transports = {m.get("qemu_transport") or "unix" for m in metas}
+    if len(transports) > 1:
+        raise ValueError(f"merge: the parts differ in qemu_transport ({', '.join(map(str, transports))}); "
+                         "not one matrix")
     profiles = {m.get("environment", {}).get("profile") for m in metas}
     if len(profiles) > 1:
         raise ValueError(f"merge: the parts ran on different NIC profiles ({', '.join(map(str, profiles))})")
