@@ -85,3 +85,22 @@ class CpuMeter:
 
     def delta(self) -> dict[str, float]:
         return {n: round(self.after[n] - self.before[n], 3) for n in self.pids}
+
+
+GIB = 1 << 30
+
+
+def daemon_cpu_per_gib(rec: dict) -> dict[str, float | None]:
+    """Each daemon's CPU seconds per GiB of guest stream it handled: the
+    source daemon per GiB read from its QEMU (`qemu_bytes_in`), the
+    destination daemon per GiB written to its QEMU (`qemu_bytes_out`).
+    From a run record's `cpu_s` and session counters; None where either is
+    missing (QEMU's own modes, runs that failed early)."""
+    cpu = rec.get("cpu_s") or {}
+    out: dict[str, float | None] = {}
+    for name, counters, key in (("daemon_src", "daemon_src", "qemu_bytes_in"),
+                                ("daemon_dst", "daemon_dst", "qemu_bytes_out")):
+        nbytes = (rec.get(counters) or {}).get(key)
+        out[f"cpu_{name}_s_per_gib"] = (round(cpu[name] / (nbytes / GIB), 3)
+                                        if nbytes and cpu.get(name) is not None else None)
+    return out

@@ -81,6 +81,22 @@ CAPS: dict[str, int] = {"unlimited": 0, "10G": 10_000_000_000 // 8, "1G": 1_000_
 DEFAULT_CAPS = list(CAPS)
 
 
+def cap_bytes(text: str) -> int:
+    """A link cap given as text -- a name of CAPS or bits/s with a K, M or G
+    suffix ("2.5G", "500M") -- in bytes/s (0: unlimited)."""
+    t = text.strip()
+    if t in CAPS:
+        return CAPS[t]
+    scale = {"K": 10**3, "M": 10**6, "G": 10**9}.get(t[-1:].upper())
+    try:
+        bits = float(t[:-1]) * scale if scale else float(t)
+    except ValueError:
+        bits = -1
+    if bits <= 0:
+        raise ValueError(f"cap {text!r}: not 'unlimited' nor bits/s like 1G, 2.5G, 500M")
+    return int(bits) // 8
+
+
 @dataclass(frozen=True)
 class Scenario:
     size: Size

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from . import harness  # noqa: F401  (puts tests/e2e on sys.path)
-from .cpu import CpuMeter, program_pid
+from .cpu import CpuMeter, daemon_cpu_per_gib, program_pid
 from .link import DST_IP as QEMU_LINK_DST_IP, QemuLink, tx_bytes
 from .matrix import Mode, Scenario
 
@@ -29,6 +29,13 @@ SETTLE_S = 2.0           # after MEMLOAD READY, so the dirtying is in its stride
 
 class RunFailed(Exception):
     pass
+
+
+def default_timeout(ram_mib: int) -> float:
+    """Seconds a migration of that much guest RAM may take: room for ten
+    full passes at 1 Gbit/s; one that has not converged by then is
+    reported as such."""
+    return 120 + 10 * (ram_mib << 20) / 125e6
 
 
 def loud(msg: str) -> None:
@@ -53,11 +60,14 @@ class MigrationRunner:
         self.fabric: Fabric | None = None
         self.link: QemuLink | None = None
         self.seq = 0
+        self.hops = 0  # migrations: names their sockets and ports
         self.sid = 100
 
     # -- hosts ---------------------------------------------------------
     def open(self) -> None:
-        f = Fabric(self.build, self.profile)
+        # memif too gets a namespace per host, so that QEMU's own modes still
+        # cross a veth between them (the daemons meet over memif's socket).
+        f = Fabric(self.build, self.profile, memif_netns=True)
         f.__enter__()
         self.fabric = f
         if self.qemu_transport == "tcp":
@@ -85,11 +95,7 @@ class MigrationRunner:
 
     # -- one run -------------------------------------------------------
     def migration_timeout(self, sc: Scenario) -> float:
-        if self.timeout:
-            return self.timeout
-        # Room for ten full passes at 1 Gbit/s; a migration that has not
-        # converged by then is reported as such.
-        return 120 + 10 * (sc.size.ram_mib << 20) / 125e6
+        return self.timeout or default_timeout(sc.size.ram_mib)
 
     def run(self, sc: Scenario, mode: Mode, repeat: int) -> dict:
         if not self._daemons_alive():
@@ -122,10 +128,6 @@ class MigrationRunner:
         f = self.fabric
         assert f is not None
         wd, n = f.workdir, self.seq
-        tcp = self.qemu_transport == "tcp" and not mode.via_daemons
-        # The destination daemon reaches its QEMU over a unix socket.
-        dst_in = f"tcp:{QEMU_LINK_DST_IP}:{5000 + n}" if tcp else f"unix:{wd}/r{n}-dst-in.sock"
-        rec["qemu_transport"] = "memmotiond" if mode.via_daemons else self.qemu_transport
         append = sc.workload.cmdline(sc.size.workload_mib)
         ram = sc.size.ram_mib
         with Vm(f"r{n}-src", wd, self.kernel, self.initrd, ram, append, netns=f.src.netns) as src, \
@@ -137,98 +139,118 @@ class MigrationRunner:
                 raise RunFailed(f"the guest workload did not start: {src.console()[-300:]!r}")
             rec["boot_s"] = round(time.monotonic() - t_boot, 1)
             time.sleep(SETTLE_S)
+            self.migrate_vms(src, dst, mode, sc.cap_bytes, rec, self.migration_timeout(sc))
 
-            flow.configure(src, dst, DOWNTIME_LIMIT_MS, multifd=mode.multifd)
-            if mode.qemu_compression != "none":
-                for vm in (src, dst):
-                    vm.set_migration({}, {"multifd-compression": mode.qemu_compression})
-            # The cap. Over QEMU's own TCP link: tc tbf on that link, a true
-            # link cap (QEMU's max-bandwidth would be lifted for the final
-            # stop-and-copy and counts multifd bytes before compression).
-            # Over a unix socket: QEMU's max-bandwidth, the only knob there.
-            # Through the daemons QEMU runs free and the MMP pacer caps wire
-            # bytes/s, final phase included.
-            shaped = bool(tcp and sc.cap_bytes and self.link)
-            if self.link:
-                self.link.shape(sc.cap_bytes if shaped else 0)
-            qemu_cap = sc.cap_bytes if (sc.cap_bytes and not mode.via_daemons and not shaped) else flow.MAX_BANDWIDTH
-            src.set_migration({}, {"max-bandwidth": qemu_cap})
-            rec["qemu_max_bandwidth"] = qemu_cap
-            rec["link_shaped_bytes_per_s"] = sc.cap_bytes if shaped else 0
-            # Listen only now, as libvirt does: a QEMU 7.2 given -incoming URI
-            # listens at start-up, before multifd is on, with a backlog of 1,
-            # and over TCP a multifd migration then waits out a 1 s SYN retry.
-            dst.execute("migrate-incoming", uri=dst_in)
+    def migrate_vms(self, src: Vm, dst: Vm, mode: Mode, cap_bytes: int, rec: dict, timeout: float) -> None:
+        """One measured migration from a running VM to one started with
+        `-incoming defer` (paused) on the other host, in `mode` under a link
+        cap of `cap_bytes` bytes/s (0: none), then the RAM check. Fills
+        `rec` with what it measured; raises RunFailed (or the harness's
+        errors) when the migration or its check fails. For QEMU's own modes
+        over TCP, src must run on the source host and dst on the
+        destination host (the link is shaped on the source's side); through
+        the daemons QEMUs reach them over unix sockets from anywhere."""
+        f = self.fabric
+        assert f is not None
+        self.hops += 1
+        wd, n = f.workdir, self.hops
+        tcp = self.qemu_transport == "tcp" and not mode.via_daemons
+        # The destination daemon reaches its QEMU over a unix socket.
+        dst_in = f"tcp:{QEMU_LINK_DST_IP}:{5000 + n}" if tcp else f"unix:{wd}/h{n}-dst-in.sock"
+        rec["qemu_transport"] = "memmotiond" if mode.via_daemons else self.qemu_transport
+        flow.configure(src, dst, DOWNTIME_LIMIT_MS, multifd=mode.multifd)
+        if mode.multifd:  # said every time: a VM migrated before may keep another setting
+            for vm in (src, dst):
+                vm.set_migration({}, {"multifd-compression": mode.qemu_compression})
+        # The cap. Over QEMU's own TCP link: tc tbf on that link, a true
+        # link cap (QEMU's max-bandwidth would be lifted for the final
+        # stop-and-copy and counts multifd bytes before compression).
+        # Over a unix socket: QEMU's max-bandwidth, the only knob there.
+        # Through the daemons QEMU runs free and the MMP pacer caps wire
+        # bytes/s, final phase included.
+        shaped = bool(tcp and cap_bytes and self.link)
+        if self.link:
+            self.link.shape(cap_bytes if shaped else 0)
+        qemu_cap = cap_bytes if (cap_bytes and not mode.via_daemons and not shaped) else flow.MAX_BANDWIDTH
+        src.set_migration({}, {"max-bandwidth": qemu_cap})
+        rec["qemu_max_bandwidth"] = qemu_cap
+        rec["link_shaped_bytes_per_s"] = cap_bytes if shaped else 0
+        # Listen only now, as libvirt does: a QEMU 7.2 given -incoming URI
+        # listens at start-up, before multifd is on, with a backlog of 1,
+        # and over TCP a multifd migration then waits out a 1 s SYN retry.
+        dst.execute("migrate-incoming", uri=dst_in)
 
-            sid = None
-            if mode.via_daemons:
-                sid, uri = self._start_session(sc, mode, n, dst_in, rec)
-            else:
-                uri = dst_in
+        sid = None
+        if mode.via_daemons:
+            sid, uri = self._start_session(mode, cap_bytes, f"h{n}", dst_in, rec)
+        else:
+            uri = dst_in
 
-            pids = {"qemu_src": program_pid(src.proc.pid, "qemu-system-x86_64"),
-                    "qemu_dst": program_pid(dst.proc.pid, "qemu-system-x86_64"),
-                    "daemon_src": program_pid(f.src_daemon.proc.pid, "memmotiond"),
-                    "daemon_dst": program_pid(f.dst_daemon.proc.pid, "memmotiond")}
-            meter = CpuMeter(pids)
-            link0 = self._link_bytes(mode)
-            timeout = self.migration_timeout(sc)
-            try:
-                r = flow.migrate(src, dst, uri, timeout=timeout)
-            except TimeoutError as e:
-                self._cancel(src, sid)
-                raise RunFailed(f"no completion within {timeout:.0f} s (did not converge?): {e}")
-            if sid is not None:
-                s_src = f.src_daemon.wait_session(sid, 60)
-                s_dst = f.dst_daemon.wait_session(sid, 60)
-            cpu = meter.stop()
-            link1 = self._link_bytes(mode)
-            if link0 and link1:
-                rec["link_tx_bytes"] = link1[0] - link0[0]
-                rec["link_tx_bytes_reverse"] = link1[1] - link0[1]
+        pids = {"qemu_src": program_pid(src.proc.pid, "qemu-system-x86_64"),
+                "qemu_dst": program_pid(dst.proc.pid, "qemu-system-x86_64"),
+                "daemon_src": program_pid(f.src_daemon.proc.pid, "memmotiond"),
+                "daemon_dst": program_pid(f.dst_daemon.proc.pid, "memmotiond")}
+        meter = CpuMeter(pids)
+        link0 = self._link_bytes(mode)
+        try:
+            r = flow.migrate(src, dst, uri, timeout=timeout)
+        except TimeoutError as e:
+            self._cancel(src, sid)
+            raise RunFailed(f"no completion within {timeout:.0f} s (did not converge?): {e}")
+        if sid is not None:
+            s_src = f.src_daemon.wait_session(sid, 60)
+            s_dst = f.dst_daemon.wait_session(sid, 60)
+        cpu = meter.stop()
+        link1 = self._link_bytes(mode)
+        if self.link:
+            self.link.shape(0)
+        if link0 and link1:
+            rec["link_tx_bytes"] = link1[0] - link0[0]
+            rec["link_tx_bytes_reverse"] = link1[1] - link0[1]
 
-            ram_info = r.info.get("ram", {})
-            rec.update({
-                "qemu_status": r.status, "total_ms": r.total_ms, "downtime_ms": r.downtime_ms,
-                "dst_downtime_ms": round(r.dst_downtime_ms, 1), "setup_ms": r.info.get("setup-time"),
-                "qemu_bytes": r.transferred, "guest_ram_bytes": src.ram_bytes,
-                "cpu_s": cpu, "cpu_total_s": round(sum(cpu.values()), 3), "qemu_ram": ram_info,
-            })
-            # The QEMUs' CPU includes their guests running; what migrating
-            # cost is the rest (None if the vCPU threads were not named).
-            vcpu = meter.vcpu_delta()
-            if set(vcpu) == {"qemu_src", "qemu_dst"}:
-                rec["cpu_vcpu_s"] = vcpu
-                rec["cpu_migration_s"] = round(sum(cpu.values()) - sum(vcpu.values()), 3)
-            if r.status != "completed":
-                raise RunFailed(f"QEMU migration {r.status}: {r.info.get('error-desc')}")
-            if sid is not None:
-                cs, cd = s_src["counters"], s_dst["counters"]
-                rec.update({"session": sid, "daemon_src": cs, "daemon_dst": cd,
-                            "wire_bytes": cs["wire_bytes_tx"], "wire_bytes_reverse": cd["wire_bytes_tx"],
-                            "wire_bytes_what": "source daemon wire_bytes_tx (Ethernet+IPv4+UDP+MMP, "
-                                               "retransmits included)"})
-                bad = [f"{s['role']} daemon session {s['state']}: {s.get('error')}"
-                       for s in (s_src, s_dst) if s["state"] != "completed"]
-                if bad:
-                    raise RunFailed("; ".join(bad))
-            elif tcp:
-                rec.update({"wire_bytes": rec["link_tx_bytes"], "wire_bytes_reverse": rec["link_tx_bytes_reverse"],
-                            "wire_bytes_what": "tx bytes of the source's veth (Ethernet+IPv4+TCP)"})
-            elif mode.qemu_compression == "none":
-                rec.update({"wire_bytes": r.transferred, "wire_bytes_reverse": None,
-                            "wire_bytes_what": "QEMU ram.transferred (stream bytes; unix socket, "
-                                               "no TCP/IP/Ethernet headers)"})
-            else:
-                rec.update({"wire_bytes": None, "wire_bytes_reverse": None,
-                            "wire_bytes_what": "unknown: over a unix socket only QEMU's count exists, and "
-                                               "QEMU 7.2 counts multifd bytes before compression"})
-            if r.dst_downtime_ms <= 0:
-                raise RunFailed("no downtime measured at the destination (STOP / MIGRATION events missing)")
-            if not r.total_ms:
-                raise RunFailed("QEMU reported no total-time for a completed migration")
-            rec["pages_per_s"] = round(src.ram_bytes / PAGE / (r.total_ms / 1000), 1)
-            rec["verify"] = flow.verify(src, dst, wd)
+        ram_info = r.info.get("ram", {})
+        rec.update({
+            "qemu_status": r.status, "total_ms": r.total_ms, "downtime_ms": r.downtime_ms,
+            "dst_downtime_ms": round(r.dst_downtime_ms, 1), "setup_ms": r.info.get("setup-time"),
+            "qemu_bytes": r.transferred, "guest_ram_bytes": src.ram_bytes,
+            "cpu_s": cpu, "cpu_total_s": round(sum(cpu.values()), 3), "qemu_ram": ram_info,
+        })
+        # The QEMUs' CPU includes their guests running; what migrating
+        # cost is the rest (None if the vCPU threads were not named).
+        vcpu = meter.vcpu_delta()
+        if set(vcpu) == {"qemu_src", "qemu_dst"}:
+            rec["cpu_vcpu_s"] = vcpu
+            rec["cpu_migration_s"] = round(sum(cpu.values()) - sum(vcpu.values()), 3)
+        if r.status != "completed":
+            raise RunFailed(f"QEMU migration {r.status}: {r.info.get('error-desc')}")
+        if sid is not None:
+            cs, cd = s_src["counters"], s_dst["counters"]
+            rec.update({"session": sid, "daemon_src": cs, "daemon_dst": cd,
+                        "wire_bytes": cs["wire_bytes_tx"], "wire_bytes_reverse": cd["wire_bytes_tx"],
+                        "wire_bytes_what": "source daemon wire_bytes_tx (Ethernet+IPv4+UDP+MMP, "
+                                           "retransmits included)"})
+            rec.update(daemon_cpu_per_gib(rec))
+            bad = [f"{s['role']} daemon session {s['state']}: {s.get('error')}"
+                   for s in (s_src, s_dst) if s["state"] != "completed"]
+            if bad:
+                raise RunFailed("; ".join(bad))
+        elif tcp:
+            rec.update({"wire_bytes": rec["link_tx_bytes"], "wire_bytes_reverse": rec["link_tx_bytes_reverse"],
+                        "wire_bytes_what": "tx bytes of the source's veth (Ethernet+IPv4+TCP)"})
+        elif mode.qemu_compression == "none":
+            rec.update({"wire_bytes": r.transferred, "wire_bytes_reverse": None,
+                        "wire_bytes_what": "QEMU ram.transferred (stream bytes; unix socket, "
+                                           "no TCP/IP/Ethernet headers)"})
+        else:
+            rec.update({"wire_bytes": None, "wire_bytes_reverse": None,
+                        "wire_bytes_what": "unknown: over a unix socket only QEMU's count exists, and "
+                                           "QEMU 7.2 counts multifd bytes before compression"})
+        if r.dst_downtime_ms <= 0:
+            raise RunFailed("no downtime measured at the destination (STOP / MIGRATION events missing)")
+        if not r.total_ms:
+            raise RunFailed("QEMU reported no total-time for a completed migration")
+        rec["pages_per_s"] = round(src.ram_bytes / PAGE / (r.total_ms / 1000), 1)
+        rec["verify"] = flow.verify(src, dst, wd)
 
     def _link_bytes(self, mode: Mode) -> tuple[int, int] | None:
         """Counters of the link the migration crosses: the daemons' fabric
@@ -240,15 +262,15 @@ class MigrationRunner:
             return None
         return self.link.counters() if self.link else None
 
-    def _start_session(self, sc: Scenario, mode: Mode, n: int, dst_in: str, rec: dict):
+    def _start_session(self, mode: Mode, cap_bytes: int, tag: str, dst_in: str, rec: dict):
         f = self.fabric
         assert f is not None
-        listen = f"unix:{f.workdir}/r{n}-mm-out.sock"
+        listen = f"unix:{f.workdir}/{tag}-mm-out.sock"
         pages = mode.pages
         if pages is not None and self.pages_rejected is None:
             self.sid += 1
             try:
-                reply = f.start_session(self.sid, listen, dst_in, sc.cap_bytes, pages=pages)
+                reply = f.start_session(self.sid, listen, dst_in, cap_bytes, pages=pages)
                 rec["pages_applied"] = True
                 return self.sid, reply["migrate-uri"]
             except TypeError as e:  # a tests/e2e/mmtest without the argument yet
@@ -266,7 +288,7 @@ class MigrationRunner:
             loud(f"memmotiond refuses the page policy ({self.pages_rejected}); {mode.name} runs as a "
                  f"PLAIN RELAY (pages=None): its figures are NOT those of {mode.name}")
         self.sid += 1
-        reply = f.start_session(self.sid, listen, dst_in, sc.cap_bytes)
+        reply = f.start_session(self.sid, listen, dst_in, cap_bytes)
         rec["pages_applied"] = False if pages is not None else None
         return self.sid, reply["migrate-uri"]
 

@@ -53,14 +53,20 @@ class Host:
 
 class Fabric:
     """Context manager: hosts + daemons. kind: a NIC profile name (af_packet-veth,
-    af_packet-veth-mtu1500, af_xdp-veth or memif)."""
+    af_packet-veth-mtu1500, af_xdp-veth or memif). memif_netns: with memif,
+    each daemon runs in a network namespace of its own all the same (memif
+    meets over a socket file, which namespaces do not separate), so other
+    links can join the two hosts (perf/e2e's QEMU link); by default memif
+    puts both daemons in this namespace."""
 
     def __init__(self, build: Path, kind: str = "af_packet-veth", mtu: int | None = None,
-                 workdir: Path | None = None, daemon_args: dict[str, list[str]] | None = None):
+                 workdir: Path | None = None, daemon_args: dict[str, list[str]] | None = None,
+                 memif_netns: bool = False):
         require_root("the fabric")
         require_tools("ip")
         self.build = Path(build)
         self.kind = kind
+        self.memif_netns = memif_netns
         self.suffix = secrets.token_hex(3)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"mm-{self.suffix}-"))
         self.mtu = mtu or {"af_packet-veth": 9000, "af_packet-veth-mtu1500": 1500,
@@ -76,15 +82,21 @@ class Fabric:
 
     # -- hosts ---------------------------------------------------------
     def _make_hosts(self) -> None:
-        if self.kind == "memif":
+        ns_s, ns_d = f"mm-src-{self.suffix}", f"mm-dst-{self.suffix}"
+        if self.kind == "memif" and not self.memif_netns:
             self.src = Host(None, None, SRC_IP, None)
             self.dst = Host(None, None, DST_IP, None)
             return
-        ns_s, ns_d = f"mm-src-{self.suffix}", f"mm-dst-{self.suffix}"
-        if_s, if_d = f"mms{self.suffix}", f"mmd{self.suffix}"
         for ns in (ns_s, ns_d):
             run(["ip", "netns", "add", ns])
             self.namespaces.append(ns)
+        if self.kind == "memif":  # no fabric interface: the daemons meet over memif
+            for ns in (ns_s, ns_d):
+                run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"])
+            self.src = Host(ns_s, None, SRC_IP, None)
+            self.dst = Host(ns_d, None, DST_IP, None)
+            return
+        if_s, if_d = f"mms{self.suffix}", f"mmd{self.suffix}"
         run(["ip", "link", "add", if_s, "netns", ns_s, "type", "veth", "peer", "name", if_d,
              "netns", ns_d])
         for ns, ifc, kip in ((ns_s, if_s, SRC_KERNEL_IP), (ns_d, if_d, DST_KERNEL_IP)):
