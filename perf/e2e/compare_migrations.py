@@ -5,8 +5,8 @@ reports side by side what MemoryMotion buys: total time, downtime at the
 destination, bytes on the wire, CPU seconds of every process, pages/s;
 guest RAM checked byte-identical after every run.
 
-Modes: qemu-direct, qemu-multifd4, qemu-multifd4-zstd (QEMU to QEMU over a
-unix socket) and mm-none, mm-lz4, mm-zstd, mm-deflate (QEMU multifd 4 into
+Modes: qemu-direct, qemu-multifd4, qemu-multifd4-zstd (QEMU to QEMU over
+TCP on a veth of their own, or a unix socket) and mm-none, mm-lz4, mm-zstd, mm-deflate (QEMU multifd 4 into
 the source daemon, MemoryMotion page policy with that codec; mm-relay: no
 page policy, not in the default set). Full matrix: sizes 512,2048 x
 workloads idle,typical,heavy,rewrite-identical x caps unlimited,10G,1G x 7
@@ -69,6 +69,9 @@ def summary_line(r: dict) -> str:
             f"{mib(r.get('link_tx_bytes'))}, QEMU's count {mib(r['qemu_bytes'])}), "
             f"{r['pages_per_s'] / 1000:.0f} k pages/s, "
             f"CPU s " + " ".join(f"{k} {v:.2f}" for k, v in r["cpu_s"].items())
+            + ("" if r.get("cpu_daemon_src_s_per_gib") is None else
+               f", daemon CPU s/GiB src {r['cpu_daemon_src_s_per_gib']:.2f} "
+               f"dst {report.fmt('x_s', r.get('cpu_daemon_dst_s_per_gib'))}")
             + ("" if r.get("pages_applied") is not False else "  [PLAIN RELAY: pages refused]"))
 
 
@@ -84,7 +87,11 @@ def main() -> int:
     ap.add_argument("--modes", default=",".join(matrix.DEFAULT_MODES), help=f"of {', '.join(matrix.MODES)}")
     ap.add_argument("--caps", default=",".join(matrix.DEFAULT_CAPS), help=f"of {', '.join(matrix.CAPS)}")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--profile", default="af_packet-veth", help="NIC profile of both daemons")
+    ap.add_argument("--profile", default="af_packet-veth",
+                    help="NIC profile of both daemons: af_packet-veth (a veth, the kernel's AF_PACKET "
+                         "work charged to the daemons), memif (shared memory between the two daemons, "
+                         "no kernel network work), af_xdp-veth, ...; QEMU's own modes cross a veth "
+                         "of their own whatever the profile")
     ap.add_argument("--timeout", type=float, help="seconds a migration may take (default from size)")
     ap.add_argument("--qemu-transport", choices=["tcp", "unix"], default="tcp",
                     help="QEMU's own modes: TCP over a veth of their own between the two hosts, "

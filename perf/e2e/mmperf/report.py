@@ -13,13 +13,25 @@ import statistics
 import subprocess
 from pathlib import Path
 
+from .cpu import daemon_cpu_per_gib
 from .harness import REPO
 from .matrix import CAPS, MODES, WORKLOADS
 from . import plots
 
+# Each daemon's CPU seconds per GiB of guest stream: the source daemon per
+# GiB read from its QEMU, the destination daemon per GiB written to its QEMU.
+PER_GIB = ("cpu_daemon_src_s_per_gib", "cpu_daemon_dst_s_per_gib")
 METRICS = ("total_ms", "setup_ms", "dst_downtime_ms", "downtime_ms", "wire_bytes", "qemu_bytes", "pages_per_s",
-           "cpu_total_s", "cpu_migration_s")
+           "cpu_total_s", "cpu_migration_s", *PER_GIB)
 CPU_PARTS = ("qemu_src", "qemu_dst", "daemon_src", "daemon_dst")
+
+
+def fill_derived(records: list[dict]) -> None:
+    """Figures computed from a run's raw data, for runs recorded before the
+    runner stored them (the daemons' CPU seconds per GiB)."""
+    for r in records:
+        if r.get("ok") and r.get("daemon_src") and any(k not in r for k in PER_GIB):
+            r.update(daemon_cpu_per_gib(r))
 # What the one-line summary compares (lower is better for all three).
 RATIO_METRICS = (("total_ms", "total time"), ("dst_downtime_ms", "downtime"), ("wire_bytes", "wire bytes"))
 
@@ -96,6 +108,7 @@ def merge(parts: list[Path]) -> tuple[dict, list[dict]]:
 # -- aggregation --------------------------------------------------------
 def medians(records: list[dict]) -> list[dict]:
     """One row per (scenario, mode) in first-seen order."""
+    fill_derived(records)
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((r["scenario"], r["mode"]), []).append(r)
@@ -211,7 +224,8 @@ RUN_COLUMNS = ["scenario", "size_mib", "workload_mib", "workload", "cap", "cap_b
                "ok", "error", "qemu_transport", "total_ms", "setup_ms", "downtime_ms", "dst_downtime_ms", "qemu_bytes", "wire_bytes",
                "wire_bytes_reverse", "link_tx_bytes", "guest_ram_bytes", "pages_per_s", "cpu_total_s",
                *[f"cpu_{p}_s" for p in CPU_PARTS], "cpu_vcpu_qemu_src_s", "cpu_vcpu_qemu_dst_s",
-               "cpu_migration_s", "pages_applied", "retransmits", "boot_s", "started_at"]
+               "cpu_migration_s", *PER_GIB, "daemon_src_qemu_bytes_in", "daemon_dst_qemu_bytes_out",
+               "pages_applied", "retransmits", "boot_s", "started_at"]
 
 
 def write_csv(out: Path, records: list[dict], rows: list[dict]) -> list[Path]:
@@ -226,6 +240,8 @@ def write_csv(out: Path, records: list[dict], rows: list[dict]) -> list[Path]:
             for p in ("qemu_src", "qemu_dst"):
                 flat[f"cpu_vcpu_{p}_s"] = (r.get("cpu_vcpu_s") or {}).get(p)
             flat["retransmits"] = (r.get("daemon_src") or {}).get("retransmits")
+            flat["daemon_src_qemu_bytes_in"] = (r.get("daemon_src") or {}).get("qemu_bytes_in")
+            flat["daemon_dst_qemu_bytes_out"] = (r.get("daemon_dst") or {}).get("qemu_bytes_out")
             w.writerow(flat)
     med_csv = out / "medians.csv"
     with open(med_csv, "w", newline="") as fh:
@@ -235,7 +251,14 @@ def write_csv(out: Path, records: list[dict], rows: list[dict]) -> list[Path]:
     return [runs_csv, med_csv]
 
 
-def notes(transport: str) -> str:
+def notes(transport: str, profile: str | None = None) -> str:
+    if profile == "memif":
+        fabric = """The daemons meet over memif (shared memory between the two
+  processes, NIC profile `memif`), so no kernel network work is in their
+  figures; QEMU's own modes still cross a veth (TCP)."""
+    else:
+        fabric = f"""The daemons' fabric is NIC profile `{profile or '?'}`; the kernel's
+  work for it (AF_PACKET on a veth) is in their figures too."""
     if transport == "tcp":
         qemu_wire = """QEMU modes migrate over TCP on a veth pair of their own between
   the two namespaces (same MTU as the daemons' fabric) and their wire bytes
@@ -284,6 +307,10 @@ How to read this (and what it does not say):
   CPU seconds in every mode; **CPU s without the guests** takes the vCPU
   threads' time out (QEMU run with `debug-threads=on`; "—" for runs made
   before this was measured).
+- **Daemon CPU s per GiB**: the source daemon's CPU seconds per GiB it read
+  from its QEMU (`qemu_bytes_in`), the destination daemon's per GiB it
+  wrote to its QEMU (`qemu_bytes_out`), each over the whole migration
+  (idle polling included). {fabric}
 - Every run ends with guest RAM compared byte for byte (source stopped,
   destination paused) and the destination guest resumed; a run that fails
   this is listed under failed runs and never counted in a median.
@@ -329,7 +356,7 @@ def write_markdown(out: Path, meta: dict, records: list[dict], rows: list[dict],
     L.append("")
     L += ratio_table(rows)
     L.append("")
-    L.append(notes(meta.get("qemu_transport", "unix")))
+    L.append(notes(meta.get("qemu_transport", "unix"), env.get("profile")))
     L.append("## Per scenario (medians)")
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
         L.append("")
@@ -337,8 +364,8 @@ def write_markdown(out: Path, meta: dict, records: list[dict], rows: list[dict],
         L.append("")
         L.append("| mode | ok/runs | total time | of which setup | downtime at dst | downtime (QEMU) | wire | "
                  "from QEMU | pages/s | CPU s: QEMU src / dst, daemon src / dst | CPU s total | "
-                 "CPU s without the guests |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+                 "CPU s without the guests | daemon CPU s per GiB: src (from QEMU) / dst (to QEMU) |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in (r for r in rows if r["scenario"] == scenario):
             mode = r["mode"] + (" (relay)" if r["relay_fallback"] else "")
             cpu = " / ".join(fmt("x_s", r[f"cpu_{p}_s"]) for p in CPU_PARTS[:2]) + ", " + \
@@ -348,7 +375,9 @@ def write_markdown(out: Path, meta: dict, records: list[dict], rows: list[dict],
                      f"{fmt('dst_downtime_ms', r['dst_downtime_ms'])} | {fmt('downtime_ms', r['downtime_ms'])} | "
                      f"{fmt('wire_bytes', r['wire_bytes'])} | {fmt('qemu_bytes', r['qemu_bytes'])} | "
                      f"{fmt('pages_per_s', r['pages_per_s'])} | {cpu} | {fmt('x_s', r['cpu_total_s'])} | "
-                     f"{fmt('x_s', r['cpu_migration_s'])} |")
+                     f"{fmt('x_s', r['cpu_migration_s'])} | "
+                     + ("—" if r[PER_GIB[0]] is None and r[PER_GIB[1]] is None else
+                        " / ".join(fmt("x_s", r[k]) for k in PER_GIB)) + " |")
     if plot_files:
         L.append("")
         L.append("## Plots (medians; x: workload, bars: modes)")
@@ -377,11 +406,12 @@ def write_markdown(out: Path, meta: dict, records: list[dict], rows: list[dict],
     for c in dict.fromkeys(r["cap"] for r in records):
         b = CAPS[c]
         L.append(f"- cap `{c}`: " + (f"{b} bytes/s" if b else "none (QEMU max-bandwidth 10 GiB/s, no pacer)"))
+    via = ("TCP on a veth of its own" if meta.get("qemu_transport") == "tcp" else "a unix socket")
     for m in dict.fromkeys(r["mode"] for r in records):
         mode = MODES[m]
         what = (f"through the daemons, QEMU multifd {mode.multifd}, page policy {mode.pages}"
                 if mode.via_daemons else
-                f"QEMU to QEMU over a unix socket, multifd {mode.multifd or 'off'}, "
+                f"QEMU to QEMU over {via}, multifd {mode.multifd or 'off'}, "
                 f"compression {mode.qemu_compression}")
         L.append(f"- mode `{m}`: {what}")
     L.append("")
@@ -394,6 +424,7 @@ def write_markdown(out: Path, meta: dict, records: list[dict], rows: list[dict],
 
 def write_all(out: Path, meta: dict, records: list[dict]) -> dict[str, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
+    fill_derived(records)
     rows = medians(records)
     files = {"json": [write_json(out, meta, records)], "csv": write_csv(out, records, rows)}
     plot_files = plots.draw(out, rows)

@@ -52,6 +52,9 @@ def check(out: Path, records: list[dict], files: dict[str, list[Path]], want_plo
                                 f"QEMU says it sent {qemu} B")
             if r.get("pages_applied") is not True and wire < qemu:
                 problems.append(f"{tag}: relay sent fewer wire bytes ({wire}) than QEMU's stream ({qemu})")
+            per = [r.get("cpu_daemon_src_s_per_gib"), r.get("cpu_daemon_dst_s_per_gib")]
+            if not all(v is not None and v > 0 for v in per):
+                problems.append(f"{tag}: daemons' CPU s per GiB not measured (source, destination: {per})")
             if ds.get("multifd_channels") != 4:
                 problems.append(f"{tag}: {ds.get('multifd_channels')} multifd channels relayed, expected 4")
         cpu = r.get("cpu_s") or {}
