@@ -95,6 +95,13 @@ def summary(a: argparse.Namespace, cap: int, q: dict, m: dict, policy: dict | No
                f"{ds['pages_dedupe_hits']}, compressed {ds['pages_compressed']} "
                f"({mib(ds['pages_compressed_bytes'])}), raw {ds['pages_raw']}; "
                f"{dd['pages_verified']} verified at the destination; {ds['retransmits']} retransmits")
+    out.append("  where the CPU went (seconds per kind of thread, the largest four):")
+    names = {"qemu_src": "source QEMU", "qemu_dst": "destination QEMU", "daemon_src": "source daemon",
+             "daemon_dst": "destination daemon"}
+    for label, rec, procs in ((head_q, q, ("qemu_src", "qemu_dst")), (head_m, m, tuple(names))):
+        for proc in procs:
+            kinds = list((rec.get("cpu_threads_s") or {}).get(proc, {}).items())[:4]
+            out.append(f"    {label}, {names[proc]}: " + (", ".join(f"{k} {v:.2f}" for k, v in kinds) or "-"))
     if policy:
         on = lambda k: "on" if policy.get(k) else "off"  # noqa: E731
         out.append(f"  page policy (the daemon's default): codec {policy.get('codec')}, zero pages "

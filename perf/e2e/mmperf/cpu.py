@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import re
+import threading
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -85,6 +87,70 @@ class CpuMeter:
 
     def delta(self) -> dict[str, float]:
         return {n: round(self.after[n] - self.before[n], 3) for n in self.pids}
+
+
+def thread_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """{tid: (thread name, utime + stime)} of a process's live threads."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out[int(task.name)] = ((task / "comm").read_text().strip(), stat_seconds(task / "stat"))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def thread_group(name: str) -> str:
+    """Threads of one kind under one name: "multifdsend_3" -> "multifdsend_*",
+    "CPU 0/TCG" -> "CPU */TCG", "lcore-worker-1" -> "lcore-worker-*"."""
+    return re.sub(r"\d+", "*", name)
+
+
+class ThreadSampler:
+    """CPU seconds per kind of thread of several processes over a span
+    (QEMU's migration, multifd and vCPU threads; a daemon's main and worker
+    lcores), sampled every `period` s in the background so that threads
+    which end before the span does (QEMU's multifd threads end with the
+    migration) are still counted up to their last sample. What no sample
+    caught (less than a period per thread that ended) is "(exited)"."""
+
+    def __init__(self, pids: dict[str, int], period: float = 0.2):
+        self.pids = pids
+        self.period = period
+        self.first = {n: thread_seconds(p) for n, p in pids.items()}
+        self.last = {n: dict(v) for n, v in self.first.items()}
+        self.total0 = {n: cpu_seconds(p) for n, p in pids.items()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        for n, p in self.pids.items():
+            self.last[n].update(thread_seconds(p))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def stop(self) -> dict[str, dict[str, float]]:
+        """{process: {thread kind: CPU seconds}}, largest first."""
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        out = {}
+        for n, p in self.pids.items():
+            groups: dict[str, float] = {}
+            for tid, (name, sec) in self.last[n].items():
+                base = self.first[n].get(tid, (name, 0.0))[1]  # born during the span: from 0
+                groups[thread_group(name)] = groups.get(thread_group(name), 0.0) + sec - base
+            try:
+                rest = cpu_seconds(p) - self.total0[n] - sum(groups.values())
+            except OSError:  # the process is gone (a failed run)
+                rest = 0.0
+            if rest > 0.005:
+                groups["(exited)"] = rest
+            out[n] = {k: round(v, 3) for k, v in sorted(groups.items(), key=lambda kv: -kv[1]) if v >= 0.005}
+        return out
 
 
 GIB = 1 << 30

@@ -24,6 +24,8 @@ PER_GIB = ("cpu_daemon_src_s_per_gib", "cpu_daemon_dst_s_per_gib")
 METRICS = ("total_ms", "setup_ms", "dst_downtime_ms", "downtime_ms", "wire_bytes", "qemu_bytes", "pages_per_s",
            "cpu_total_s", "cpu_migration_s", *PER_GIB)
 CPU_PARTS = ("qemu_src", "qemu_dst", "daemon_src", "daemon_dst")
+PART_NAMES = {"qemu_src": "source QEMU", "qemu_dst": "destination QEMU", "daemon_src": "source daemon",
+              "daemon_dst": "destination daemon"}
 
 
 def fill_derived(records: list[dict]) -> None:
@@ -127,6 +129,21 @@ def medians(records: list[dict]) -> list[dict]:
             row[f"cpu_{p}_s"] = statistics.median(vals) if vals else None
         rows.append(row)
     return rows
+
+
+def thread_medians(records: list[dict], scenario: str, mode: str, top: int = 3) -> dict[str, dict[str, float]]:
+    """Per process, the median CPU seconds of its largest kinds of thread
+    (runs' `cpu_threads_s`) over a scenario's and mode's verified runs."""
+    runs = [r for r in records if r["scenario"] == scenario and r["mode"] == mode and r["ok"]
+            and r.get("cpu_threads_s")]
+    out = {}
+    for proc in CPU_PARTS:
+        kinds = dict.fromkeys(k for r in runs for k in r["cpu_threads_s"].get(proc, {}))
+        med = {k: statistics.median([r["cpu_threads_s"].get(proc, {}).get(k, 0.0) for r in runs]) for k in kinds}
+        best = sorted(med.items(), key=lambda kv: -kv[1])[:top]
+        if best:
+            out[proc] = dict(best)
+    return out
 
 
 def ratios(rows: list[dict]) -> list[dict]:
@@ -311,6 +328,11 @@ How to read this (and what it does not say):
   from its QEMU (`qemu_bytes_in`), the destination daemon's per GiB it
   wrote to its QEMU (`qemu_bytes_out`), each over the whole migration
   (idle polling included). {fabric}
+- **CPU by kind of thread** (runs with `cpu_threads_s`): QEMU runs with
+  `debug-threads=on`, so its threads have names (`live_migration`,
+  `multifdsend_*`, `multifdrecv_*`, `CPU */TCG` the guest); a daemon's are
+  its DPDK lcores (`rte-worker-*`) and main thread. Sampled every 200 ms;
+  what threads that ended between samples ran is `(exited)`.
 - Every run ends with guest RAM compared byte for byte (source stopped,
   destination paused) and the destination guest resumed; a run that fails
   this is listed under failed runs and never counted in a median.
@@ -378,6 +400,18 @@ def write_markdown(out: Path, meta: dict, records: list[dict], rows: list[dict],
                      f"{fmt('x_s', r['cpu_migration_s'])} | "
                      + ("—" if r[PER_GIB[0]] is None and r[PER_GIB[1]] is None else
                         " / ".join(fmt("x_s", r[k]) for k in PER_GIB)) + " |")
+        lines = []
+        for r in (r for r in rows if r["scenario"] == scenario):
+            th = thread_medians(records, scenario, r["mode"])
+            if th:
+                lines.append(f"- `{r['mode']}`: " + "; ".join(
+                    f"{PART_NAMES[p]} " + ", ".join(f"{k} {v:.2f}" for k, v in kinds.items())
+                    for p, kinds in th.items()))
+        if lines:
+            L.append("")
+            L.append("CPU seconds by kind of thread (median, the largest three per process):")
+            L.append("")
+            L += lines
     if plot_files:
         L.append("")
         L.append("## Plots (medians; x: workload, bars: modes)")

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from . import harness  # noqa: F401  (puts tests/e2e on sys.path)
-from .cpu import CpuMeter, daemon_cpu_per_gib, program_pid
+from .cpu import CpuMeter, ThreadSampler, daemon_cpu_per_gib, program_pid
 from .link import DST_IP as QEMU_LINK_DST_IP, QemuLink, tx_bytes
 from .matrix import Mode, Scenario
 
@@ -191,16 +191,19 @@ class MigrationRunner:
                 "daemon_src": program_pid(f.src_daemon.proc.pid, "memmotiond"),
                 "daemon_dst": program_pid(f.dst_daemon.proc.pid, "memmotiond")}
         meter = CpuMeter(pids)
+        threads = ThreadSampler(pids)
         link0 = self._link_bytes(mode)
         try:
             r = flow.migrate(src, dst, uri, timeout=timeout)
         except TimeoutError as e:
+            threads.stop()
             self._cancel(src, sid)
             raise RunFailed(f"no completion within {timeout:.0f} s (did not converge?): {e}")
         if sid is not None:
             s_src = f.src_daemon.wait_session(sid, 60)
             s_dst = f.dst_daemon.wait_session(sid, 60)
         cpu = meter.stop()
+        rec["cpu_threads_s"] = threads.stop()
         link1 = self._link_bytes(mode)
         if self.link:
             self.link.shape(0)
