@@ -1,0 +1,34 @@
+#include "perf/cluster/PowerModel.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace mm::cluster {
+
+SpecPowerModel::SpecPowerModel(std::string name, std::array<double, 11> watts)
+    : name_(std::move(name)), watts_(watts) {}
+
+double SpecPowerModel::power_watts(double utilization) const {
+  // CloudSim clamps utilizations in (1, 1.01) to 1: rounding of summed MIPS.
+  if (utilization > 1.0 && utilization < 1.01) utilization = 1.0;
+  if (!(utilization >= 0.0 && utilization <= 1.0))
+    throw std::invalid_argument("power model " + name_ + ": utilization " +
+                                std::to_string(utilization) + " outside [0, 1]");
+  const double scaled = utilization * 10.0;
+  const int lo = static_cast<int>(std::floor(scaled));
+  if (lo >= 10) return watts_[10];
+  const double frac = scaled - lo;
+  return watts_[lo] + (watts_[lo + 1] - watts_[lo]) * frac;
+}
+
+SpecPowerModel SpecPowerModel::hp_ml110_g4() {
+  return SpecPowerModel("HP ProLiant ML110 G4 (Xeon 3040)",
+                        {86, 89.4, 92.6, 96, 99.5, 102, 106, 108, 112, 114, 117});
+}
+
+SpecPowerModel SpecPowerModel::hp_ml110_g5() {
+  return SpecPowerModel("HP ProLiant ML110 G5 (Xeon 3075)",
+                        {93.7, 97, 101, 105, 110, 116, 121, 125, 129, 133, 135});
+}
+
+}  // namespace mm::cluster

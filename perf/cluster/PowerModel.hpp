@@ -1,0 +1,31 @@
+// Host power as a function of CPU utilization: the SPECpower_ssj2008 tables
+// CloudSim's power package uses (11 points, 0 % to 100 % in steps of 10 %),
+// linearly interpolated between points.
+#pragma once
+
+#include <array>
+#include <string>
+
+namespace mm::cluster {
+
+class SpecPowerModel {
+ public:
+  // watts[i] is the power at utilization i / 10.
+  SpecPowerModel(std::string name, std::array<double, 11> watts);
+
+  // utilization in [0, 1]; throws std::invalid_argument outside.
+  double power_watts(double utilization) const;
+  double max_watts() const { return watts_[10]; }
+  const std::string& name() const { return name_; }
+
+  // HP ProLiant ML110 G4 (Intel Xeon 3040) and G5 (Xeon 3075): CloudSim's
+  // PowerModelSpecPowerHpProLiantMl110G4Xeon3040 / G5Xeon3075 values.
+  static SpecPowerModel hp_ml110_g4();
+  static SpecPowerModel hp_ml110_g5();
+
+ private:
+  std::string name_;
+  std::array<double, 11> watts_;
+};
+
+}  // namespace mm::cluster
