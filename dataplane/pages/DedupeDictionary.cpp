@@ -1,44 +1,96 @@
 #include "dataplane/pages/DedupeDictionary.hpp"
 
+#include <bit>
 #include <cstring>
 
 namespace mm::pages {
 
-DedupeDictionary::DedupeDictionary(uint32_t slots)
+namespace {
+uint32_t key_of(const PageHash& h) { return uint32_t(h.lo); }
+}  // namespace
+
+DedupeDictionary::DedupeDictionary(uint32_t slots, Role role)
     : slots_(slots == 0 ? 1 : slots),
-      data_(std::make_unique_for_overwrite<uint8_t[]>(size_t(slots_) * kPageSize)),
-      hashes_(slots_) {
+      data_(std::make_unique_for_overwrite<uint8_t[]>(size_t(slots_) * kPageSize)) {
+  if (role == Role::sender) {
+    // At most half full: a miss ends within a couple of probes.
+    const uint32_t cap = std::bit_ceil(uint32_t(2 * uint64_t(slots_)));
+    index_mask_ = cap - 1;
+    index_ = std::make_unique<Entry[]>(cap);
+    hashes_ = std::make_unique<PageHash[]>(slots_);
+  }
+}
+
+uint32_t DedupeDictionary::bucket_of(uint32_t slot) const {
+  for (uint32_t b = home(key_of(hashes_[slot]));; b = (b + 1) & index_mask_) {
+    const Entry& e = index_[b];
+    if (e.slot1 == 0) return UINT32_MAX;
+    if (e.slot1 == slot + 1) return b;
+  }
+}
+
+void DedupeDictionary::erase_bucket(uint32_t b) {
+  // Backward shift: pull later entries of the probe run into the hole
+  // when the hole lies between their home and where they sit.
+  index_[b] = Entry{};
+  for (uint32_t i = (b + 1) & index_mask_;; i = (i + 1) & index_mask_) {
+    Entry& e = index_[i];
+    if (e.slot1 == 0) return;
+    const uint32_t h = home(e.key);
+    if (((i - h) & index_mask_) >= ((i - b) & index_mask_)) {
+      index_[b] = e;
+      e = Entry{};
+      b = i;
+    }
+  }
 }
 
 std::optional<uint32_t> DedupeDictionary::find(const uint8_t* page, const PageHash& h) const {
-  auto it = index_.find(h);
-  if (it == index_.end()) return std::nullopt;
-  if (std::memcmp(data_.get() + size_t(it->second) * kPageSize, page, kPageSize) != 0) {
-    return std::nullopt;  // a collision: same hash, other bytes
+  if (!index_) return std::nullopt;
+  const uint32_t key = key_of(h);
+  for (uint32_t b = home(key);; b = (b + 1) & index_mask_) {
+    const Entry& e = index_[b];
+    if (e.slot1 == 0) return std::nullopt;
+    if (e.key != key) continue;
+    const uint32_t slot = e.slot1 - 1;
+    if (!(hashes_[slot] == h)) continue;
+    // The index holds one entry per hash (the newest slot); a collision
+    // (same hash, other bytes) is a miss, never a wrong page.
+    if (std::memcmp(data_.get() + size_t(slot) * kPageSize, page, kPageSize) != 0) return std::nullopt;
+    return slot;
   }
-  return it->second;
 }
 
 uint32_t DedupeDictionary::insert(const uint8_t* page, const PageHash& h) {
   const uint32_t slot = next_;
-  next_ = (next_ + 1) % slots_;
-  if (slot < filled_) {
-    // Evict the slot's previous page from the index, if it still points here.
-    auto it = index_.find(hashes_[slot]);
-    if (it != index_.end() && it->second == slot) index_.erase(it);
-  } else {
-    ++filled_;
-  }
+  next_ = next_ + 1 == slots_ ? 0 : next_ + 1;
+  const bool evicting = slot < filled_;
+  if (!evicting) ++filled_;
   std::memcpy(data_.get() + size_t(slot) * kPageSize, page, kPageSize);
+  if (!index_) return slot;
+  // The slot's previous page leaves the index, if its entry still points here.
+  if (evicting) {
+    if (const uint32_t b = bucket_of(slot); b != UINT32_MAX) erase_bucket(b);
+  }
   hashes_[slot] = h;
-  index_[h] = slot;
-  return slot;
+  const uint32_t key = key_of(h);
+  for (uint32_t b = home(key);; b = (b + 1) & index_mask_) {
+    Entry& e = index_[b];
+    if (e.slot1 == 0) {
+      e = Entry{slot + 1, key};
+      return slot;
+    }
+    if (e.key == key && hashes_[e.slot1 - 1] == h) {
+      e.slot1 = slot + 1;  // the same hash again (a collision): the newest page wins
+      return slot;
+    }
+  }
 }
 
 void DedupeDictionary::clear() {
   next_ = 0;
   filled_ = 0;
-  index_.clear();
+  if (index_) std::memset(static_cast<void*>(index_.get()), 0, sizeof(Entry) * (size_t(index_mask_) + 1));
 }
 
 const uint8_t* DedupeDictionary::get(uint32_t slot) const {

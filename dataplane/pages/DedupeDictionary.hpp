@@ -1,15 +1,15 @@
-// The mirrored dedupe dictionary (WIRE.md "Dedupe dictionary"): both ends
-// keep the last D distinct pages sent, inserted into the next slot in ring
-// order, so a REF record names a slot without a round trip. The sender
-// finds candidates by hash and confirms byte equality (a hash collision
-// must never turn into a wrong page); the receiver needs only the slots.
+// The mirrored dedupe dictionary (dataplane/wire/MMP.md, MULTIFD_BEGIN's
+// dict_slots and PAGE_REF): both ends keep the last D distinct pages sent,
+// inserted into the next slot in ring order, so a REF record names a slot
+// without a round trip. The sender finds candidates by hash in a fixed
+// open-addressing index and confirms byte equality (a hash collision must
+// never turn into a wrong page); the receiver never looks anything up and
+// keeps only the slot ring. Nothing allocates after construction.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <unordered_map>
-#include <vector>
 
 #include "dataplane/pages/Page.hpp"
 
@@ -17,9 +17,10 @@ namespace mm::pages {
 
 class DedupeDictionary {
  public:
-  explicit DedupeDictionary(uint32_t slots);
+  enum class Role { sender, receiver };
+  explicit DedupeDictionary(uint32_t slots, Role role = Role::sender);
 
-  // Sender: the slot holding exactly these bytes, if any.
+  // Sender: the slot holding exactly these bytes, if any (receiver: none).
   std::optional<uint32_t> find(const uint8_t* page, const PageHash& h) const;
   // Both ends, in the same order: stores the page in the next ring slot
   // (evicting its previous occupant) and returns that slot.
@@ -31,15 +32,34 @@ class DedupeDictionary {
   void clear();
   uint32_t slots() const { return slots_; }
   uint32_t filled() const { return filled_; }
+  // The slot the next insert() fills.
+  uint32_t next() const { return next_; }
+  bool has_index() const { return index_ != nullptr; }
+  // Entries of the sender's index table (a power of two, >= 2 x slots).
+  uint32_t index_capacity() const { return index_ ? index_mask_ + 1 : 0; }
 
  private:
+  // One index entry: the slot + 1 (0: empty) and the low 32 bits of the
+  // page hash, which also give the entry's home bucket. Linear probing
+  // with backward-shift deletion: no tombstones, so probes stay short
+  // however long the stream runs.
+  struct Entry {
+    uint32_t slot1 = 0;
+    uint32_t key = 0;
+  };
+  uint32_t home(uint32_t key) const { return key & index_mask_; }
+  // The bucket of slot's entry, or UINT32_MAX.
+  uint32_t bucket_of(uint32_t slot) const;
+  void erase_bucket(uint32_t b);
+
   uint32_t slots_;
   uint32_t next_ = 0;
   uint32_t filled_ = 0;
   // Not zeroed: slots are touched (and their memory committed) as filled.
   std::unique_ptr<uint8_t[]> data_;
-  std::vector<PageHash> hashes_;
-  std::unordered_map<PageHash, uint32_t, PageHashHasher> index_;  // sender's lookup
+  std::unique_ptr<PageHash[]> hashes_;  // sender: each slot's page hash
+  std::unique_ptr<Entry[]> index_;      // sender's lookup
+  uint32_t index_mask_ = 0;
 };
 
 }  // namespace mm::pages

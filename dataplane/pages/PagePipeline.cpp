@@ -1,8 +1,12 @@
 #include "dataplane/pages/PagePipeline.hpp"
 
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack: no allocation
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstring>
+
+#include "dataplane/wire/Mmp.hpp"
 
 namespace mm::pages {
 
@@ -24,7 +28,8 @@ PageStats& PageStats::operator+=(const PageStats& o) {
 }
 
 namespace {
-// QEMU's SYNC flag (QEMU-STREAM-FACTS.md §2); counted, carried through.
+// QEMU's SYNC flag (MULTIFD_FLAG_SYNC, dataplane/qemu/MultifdPacket.hpp);
+// counted, carried through.
 constexpr uint32_t kQemuSyncFlag = 0x1;
 // QEMU 7.2 allocates 128 offsets per packet; its parser allows up to 1024.
 constexpr uint32_t kMaxPagesAlloc = 1024;
@@ -49,18 +54,33 @@ CodecKind codec_of(wire::RecordType t) {
 }
 }  // namespace
 
-uint64_t offsets_digest(std::span<const uint64_t> offsets) {
-  // XXH3-64 of the offsets as big-endian 8-byte values, in order.
-  thread_local std::vector<uint8_t> be;
-  be.resize(offsets.size() * 8);
-  for (size_t k = 0; k < offsets.size(); ++k) {
-    for (int i = 0; i < 8; ++i) be[k * 8 + i] = uint8_t(offsets[k] >> (56 - 8 * i));
-  }
-  return XXH3_64bits(be.data(), be.size());
+const uint8_t* zero_page() {
+  alignas(64) static const uint8_t zeros[kPageSize] = {};
+  return zeros;
 }
 
+uint64_t offsets_digest(std::span<const uint64_t> offsets) {
+  // XXH3-64 of the offsets as big-endian 8-byte values, in order, fed in
+  // chunks (streaming gives the one-shot hash of the whole).
+  XXH3_state_t st;
+  XXH3_64bits_reset(&st);
+  uint8_t be[64 * 8];
+  for (size_t k = 0; k < offsets.size();) {
+    const size_t n = std::min<size_t>(64, offsets.size() - k);
+    for (size_t j = 0; j < n; ++j) wire::put_be64(be + 8 * j, offsets[k + j]);
+    XXH3_64bits_update(&st, be, n * 8);
+    k += n;
+  }
+  return XXH3_64bits_digest(&st);
+}
+
+uint64_t offsets_digest_be(const uint8_t* be, size_t n) { return XXH3_64bits(be, n * 8); }
+
 PageEncoder::PageEncoder(const PagePolicy& policy, PageCodec* codec, UnchangedFilter* filter)
-    : policy_(policy), codec_(codec), filter_(policy.unchanged ? filter : nullptr), scratch_(kCompressBound) {
+    : policy_(policy),
+      codec_(codec),
+      filter_(policy.unchanged ? filter : nullptr),
+      scratch_(std::make_unique_for_overwrite<uint8_t[]>(kCompressBound)) {
   if (policy_.codec == CodecKind::raw) codec_ = nullptr;
   if (policy_.dedupe && policy_.dedupe_slots > 0) {
     dict_ = std::make_unique<DedupeDictionary>(policy_.dedupe_slots);
@@ -113,9 +133,11 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
       }
       dict_->insert(page, h);
     }
-    const size_t n = codec_ ? codec_->compress(page, scratch_.data(), scratch_.size()) : 0;
+    // Compressed into an L1-resident scratch page, then copied behind the
+    // record header (the record's length field comes first on the wire).
+    const size_t n = codec_ ? codec_->compress(page, scratch_.get(), kCompressBound) : 0;
     if (n > 0 && n <= wire::kMaxCompressedPage) {
-      w.put_page_compressed(record_type(codec_->kind()), off, record_hash(h), {scratch_.data(), n});
+      w.put_page_compressed(record_type(codec_->kind()), off, record_hash(h), {scratch_.get(), n});
       ++stats_.compressed;
       stats_.compressed_bytes += n;
     } else {
@@ -123,13 +145,18 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
       ++stats_.raw;
     }
   }
-  w.put_multifd_end({uint32_t(p.offsets.size()), offsets_digest(p.offsets)});
+  const uint64_t digest =
+      p.offsets_be ? offsets_digest_be(p.offsets_be, p.offsets.size()) : offsets_digest(p.offsets);
+  w.put_multifd_end({uint32_t(p.offsets.size()), digest});
   ++stats_.packets;
   if (p.flags & kQemuSyncFlag) ++stats_.sync_packets;
   stats_.record_bytes += w.size() - start;
 }
 
-PageDecoder::PageDecoder(CodecFor codecs) : codecs_(std::move(codecs)) {}
+PageDecoder::PageDecoder(CodecFor codecs, bool in_place)
+    : codecs_(std::move(codecs)),
+      in_place_(in_place),
+      be_offsets_(std::make_unique_for_overwrite<uint8_t[]>(size_t(kMaxPagesAlloc) * 8)) {}
 
 std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket& out) {
   wire::RecordReader r(message);
@@ -147,28 +174,35 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
     return "peer's dedupe dictionary of " + std::to_string(b.dict_slots) + " slots exceeds " +
            std::to_string(kMaxDedupeSlots);
   }
-  if (b.dict_slots > 0 && !dict_) dict_ = std::make_unique<DedupeDictionary>(b.dict_slots);
+  if (b.dict_slots > 0 && !dict_) {
+    dict_ = std::make_unique<DedupeDictionary>(b.dict_slots, DedupeDictionary::Role::receiver);
+  }
   if (dict_ && b.dict_slots != 0 && b.dict_slots != dict_->slots()) {
     return "peer changed its dedupe dictionary size mid-stream";
   }
+  // Storage grows to the largest packet once, then is reused.
+  if (out.offsets.capacity() < kMaxPagesAlloc) out.offsets.reserve(kMaxPagesAlloc);
+  if (out.page_at.capacity() < kMaxPagesAlloc) out.page_at.reserve(kMaxPagesAlloc);
+  if (out.ramblock.capacity() < wire::kMaxRamblockName) out.ramblock.reserve(wire::kMaxRamblockName);
+  if (out.pages.size() < size_t(b.pages_alloc) * kPageSize) out.pages.resize(size_t(b.pages_alloc) * kPageSize);
   out.flags = b.flags;
   out.pages_alloc = b.pages_alloc;
   out.packet_num = b.packet_num;
   out.ramblock.assign(b.ramblock);
   out.offsets.clear();
+  out.page_at.clear();
   out.omitted = 0;
-  all_offsets_.clear();
-  if (out.pages.size() < size_t(b.pages_alloc) * kPageSize) out.pages.resize(size_t(b.pages_alloc) * kPageSize);
+  uint32_t records = 0;  // page records so far (their offsets are in be_offsets_)
   bool ended = false;
   PageStats s;
   while ((e = r.next(rec)) == wire::RecordError::ok) {
     if (ended) return "records after MULTIFD_END";
     if (rec.type == wire::RecordType::multifd_end) {
-      if (rec.end.pages != all_offsets_.size()) {
+      if (rec.end.pages != records) {
         return "MULTIFD_END counts " + std::to_string(rec.end.pages) + " pages, the packet had " +
-               std::to_string(all_offsets_.size());
+               std::to_string(records);
       }
-      if (rec.end.offsets_digest != offsets_digest(all_offsets_)) {
+      if (rec.end.offsets_digest != offsets_digest_be(be_offsets_.get(), records)) {
         return "MULTIFD_END offset digest does not match the page records";
       }
       ended = true;
@@ -177,31 +211,49 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
     if (!wire::is_page_record(rec.type)) {
       return "unexpected record type " + std::to_string(int(rec.type)) + " inside a multifd packet";
     }
-    if (all_offsets_.size() == b.pages_alloc) {
+    if (records == b.pages_alloc) {
       return "more page records than the packet's pages_alloc " + std::to_string(b.pages_alloc);
     }
     if (b.ramblock.empty()) return "page records in a packet without a RAM block";
-    all_offsets_.push_back(rec.page);
+    wire::put_be64(be_offsets_.get() + 8 * size_t(records), rec.page);
+    ++records;
     ++s.pages;
     if (rec.type == wire::RecordType::page_same) {
       ++out.omitted;
       ++s.unchanged;
       continue;
     }
-    uint8_t* page = out.pages.data() + out.offsets.size() * kPageSize;
+    uint8_t* own = out.pages.data() + out.offsets.size() * kPageSize;  // this page's room in `pages`
+    const uint8_t* page = own;
     switch (rec.type) {
       case wire::RecordType::page_zero:
-        std::memset(page, 0, kPageSize);
+        if (in_place_) {
+          page = zero_page();
+        } else {
+          std::memset(own, 0, kPageSize);
+        }
         ++s.zero;
         break;
       case wire::RecordType::page_raw:
-        std::memcpy(page, rec.body.data(), kPageSize);
+        if (in_place_) {
+          page = rec.body.data();  // checked below, where it lies in the message
+        } else {
+          std::memcpy(own, rec.body.data(), kPageSize);
+        }
         ++s.raw;
         break;
       case wire::RecordType::page_ref: {
         const uint8_t* src = dict_ ? dict_->get(rec.slot) : nullptr;
         if (!src) return "PAGE_REF to dictionary slot " + std::to_string(rec.slot) + ", which holds no page";
-        std::memcpy(page, src, kPageSize);
+        // In place only if none of the inserts this packet may still make
+        // (at most one per remaining record) reaches the slot.
+        const uint32_t dist = rec.slot >= dict_->next() ? rec.slot - dict_->next()
+                                                        : rec.slot + dict_->slots() - dict_->next();
+        if (in_place_ && dist >= b.pages_alloc - records) {
+          page = src;
+        } else {
+          std::memcpy(own, src, kPageSize);
+        }
         ++s.dedupe_hits;
         break;
       }
@@ -209,7 +261,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
         std::string why;
         PageCodec* c = codecs_ ? codecs_(codec_of(rec.type), &why) : nullptr;
         if (!c) return "cannot decode a " + std::string(to_string(codec_of(rec.type))) + " page: " + why;
-        if (!c->decompress(rec.body.data(), rec.body.size(), page)) {
+        if (!c->decompress(rec.body.data(), rec.body.size(), own)) {
           return std::string(to_string(codec_of(rec.type))) + " page at offset " + std::to_string(rec.page) +
                  " does not decompress to one page";
         }
@@ -229,6 +281,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
       if (dict_ && rec.type != wire::RecordType::page_ref) dict_->insert(page, h);
     }
     out.offsets.push_back(rec.page);
+    out.page_at.push_back(page);
   }
   if (e != wire::RecordError::end) {
     return "page message: " + std::string(wire::to_string(e)) + " at offset " + std::to_string(r.offset());

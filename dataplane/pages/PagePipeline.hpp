@@ -1,4 +1,4 @@
-// The page pipeline of a multifd stream (ARCHITECTURE.md §4, MMP.md "Page
+// The page pipeline of a multifd stream (dataplane/wire/MMP.md "Page
 // records"). The source's PageEncoder turns one QEMU multifd packet into a
 // message of records: MULTIFD_BEGIN, one record per page (ZERO, SAME, REF,
 // LZ4/ZSTD/DEFLATE or RAW, in that order of preference, as the session's
@@ -66,12 +66,18 @@ struct PacketView {
   std::string_view ramblock;
   std::span<const uint64_t> offsets;  // byte offsets in the block
   const uint8_t* pages = nullptr;     // offsets.size() pages, back to back
+  // The same offsets as QEMU wrote them (big-endian, 8 bytes each), when the
+  // caller has them: MULTIFD_END's digest is then hashed in place.
+  const uint8_t* offsets_be = nullptr;
 };
 
 // Low 64 bits of the page's XXH3-128: the per-record hash (MMP.md).
 inline uint64_t record_hash(const PageHash& h) { return h.lo; }
-// MULTIFD_END's digest of a packet's page offsets, in order.
+// MULTIFD_END's digest of a packet's page offsets, in order: XXH3-64 of
+// the offsets as big-endian 8-byte values (no allocation).
 uint64_t offsets_digest(std::span<const uint64_t> offsets);
+// The same digest of n offsets already in that big-endian form.
+uint64_t offsets_digest_be(const uint8_t* be, size_t n);
 
 class PageEncoder {
  public:
@@ -93,27 +99,40 @@ class PageEncoder {
   PageCodec* codec_;
   UnchangedFilter* filter_;
   std::unique_ptr<DedupeDictionary> dict_;
-  std::vector<uint8_t> scratch_;
+  std::unique_ptr<uint8_t[]> scratch_;  // one compressed page (kCompressBound)
   PageStats stats_;
 };
 
-// One rebuilt packet at the destination: what QEMU gets.
+// One rebuilt packet at the destination: what QEMU gets. Its storage is
+// kept from packet to packet (no allocation once it has held the largest).
 struct DecodedPacket {
   uint32_t flags = 0;
   uint32_t pages_alloc = 0;
   uint64_t packet_num = 0;
   std::string ramblock;
   std::vector<uint64_t> offsets;  // pages carried (PAGE_SAME ones are omitted)
-  std::vector<uint8_t> pages;     // the first offsets.size() pages (may hold more room)
+  // Where each carried page's bytes are. By default always in `pages` (the
+  // k-th page at k x 4096); a decoder made with in_place points RAW pages
+  // into the message, ZERO pages at a shared page of zeros and REF pages
+  // into the dictionary (a slot a later record of the packet overwrites is
+  // copied), so they are valid only until the message is released or the
+  // next decode(), whichever is first.
+  std::vector<const uint8_t*> page_at;
+  std::vector<uint8_t> pages;     // decoded pages (may hold more room)
   uint32_t omitted = 0;
+  const uint8_t* page(size_t k) const { return page_at[k]; }
 };
+
+// 4096 bytes of zeros, for pages that need no storage of their own.
+const uint8_t* zero_page();
 
 class PageDecoder {
  public:
   // Gives the codec for a record type, or nullptr (with a reason in *why)
   // when this daemon has none (DEFLATE without a compressdev).
   using CodecFor = std::function<PageCodec*(CodecKind, std::string* why)>;
-  explicit PageDecoder(CodecFor codecs);
+  // in_place: see DecodedPacket::page_at.
+  explicit PageDecoder(CodecFor codecs, bool in_place = false);
 
   // Decodes one message that starts with MULTIFD_BEGIN. Returns the empty
   // string, or why the message is refused (nothing of it may reach QEMU;
@@ -127,8 +146,10 @@ class PageDecoder {
 
  private:
   CodecFor codecs_;
-  std::unique_ptr<DedupeDictionary> dict_;
-  std::vector<uint64_t> all_offsets_;
+  bool in_place_;
+  std::unique_ptr<DedupeDictionary> dict_;  // the receiver's slot ring (no index)
+  // Every record's offset, big-endian, for MULTIFD_END's digest.
+  std::unique_ptr<uint8_t[]> be_offsets_;
   PageStats stats_;
 };
 

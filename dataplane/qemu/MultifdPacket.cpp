@@ -55,7 +55,7 @@ MultifdError multifd_header_size(std::span<const uint8_t> in, size_t& size) {
   return MultifdError::ok;
 }
 
-MultifdError parse_multifd_header(std::span<const uint8_t> in, MultifdPacketHeader& h) {
+MultifdError parse_multifd_header(std::span<const uint8_t> in, MultifdHeaderView& h) {
   size_t size = 0;
   if (const MultifdError e = multifd_header_size(in, size); e != MultifdError::ok) return e;
   if (in.size() < size) return MultifdError::need_more;
@@ -69,7 +69,7 @@ MultifdError parse_multifd_header(std::span<const uint8_t> in, MultifdPacketHead
   const char* name = reinterpret_cast<const char*>(p + 64);
   const size_t len = strnlen(name, kRamblockNameSize);
   if (len == kRamblockNameSize || (len == 0 && h.normal_pages > 0)) return MultifdError::bad_ramblock;
-  h.ramblock.assign(name, len);
+  h.ramblock = std::string_view(name, len);
   // Uncompressed packets with pages carry exactly their pages; compressed
   // ones an opaque stream (passed through, so only bounded here); packets
   // without pages carry nothing, whatever next_packet_size says.
@@ -80,17 +80,31 @@ MultifdError parse_multifd_header(std::span<const uint8_t> in, MultifdPacketHead
   if (h.compressed() && h.next_packet_size > uint64_t(h.pages_alloc) * kTargetPageSize * 2) {
     return MultifdError::bad_payload_size;
   }
-  h.offsets.resize(h.normal_pages);
+  h.offsets_be = p + kMultifdHeaderFixed;
   for (uint32_t i = 0; i < h.normal_pages; ++i) {
-    h.offsets[i] = get_be64(p + kMultifdHeaderFixed + 8 * size_t(i));
-    if (h.offsets[i] % kTargetPageSize != 0) return MultifdError::bad_offset;
+    if (get_be64(h.offsets_be + 8 * size_t(i)) % kTargetPageSize != 0) return MultifdError::bad_offset;
   }
   return MultifdError::ok;
 }
 
-std::vector<uint8_t> encode_multifd_header(const MultifdPacketHeader& h) {
-  std::vector<uint8_t> out(h.header_size(), 0);
+MultifdError parse_multifd_header(std::span<const uint8_t> in, MultifdPacketHeader& h) {
+  MultifdHeaderView v;
+  const MultifdError e = parse_multifd_header(in, v);
+  if (e != MultifdError::ok && e != MultifdError::bad_offset) return e;
+  h.flags = v.flags;
+  h.pages_alloc = v.pages_alloc;
+  h.normal_pages = v.normal_pages;
+  h.next_packet_size = v.next_packet_size;
+  h.packet_num = v.packet_num;
+  h.ramblock.assign(v.ramblock);
+  h.offsets.resize(v.normal_pages);
+  for (uint32_t i = 0; i < v.normal_pages; ++i) h.offsets[i] = get_be64(v.offsets_be + 8 * size_t(i));
+  return e;
+}
+
+void encode_multifd_header(const MultifdHeaderView& h, std::span<const uint64_t> offsets, std::span<uint8_t> out) {
   uint8_t* p = out.data();
+  std::memset(p, 0, h.header_size());
   put_be32(p, kMultifdMagic);
   put_be32(p + 4, kMultifdVersion);
   put_be32(p + 8, h.flags);
@@ -99,9 +113,21 @@ std::vector<uint8_t> encode_multifd_header(const MultifdPacketHeader& h) {
   put_be32(p + 20, h.next_packet_size);
   put_be64(p + 24, h.packet_num);
   std::memcpy(p + 64, h.ramblock.data(), std::min(h.ramblock.size(), kRamblockNameSize - 1));
-  for (size_t i = 0; i < h.offsets.size() && i < h.pages_alloc; ++i) {
-    put_be64(p + kMultifdHeaderFixed + 8 * i, h.offsets[i]);
+  for (size_t i = 0; i < offsets.size() && i < h.pages_alloc; ++i) {
+    put_be64(p + kMultifdHeaderFixed + 8 * i, offsets[i]);
   }
+}
+
+std::vector<uint8_t> encode_multifd_header(const MultifdPacketHeader& h) {
+  std::vector<uint8_t> out(h.header_size(), 0);
+  MultifdHeaderView v;
+  v.flags = h.flags;
+  v.pages_alloc = h.pages_alloc;
+  v.normal_pages = h.normal_pages;
+  v.next_packet_size = h.next_packet_size;
+  v.packet_num = h.packet_num;
+  v.ramblock = h.ramblock;
+  encode_multifd_header(v, h.offsets, out);
   return out;
 }
 

@@ -1,4 +1,4 @@
-// QEMU 7.2 multifd wire structures (QEMU-STREAM-FACTS.md §2): the 64-byte
+// QEMU 7.2 multifd wire structures (QEMU's migration/multifd.h): the 64-byte
 // MultiFDInit_t that opens each channel and the MultiFDPacket_t header
 // (320 bytes + 8 per page slot) before each packet's pages. Parsing
 // validates everything a peer could get wrong; encoding rebuilds headers at
@@ -64,6 +64,22 @@ struct MultifdPacketHeader {
   bool compressed() const { return flags & (multifd_flag::zlib | multifd_flag::zstd); }
 };
 
+// One packet header as it lies in the input, nothing copied (the source's
+// reader: no allocation per packet). Valid while the input is.
+struct MultifdHeaderView {
+  uint32_t flags = 0;
+  uint32_t pages_alloc = 0;
+  uint32_t normal_pages = 0;
+  uint32_t next_packet_size = 0;
+  uint64_t packet_num = 0;
+  std::string_view ramblock;
+  const uint8_t* offsets_be = nullptr;  // normal_pages offsets, big-endian, as QEMU wrote them
+
+  size_t header_size() const { return kMultifdHeaderFixed + 8 * size_t(pages_alloc); }
+  size_t payload_size() const { return normal_pages ? next_packet_size : 0; }
+  bool compressed() const { return flags & (multifd_flag::zlib | multifd_flag::zstd); }
+};
+
 MultifdError parse_multifd_init(std::span<const uint8_t> in, MultifdInit& out);
 void encode_multifd_init(const MultifdInit& in, std::span<uint8_t, kMultifdInitSize> out);
 
@@ -72,8 +88,13 @@ void encode_multifd_init(const MultifdInit& in, std::span<uint8_t, kMultifdInitS
 MultifdError multifd_header_size(std::span<const uint8_t> in, size_t& size);
 // Parses and validates one header (in must hold header_size() bytes).
 MultifdError parse_multifd_header(std::span<const uint8_t> in, MultifdPacketHeader& out);
+// The same checks, without copying anything out of `in`.
+MultifdError parse_multifd_header(std::span<const uint8_t> in, MultifdHeaderView& out);
 // Writes the header for `h` (offsets beyond normal_pages are zero), as
 // QEMU's destination expects it.
 std::vector<uint8_t> encode_multifd_header(const MultifdPacketHeader& h);
+// The same into `out`, which must hold h.header_size() bytes, with
+// `offsets` as the page list (h.offsets_be is not read); no allocation.
+void encode_multifd_header(const MultifdHeaderView& h, std::span<const uint64_t> offsets, std::span<uint8_t> out);
 
 }  // namespace mm::qemu

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <unordered_map>
 
 #include "CodecChecks.hpp"
 #include "PageCorpus.hpp"
@@ -118,4 +119,84 @@ TEST(Codecs, Lz4RejectsCorruptInputWithinThePage) {
 TEST(Codecs, ZstdRejectsCorruptInputWithinThePage) {
   ZstdCodec c;
   mm::test::rejects_corruption(c);
+}
+
+TEST(DedupeDictionary, IndexIsAFixedTableOfAtLeastTwiceTheSlots) {
+  for (uint32_t slots : {1u, 3u, 8u, 1000u, 16384u}) {
+    DedupeDictionary d(slots);
+    EXPECT_GE(d.index_capacity(), 2 * slots);
+    EXPECT_EQ(d.index_capacity() & (d.index_capacity() - 1), 0u);  // a power of two
+  }
+  DedupeDictionary r(64, DedupeDictionary::Role::receiver);
+  EXPECT_FALSE(r.has_index());
+  EXPECT_EQ(r.index_capacity(), 0u);
+}
+
+TEST(DedupeDictionary, HitsMissesAndEvictionFollowTheRingOnBothEnds) {
+  // A sender with its index and a receiver without one, fed the same
+  // pages in the same order, assign the same slots and evict in the same
+  // (ring) order; every hit the sender reports names the receiver's slot
+  // holding exactly those bytes; a reference model (a map of the newest
+  // slot per hash) agrees with every find over a long churn, which runs
+  // the index's deletions many times over.
+  constexpr uint32_t kSlots = 37;
+  DedupeDictionary sender(kSlots), receiver(kSlots, DedupeDictionary::Role::receiver);
+  auto pages = mm::test::corpus(PageKind::random, 200);
+  std::unordered_map<PageHash, uint32_t, PageHashHasher> model;
+  std::vector<PageHash> slot_hash(kSlots);
+  std::vector<bool> slot_used(kSlots, false);
+  std::mt19937 rng(5);
+  uint64_t hits = 0, misses = 0;
+  for (int step = 0; step < 20000; ++step) {
+    const size_t i = rng() % 200;
+    const uint8_t* p = pages.data() + i * kPageSize;
+    const PageHash h = page_hash(p);
+    EXPECT_FALSE(receiver.find(p, h).has_value());  // the receiver never looks up
+    const auto hit = sender.find(p, h);
+    const auto m = model.find(h);
+    ASSERT_EQ(hit.has_value(), m != model.end()) << "step " << step;
+    if (hit) {
+      ASSERT_EQ(*hit, m->second);
+      ASSERT_EQ(std::memcmp(receiver.get(*hit), p, kPageSize), 0);
+      ++hits;
+      continue;
+    }
+    ++misses;
+    ASSERT_EQ(sender.next(), receiver.next());
+    const uint32_t s1 = sender.insert(p, h), s2 = receiver.insert(p, h);
+    ASSERT_EQ(s1, s2);
+    if (slot_used[s1]) {
+      auto old = model.find(slot_hash[s1]);
+      if (old != model.end() && old->second == s1) model.erase(old);
+    }
+    slot_used[s1] = true;
+    slot_hash[s1] = h;
+    model[h] = s1;
+    ASSERT_EQ(std::memcmp(receiver.get(s2), p, kPageSize), 0);
+  }
+  EXPECT_GT(hits, 1000u);
+  EXPECT_GT(misses, 1000u);
+  EXPECT_EQ(sender.filled(), kSlots);
+  EXPECT_EQ(receiver.filled(), kSlots);
+  // Emptied at the same point, both start over at slot 0.
+  sender.clear();
+  receiver.clear();
+  EXPECT_FALSE(sender.find(pages.data(), page_hash(pages.data())).has_value());
+  EXPECT_EQ(receiver.get(0), nullptr);
+  EXPECT_EQ(sender.insert(pages.data(), page_hash(pages.data())), 0u);
+}
+
+TEST(DedupeDictionary, ACollidingHashPointsAtTheNewestPageOnly) {
+  DedupeDictionary d(4);
+  auto pages = mm::test::corpus(PageKind::random, 3);
+  const PageHash forged{42, 42};
+  d.insert(pages.data(), forged);
+  d.insert(pages.data() + kPageSize, forged);  // same hash, other bytes
+  EXPECT_FALSE(d.find(pages.data(), forged).has_value());
+  EXPECT_EQ(d.find(pages.data() + kPageSize, forged), std::optional<uint32_t>(1));
+  // Evicting slot 0 (the older page) leaves the newer entry in place.
+  for (int i = 0; i < 3; ++i) d.insert(pages.data() + 2 * kPageSize, PageHash{uint64_t(i), 7});
+  EXPECT_EQ(d.find(pages.data() + kPageSize, forged), std::optional<uint32_t>(1));
+  d.insert(pages.data() + 2 * kPageSize, PageHash{3, 7});  // slot 1's turn
+  EXPECT_FALSE(d.find(pages.data() + kPageSize, forged).has_value());
 }
