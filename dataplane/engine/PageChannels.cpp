@@ -1,10 +1,12 @@
 #include "dataplane/engine/PageChannels.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
 #include "dataplane/pages/CompressdevDeflate.hpp"
 #include "dataplane/qemu/MultifdPacket.hpp"
+#include "dataplane/wire/Mmp.hpp"
 #include "dataplane/wire/Records.hpp"
 
 namespace mm::engine {
@@ -39,9 +41,13 @@ pages::PageCodec* CodecSet::get(pages::CodecKind k, std::string* why) {
 }
 
 namespace {
-// Input is read in chunks of this much at least (one QEMU 7.2 packet is
-// 1344 + 128 x 4096 bytes).
+// Input is read in chunks of at most this much per read() (one QEMU 7.2
+// packet is 1344 + 128 x 4096 bytes).
 constexpr size_t kReadChunk = 256 << 10;
+// The input buffer: room for several QEMU 7.2 packets, so the read cursor
+// runs over many packets before the unconsumed tail is moved to the front.
+constexpr size_t kQemuPacket = qemu::kMultifdHeaderFixed + 8 * 128 + 128 * qemu::kTargetPageSize;
+constexpr size_t kInputBuffer = 4 * kQemuPacket;
 // Messages one pump() may queue, so that one busy channel cannot starve
 // the others of the worker.
 constexpr int kMessagesPerPump = 4;
@@ -49,77 +55,144 @@ constexpr int kMessagesPerPump = 4;
 
 MultifdSource::MultifdSource(uint16_t channel, const pages::PagePolicy& policy, pages::PageCodec* codec,
                              pages::UnchangedFilter* filter, size_t max_message)
-    : channel_(channel), max_message_(max_message), encoder_(policy, codec, filter) {}
-
-void MultifdSource::reserve_input(size_t n) {
-  if (in_.size() < n) in_.resize(std::max(n, in_.size() * 2));
-}
+    : channel_(channel),
+      max_message_(max_message),
+      encoder_(policy, codec, filter),
+      in_(kInputBuffer),
+      offsets_(std::make_unique<uint64_t[]>(qemu::kMultifdMaxPagesAlloc)),
+      msg_(pages::PageEncoder::max_message(128)) {}
 
 void MultifdSource::consume(size_t n) {
-  std::memmove(in_.data(), in_.data() + n, in_len_ - n);
+  in_head_ += n;
   in_len_ -= n;
+  if (in_len_ == 0) in_head_ = 0;  // free: nothing to move
 }
 
-void MultifdSource::make_bytes_message(size_t n) {
-  if (msg_.size() < n + wire::kBytesRecordOverhead) msg_.resize(n + wire::kBytesRecordOverhead);
-  wire::RecordWriter w(msg_);
-  w.put_bytes({in_.data(), n});
-  msg_len_ = w.size();
+void MultifdSource::make_room(size_t n) {
+  if (in_head_ + n <= in_.size()) return;
+  if (in_len_ > 0 && in_head_ > 0) std::memmove(in_.data(), in_.data() + in_head_, in_len_);
+  in_head_ = 0;
+  // Only a packet larger than QEMU 7.2 sends (pages_alloc > 128) grows it.
+  if (n > in_.size()) in_.resize(n + kReadChunk);
+}
+
+std::span<uint8_t> MultifdSource::message_room(transport::StreamSender& tx, size_t bound, bool& direct) {
+  const uint32_t payload = tx.max_payload();
+  const size_t packets = std::max<size_t>(1, (bound + payload - 1) / payload);
+  direct = false;
+  if (packets > tx.free_slots()) return {};
+  // The slots are written as one buffer when they lie back to back (not
+  // across the end of the sender's ring): checked, never assumed.
+  const std::span<uint8_t> first = tx.reserve_at(0);
+  const std::span<uint8_t> last = tx.reserve_at(uint32_t(packets - 1));
+  if (first.size() == payload && last.size() == payload &&
+      last.data() == first.data() + (packets - 1) * size_t(payload)) {
+    direct = true;
+    return {first.data(), packets * size_t(payload)};
+  }
+  if (msg_.size() < bound) msg_.resize(bound);  // a larger pages_alloc than QEMU 7.2's: once
+  return {msg_.data(), bound};
+}
+
+MultifdSource::Parsed MultifdSource::finish_message(transport::StreamSender& tx, size_t len, bool direct) {
+  if (!direct) {
+    msg_len_ = len;
+    return Parsed::pending;
+  }
+  // The framing submit_message() gives: full packets, then the rest.
+  const uint32_t payload = tx.max_payload();
+  size_t off = 0;
+  do {
+    const size_t n = std::min<size_t>(payload, len - off);
+    uint16_t f = 0;
+    if (off == 0) f |= wire::flag::first;
+    if (off + n == len) f |= wire::flag::last;
+    tx.commit(uint32_t(n), f);
+    off += n;
+  } while (off < len);
+  return Parsed::queued;
+}
+
+MultifdSource::Parsed MultifdSource::bytes_message(transport::StreamSender& tx, size_t n) {
+  bool direct = false;
+  const std::span<uint8_t> room = message_room(tx, n + wire::kBytesRecordOverhead, direct);
+  if (room.empty()) return Parsed::no_room;
+  wire::RecordWriter w(room);
+  w.put_bytes({in_.data() + in_head_, n});
   consume(n);
+  return finish_message(tx, w.size(), direct);
 }
 
-bool MultifdSource::parse(const Gate& gate) {
+MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::StreamSender& tx) {
+  const uint8_t* in = in_.data() + in_head_;
   if (step_ == Step::init) {
-    if (in_len_ < qemu::kMultifdInitSize) return true;
+    if (in_len_ < qemu::kMultifdInitSize) return Parsed::need_input;
     qemu::MultifdInit init;
-    const auto e = qemu::parse_multifd_init({in_.data(), qemu::kMultifdInitSize}, init);
-    if (e != qemu::MultifdError::ok) return fail("MultiFDInit: " + std::string(qemu::to_string(e)));
-    make_bytes_message(qemu::kMultifdInitSize);  // the destination QEMU checks it as is
-    step_ = Step::packets;
-    return true;
+    const auto e = qemu::parse_multifd_init({in, qemu::kMultifdInitSize}, init);
+    if (e != qemu::MultifdError::ok) {
+      fail("MultiFDInit: " + std::string(qemu::to_string(e)));
+      return Parsed::error;
+    }
+    const Parsed r = bytes_message(tx, qemu::kMultifdInitSize);  // the destination QEMU checks it as is
+    if (r != Parsed::no_room) step_ = Step::packets;
+    return r;
   }
   if (step_ == Step::passthrough) {
-    if (in_len_ > 0) make_bytes_message(std::min(in_len_, max_message_ - wire::kBytesRecordOverhead));
-    return true;
+    if (in_len_ == 0) return Parsed::need_input;
+    return bytes_message(tx, std::min(in_len_, max_message_ - wire::kBytesRecordOverhead));
   }
   size_t hsize = 0;
-  auto e = qemu::multifd_header_size({in_.data(), in_len_}, hsize);
-  if (e == qemu::MultifdError::need_more) return true;
-  if (e != qemu::MultifdError::ok) return fail("packet header: " + std::string(qemu::to_string(e)));
-  reserve_input(hsize);
-  if (in_len_ < hsize) return true;
-  qemu::MultifdPacketHeader h;
-  e = qemu::parse_multifd_header({in_.data(), hsize}, h);
-  if (e != qemu::MultifdError::ok) return fail("packet header: " + std::string(qemu::to_string(e)));
+  auto e = qemu::multifd_header_size({in, in_len_}, hsize);
+  if (e == qemu::MultifdError::need_more) return Parsed::need_input;
+  if (e != qemu::MultifdError::ok) {
+    fail("packet header: " + std::string(qemu::to_string(e)));
+    return Parsed::error;
+  }
+  if (in_len_ < hsize) {
+    make_room(hsize);
+    return Parsed::need_input;
+  }
+  qemu::MultifdHeaderView h;
+  e = qemu::parse_multifd_header({in, hsize}, h);
+  if (e != qemu::MultifdError::ok) {
+    fail("packet header: " + std::string(qemu::to_string(e)));
+    return Parsed::error;
+  }
   if (h.compressed()) {
     // QEMU compresses each channel as one stream across packets: its
     // pages cannot be taken apart, so the channel is relayed as bytes.
     step_ = Step::passthrough;
-    return parse(gate);
+    return parse(gate, tx);
   }
   const size_t total = hsize + h.payload_size();
-  reserve_input(total);
-  if (in_len_ < total) return true;
+  if (in_len_ < total) {
+    make_room(total);
+    return Parsed::need_input;
+  }
   const size_t need = pages::PageEncoder::max_message(h.normal_pages);
   if (need > max_message_) {
-    return fail("packet of " + std::to_string(h.normal_pages) + " pages exceeds the largest message (" +
-                std::to_string(max_message_) + " bytes)");
+    fail("packet of " + std::to_string(h.normal_pages) + " pages exceeds the largest message (" +
+         std::to_string(max_message_) + " bytes)");
+    return Parsed::error;
   }
-  if (msg_.size() < need) msg_.resize(need);
+  bool direct = false;
+  const std::span<uint8_t> room = message_room(tx, need, direct);
+  if (room.empty()) return Parsed::no_room;
+  for (uint32_t i = 0; i < h.normal_pages; ++i) offsets_[i] = wire::get_be64(h.offsets_be + 8 * size_t(i));
   pages::PacketView v;
   v.flags = h.flags;
   v.pages_alloc = h.pages_alloc;
   v.packet_num = h.packet_num;
   v.ramblock = h.ramblock;
-  v.offsets = h.offsets;
-  v.pages = in_.data() + hsize;
+  v.offsets = {offsets_.get(), h.normal_pages};
+  v.offsets_be = h.offsets_be;
+  v.pages = in + hsize;
   const uint32_t epoch = syncs_;
-  wire::RecordWriter w(msg_);
+  wire::RecordWriter w(room);
   encoder_.encode(v, epoch, gate && gate(epoch), w);
-  msg_len_ = w.size();
   if (h.flags & qemu::multifd_flag::sync) ++syncs_;
   consume(total);
-  return true;
+  return finish_message(tx, w.size(), direct);
 }
 
 bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx, const Gate& gate, bool& work,
@@ -137,16 +210,25 @@ bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx,
     // Over the read-ahead budget: QEMU's next packet waits in its socket
     // (what QEMU can push is what the fabric drains).
     if (tx.unacked() >= ahead && !eof_) return true;
-    if (!parse(gate)) return false;
-    if (msg_len_ > 0) continue;
+    switch (parse(gate, tx)) {
+      case Parsed::error: return false;
+      case Parsed::no_room: return true;  // window full: later
+      case Parsed::queued:
+        ++sent;
+        work = true;
+        continue;
+      case Parsed::pending: continue;
+      case Parsed::need_input: break;
+    }
     if (eof_) {
       if (in_len_ > 0) return fail("QEMU closed the channel inside a packet (" + std::to_string(in_len_) + " bytes left)");
       if (relay.send_fin(tx)) work = true;
       return true;
     }
     if (!ch->is_open()) return true;
-    reserve_input(in_len_ + kReadChunk);
-    std::span<uint8_t> room(in_.data() + in_len_, in_.size() - in_len_);
+    if (in_head_ + in_len_ == in_.size()) make_room(in_len_ + kReadChunk);
+    const size_t tail = in_head_ + in_len_;
+    std::span<uint8_t> room(in_.data() + tail, std::min(in_.size() - tail, 2 * kReadChunk));
     const ssize_t r = ch->read_into({&room, 1});
     if (r == qemu::ByteChannel::kAgain) return true;
     if (r == qemu::ByteChannel::kError) return fail("reading from QEMU: " + ch->error_text());
@@ -161,16 +243,22 @@ bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx,
 }
 
 MultifdRebuilder::MultifdRebuilder(CodecSet* codecs)
-    : decoder_([codecs](pages::CodecKind k, std::string* why) -> pages::PageCodec* {
-        if (!codecs) {
-          if (why) *why = "no codecs";
-          return nullptr;
-        }
-        return codecs->get(k, why);
-      }) {}
+    : decoder_(
+          [codecs](pages::CodecKind k, std::string* why) -> pages::PageCodec* {
+            if (!codecs) {
+              if (why) *why = "no codecs";
+              return nullptr;
+            }
+            return codecs->get(k, why);
+          },
+          /*in_place=*/true),
+      header_(std::make_unique<uint8_t[]>(qemu::kMultifdHeaderFixed + 8 * size_t(qemu::kMultifdMaxPagesAlloc))) {
+  parts_.reserve(1 + qemu::kMultifdMaxPagesAlloc);
+}
 
-std::string MultifdRebuilder::rebuild(std::span<const uint8_t> message, std::vector<uint8_t>& out) {
-  out.clear();
+std::string MultifdRebuilder::rebuild(std::span<const uint8_t> message,
+                                      std::span<const std::span<const uint8_t>>& parts) {
+  parts = {};
   std::string why = decoder_.decode(message, packet_);
   if (!why.empty()) return why;
   if (packet_.flags & (qemu::multifd_flag::zlib | qemu::multifd_flag::zstd)) {
@@ -183,16 +271,26 @@ std::string MultifdRebuilder::rebuild(std::span<const uint8_t> message, std::vec
     ++dropped_empty_;
     return {};
   }
-  qemu::MultifdPacketHeader h;
+  qemu::MultifdHeaderView h;
   h.flags = packet_.flags;
   h.pages_alloc = packet_.pages_alloc;
   h.normal_pages = uint32_t(n);
   h.next_packet_size = uint32_t(n * pages::kPageSize);
   h.packet_num = packet_.packet_num;
   h.ramblock = packet_.ramblock;
-  h.offsets = packet_.offsets;
-  out = qemu::encode_multifd_header(h);
-  out.insert(out.end(), packet_.pages.begin(), packet_.pages.begin() + long(n * pages::kPageSize));
+  encode_multifd_header(h, packet_.offsets, {header_.get(), h.header_size()});
+  parts_.clear();
+  parts_.push_back({header_.get(), h.header_size()});
+  for (size_t k = 0; k < n; ++k) {
+    const uint8_t* p = packet_.page(k);
+    std::span<const uint8_t>& back = parts_.back();
+    if (k > 0 && back.data() + back.size() == p) {
+      back = {back.data(), back.size() + pages::kPageSize};  // adjacent in the same buffer: one part
+    } else {
+      parts_.push_back({p, pages::kPageSize});
+    }
+  }
+  parts = parts_;
   return {};
 }
 

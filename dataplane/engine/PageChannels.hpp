@@ -1,4 +1,4 @@
-// Page-aware multifd channels (issue #3): the source daemon's reader of a
+// Page-aware multifd channels: the source daemon's reader of a
 // QEMU multifd channel (MultifdSource: MultiFDInit, then packets split into
 // page records by the PageEncoder) and the destination daemon's rebuilder
 // (MultifdRebuilder: page messages checked by the PageDecoder and turned
@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,12 +60,23 @@ class MultifdSource {
 
  private:
   enum class Step { init, packets, passthrough };
-  // Turns buffered bytes into the next message (msg_), if a whole unit is
-  // there. False on invalid input.
-  bool parse(const Gate& gate);
-  void make_bytes_message(size_t n);
+  enum class Parsed { error, need_input, no_room, queued, pending };
+  // Turns buffered bytes into the next message, if a whole unit is there:
+  // written straight into tx's packet slots (queued) when enough free
+  // slots lie back to back, else into msg_ (pending); no_room: fewer free
+  // slots than the message may take.
+  Parsed parse(const Gate& gate, transport::StreamSender& tx);
+  // Where a message of at most `bound` bytes is written: the slots from
+  // tx.reserve() on when they are contiguous, else msg_. Empty: no room.
+  std::span<uint8_t> message_room(transport::StreamSender& tx, size_t bound, bool& direct);
+  // Queues a message written into message_room() (direct: already in the
+  // slots; commits them with the framing submit_message() would give).
+  Parsed finish_message(transport::StreamSender& tx, size_t len, bool direct);
+  Parsed bytes_message(transport::StreamSender& tx, size_t n);
   void consume(size_t n);
-  void reserve_input(size_t n);
+  // Makes room for `n` contiguous unconsumed bytes from the read cursor:
+  // moves the unconsumed tail to the front only when it must.
+  void make_room(size_t n);
   bool fail(const std::string& why) {
     error_ = "multifd channel " + std::to_string(channel_) + ": " + why;
     return false;
@@ -74,9 +86,10 @@ class MultifdSource {
   size_t max_message_;
   pages::PageEncoder encoder_;
   Step step_ = Step::init;
-  std::vector<uint8_t> in_;  // QEMU bytes not consumed yet
-  size_t in_len_ = 0;
-  std::vector<uint8_t> msg_;  // encoded message waiting for window room
+  std::vector<uint8_t> in_;  // QEMU bytes; [in_head_, in_head_ + in_len_) not consumed yet
+  size_t in_head_ = 0, in_len_ = 0;
+  std::unique_ptr<uint64_t[]> offsets_;  // the current packet's offsets
+  std::vector<uint8_t> msg_;  // a message that could not go straight into slots
   size_t msg_len_ = 0;
   bool eof_ = false;
   uint32_t syncs_ = 0;
@@ -86,13 +99,18 @@ class MultifdSource {
 class MultifdRebuilder final : public qemu::PageMessageHandler {
  public:
   explicit MultifdRebuilder(CodecSet* codecs);
-  std::string rebuild(std::span<const uint8_t> message, std::vector<uint8_t>& out) override;
+  // The rebuilt packet as parts: its header (rebuilt here), then its
+  // pages where the decoder left them (see DecodedPacket::page_at).
+  std::string rebuild(std::span<const uint8_t> message,
+                      std::span<const std::span<const uint8_t>>& parts) override;
   const pages::PageStats& stats() const { return decoder_.stats(); }
   uint64_t dropped_empty() const { return dropped_empty_; }
 
  private:
   pages::PageDecoder decoder_;
   pages::DecodedPacket packet_;
+  std::unique_ptr<uint8_t[]> header_;            // the largest header QEMU 7.2 reads
+  std::vector<std::span<const uint8_t>> parts_;  // header + runs of adjacent pages
   uint64_t dropped_empty_ = 0;
 };
 

@@ -11,10 +11,19 @@
 namespace mm::engine {
 
 namespace {
-// What is buffered toward a slow QEMU (it must hold one whole message).
+// What is buffered toward a slow destination QEMU (it must hold one whole
+// message, and on a multifd channel the largest rebuilt packet).
 constexpr size_t kQemuOutBuffer = 5 << 20;
 static_assert(kQemuOutBuffer >= kMaxMessage && kQemuOutBuffer >= qemu::kRebuiltMax,
               "a destination relay must hold the largest message and the largest rebuilt multifd packet");
+// The source QEMU is written to only on its main channel (the return
+// path), and never more than one message at a time is held for it; its
+// multifd channels are only read, so they get no buffer at all.
+constexpr size_t kSourceMainOutBuffer = kMaxMessage;
+size_t qemu_out_buffer(Role role, uint16_t stream) {
+  if (role == Role::destination) return kQemuOutBuffer;
+  return stream == 0 ? kSourceMainOutBuffer : 0;
+}
 // How long a destination QEMU's full accept backlog is waited out.
 constexpr uint64_t kConnectPatienceNs = 5'000'000'000;
 }  // namespace
@@ -66,7 +75,9 @@ struct Session::MainSink final : qemu::MainChannelObserver::Sink {
 Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now,
                  CodecSet* codecs)
     : cfg_(cfg), peer_udp_port_(p.peer_udp_port), codecs_(codecs) {
-  for (uint16_t i = 0; i < kStreams; ++i) relays_.push_back(std::make_unique<qemu::ChannelRelay>(kQemuOutBuffer));
+  for (uint16_t i = 0; i < kStreams; ++i) {
+    relays_.push_back(std::make_unique<qemu::ChannelRelay>(qemu_out_buffer(p.role, i)));
+  }
   sources_.resize(kStreams);
   info_.pages = p.pages;
   if (p.role == Role::source) {

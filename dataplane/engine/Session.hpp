@@ -26,7 +26,7 @@ namespace mm::engine {
 inline constexpr size_t kMaxMessage = 1 << 20;
 
 enum class Role { source, destination };
-// The dataplane's part of the session state machine (ARCHITECTURE.md §6);
+// The dataplane's part of the session state machine;
 // the control plane adds negotiating and postcopy, which it sees from QMP.
 // completing: the local QEMU has closed its side (everything it had to say
 // is queued); the session completes once the peer has all of it and has

@@ -37,12 +37,15 @@ bool ChannelRelay::deliver_pages(std::span<const uint8_t> message) {
   // Decoding changes the dedupe dictionary, so it happens only once QEMU
   // can take whatever the message may turn into.
   if (rebuilt_bound(rec.begin.pages_alloc) > chan_->out_room()) return false;  // QEMU is slow: later
-  const std::string why = pages_->rebuild(message, rebuilt_);
+  std::span<const std::span<const uint8_t>> parts;
+  const std::string why = pages_->rebuild(message, parts);
   if (!why.empty()) {
     error_ = "channel: " + why;
     return false;
   }
-  if (!rebuilt_.empty() && !chan_->send(rebuilt_)) {
+  // Written from where the parts are; only what the socket leaves is
+  // copied into the channel's buffer (checked above to have room).
+  if (!parts.empty() && !chan_->send(parts)) {
     error_ = "channel: rebuilt packet larger than its bound";
     return false;
   }
@@ -123,6 +126,10 @@ bool ChannelRelay::pump_out(transport::StreamReceiver& rx) {
     }
     if (remote_fin_ && (bytes > 0 || fin)) {
       error_ = "channel: data after FIN";
+      return false;
+    }
+    if (bytes > 0 && out_capacity_ == 0) {
+      error_ = "channel: the peer sent bytes for a QEMU channel that is only read";
       return false;
     }
     if (bytes > chan_->out_room()) return false;  // QEMU is slow: try later

@@ -27,10 +27,13 @@ namespace mm::qemu {
 class PageMessageHandler {
  public:
   virtual ~PageMessageHandler() = default;
-  // Rebuilds the QEMU bytes of one page message into `out` (replacing its
-  // contents; empty: nothing to write). Returns the empty string, or why
-  // the message is refused -- then nothing of it reaches QEMU.
-  virtual std::string rebuild(std::span<const uint8_t> message, std::vector<uint8_t>& out) = 0;
+  // Rebuilds the QEMU bytes of one page message as `parts` to be written
+  // in order (empty: nothing to write): views of the handler's own buffers,
+  // of the message itself and of its dictionary, valid until the next call
+  // and while the message is. Returns the empty string, or why the message
+  // is refused -- then nothing of it reaches QEMU.
+  virtual std::string rebuild(std::span<const uint8_t> message,
+                              std::span<const std::span<const uint8_t>>& parts) = 0;
 };
 
 // What a rebuilt QEMU 7.2 packet takes at most: header with pages_alloc
@@ -44,7 +47,8 @@ class ChannelRelay {
  public:
   // out_capacity bounds what is buffered toward a slow QEMU; it must hold
   // the largest message the peer may send, and on a multifd stream the
-  // largest rebuilt packet (kRebuiltMax).
+  // largest rebuilt packet (kRebuiltMax). 0 for a channel nothing is
+  // written to (a source's multifd channel): bytes for it are an error.
   explicit ChannelRelay(size_t out_capacity) : out_capacity_(out_capacity) {}
 
   void attach(int fd) { chan_ = std::make_unique<ByteChannel>(fd, out_capacity_); }
@@ -90,7 +94,6 @@ class ChannelRelay {
   std::unique_ptr<ByteChannel> chan_;
   PageMessageHandler* pages_ = nullptr;
   std::function<void(std::span<const uint8_t>)> tap_;
-  std::vector<uint8_t> rebuilt_;
   bool local_fin_ = false;
   bool remote_fin_ = false;
   bool shut_wr_ = false;

@@ -95,7 +95,10 @@ int connect_unix(const std::string& path) {
   return fd;
 }
 
-ByteChannel::ByteChannel(int fd, size_t out_capacity) : fd_(fd), out_(out_capacity) {}
+ByteChannel::ByteChannel(int fd, size_t out_capacity)
+    : fd_(fd),
+      out_(out_capacity ? std::make_unique_for_overwrite<uint8_t[]>(out_capacity) : nullptr),
+      out_cap_(out_capacity) {}
 
 ByteChannel::~ByteChannel() { close(); }
 
@@ -139,40 +142,80 @@ ssize_t ByteChannel::write_some(const uint8_t* p, size_t n) {
   return -1;
 }
 
-bool ByteChannel::send(std::span<const uint8_t> data) {
-  if (fd_ < 0) return false;
-  size_t off = 0;
-  if (out_len_ == 0) {
-    // Fast path: nothing queued, hand the bytes straight to the socket.
-    const ssize_t w = write_some(data.data(), data.size());
-    if (w < 0) return true;  // the error is recorded and flush() reports it
-    off = size_t(w);
-    if (off == data.size()) return true;
-  }
-  const size_t rest = data.size() - off;
-  if (rest > out_room()) {
-    // Only possible when something was queued before: keep all-or-nothing
-    // by refusing before the fast path could take a part.
-    return false;
-  }
-  size_t tail = (out_head_ + out_len_) % out_.size();
-  for (size_t i = off; i < data.size();) {
-    const size_t chunk = std::min(data.size() - i, out_.size() - tail);
-    std::memcpy(out_.data() + tail, data.data() + i, chunk);
+void ByteChannel::queue(const uint8_t* p, size_t n) {
+  size_t tail = (out_head_ + out_len_) % out_cap_;
+  for (size_t i = 0; i < n;) {
+    const size_t chunk = std::min(n - i, out_cap_ - tail);
+    std::memcpy(out_.get() + tail, p + i, chunk);
     i += chunk;
-    tail = (tail + chunk) % out_.size();
+    tail = (tail + chunk) % out_cap_;
   }
-  out_len_ += rest;
+  out_len_ += n;
+}
+
+bool ByteChannel::send(std::span<const uint8_t> data) {
+  const std::span<const uint8_t> one[1] = {data};
+  return send(std::span<const std::span<const uint8_t>>(one));
+}
+
+bool ByteChannel::send(std::span<const std::span<const uint8_t>> parts) {
+  if (fd_ < 0) return false;
+  size_t total = 0;
+  for (const auto& p : parts) total += p.size();
+  // All or nothing: refused before the socket could take a part.
+  if (total > out_room()) return false;
+  size_t done = 0;
+  if (out_len_ == 0) {
+    // Fast path: nothing queued, hand the parts straight to the socket.
+    constexpr size_t kIov = 64;
+    iovec iov[kIov];
+    size_t i = 0;
+    while (i < parts.size()) {
+      size_t n = 0, bytes = 0;
+      for (; i + n < parts.size() && n < kIov; ++n) {
+        iov[n] = {const_cast<uint8_t*>(parts[i + n].data()), parts[i + n].size()};
+        bytes += parts[i + n].size();
+      }
+      if (bytes == 0) {
+        i += n;
+        continue;
+      }
+      msghdr mh{};
+      mh.msg_iov = iov;
+      mh.msg_iovlen = n;
+      const ssize_t w = ::sendmsg(fd_, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0) {
+        if (errno == EAGAIN || errno == EINTR) break;
+        record_error("write to QEMU");
+        return true;  // the error is recorded and flush() reports it
+      }
+      bytes_out_ += uint64_t(w);
+      done += size_t(w);
+      if (size_t(w) < bytes) break;
+      i += n;
+    }
+    if (done == total) return true;
+  }
+  // What the socket did not take: the rest of the parts, into the ring.
+  size_t skip = done;
+  for (const auto& p : parts) {
+    if (skip >= p.size()) {
+      skip -= p.size();
+      continue;
+    }
+    queue(p.data() + skip, p.size() - skip);
+    skip = 0;
+  }
   return true;
 }
 
 bool ByteChannel::flush() {
   while (out_len_ > 0 && fd_ >= 0) {
-    const size_t chunk = std::min(out_len_, out_.size() - out_head_);
-    const ssize_t w = write_some(out_.data() + out_head_, chunk);
+    const size_t chunk = std::min(out_len_, out_cap_ - out_head_);
+    const ssize_t w = write_some(out_.get() + out_head_, chunk);
     if (w < 0) return false;
     if (w == 0) break;
-    out_head_ = (out_head_ + size_t(w)) % out_.size();
+    out_head_ = (out_head_ + size_t(w)) % out_cap_;
     out_len_ -= size_t(w);
   }
   return error_.empty();

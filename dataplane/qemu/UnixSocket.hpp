@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -58,7 +59,11 @@ class ByteChannel {
   // Writes data now if possible and buffers the rest; all or nothing: false
   // (nothing taken) when the buffer lacks room. Call flush() to progress.
   bool send(std::span<const uint8_t> data);
-  size_t out_room() const { return out_.size() - out_len_; }
+  // The same for data in parts (one writev when nothing is queued): only
+  // what the socket does not take is copied into the buffer.
+  bool send(std::span<const std::span<const uint8_t>> parts);
+  size_t out_room() const { return out_cap_ - out_len_; }
+  size_t out_capacity() const { return out_cap_; }
   bool out_empty() const { return out_len_ == 0; }
   // Writes buffered bytes; false on a socket error (errno_text() says which).
   bool flush();
@@ -73,10 +78,14 @@ class ByteChannel {
 
  private:
   ssize_t write_some(const uint8_t* p, size_t n);
+  // Copies data to the ring's tail (the caller checked the room).
+  void queue(const uint8_t* p, size_t n);
   void record_error(const char* what);
 
   int fd_;
-  std::vector<uint8_t> out_;  // ring buffer
+  // Ring buffer; not zeroed, so its memory is committed only as it is used.
+  std::unique_ptr<uint8_t[]> out_;
+  size_t out_cap_;
   size_t out_head_ = 0, out_len_ = 0;
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
   std::string error_;
