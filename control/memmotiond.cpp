@@ -46,7 +46,8 @@ int worker_main(void* arg) {
 nlohmann::json port_stats_json(const mm::port::PortStats& s) {
   return {{"rx_frames", s.rx_frames},     {"rx_bytes", s.rx_bytes},   {"tx_frames", s.tx_frames},
           {"tx_bytes", s.tx_bytes},       {"tx_full", s.tx_full},     {"tx_nombuf", s.tx_nombuf},
-          {"rx_not_mmp", s.rx_not_mmp}, {"rx_malformed", s.rx_malformed}};
+          {"rx_not_mmp", s.rx_not_mmp}, {"rx_malformed", s.rx_malformed},
+          {"tx_by_reference", s.tx_by_reference}, {"tx_copied_busy", s.tx_copied_busy}};
 }
 
 std::string resolve_profile(const std::string& name) {

@@ -17,6 +17,8 @@ namespace mm::engine {
 
 namespace {
 constexpr uint16_t kRxBurst = 32;
+// Bursts one loop iteration reads at most before the sessions run.
+constexpr uint32_t kMaxRxBursts = 16;
 constexpr unsigned kRingSize = 1024;
 std::atomic<unsigned> ring_serial{0};
 
@@ -145,26 +147,43 @@ void Engine::add_session(const SessionParams& p) {
     }
     sessions_.erase(it);  // an ended session's id may be reused
   }
-  sessions_.emplace(p.id, std::make_unique<Session>(p, cfg_.transport, now_ns(), &codecs_));
-  stats_.sessions.store(sessions_.size(), std::memory_order_relaxed);
+  if (ended_.erase(p.id)) std::erase(ended_order_, p.id);
+  auto session = std::make_unique<Session>(p, cfg_.transport, now_ns(), &codecs_);
+  // Send windows live in this worker's port buffers: sent by reference.
+  if (transport::Connection* c = session->connection()) c->set_port_buffers(&port_);
+  sessions_.emplace(p.id, std::move(session));
+  stats_.sessions.store(sessions_.size() + ended_.size(), std::memory_order_relaxed);
+}
+
+void Engine::retire(std::map<uint32_t, std::unique_ptr<Session>>::iterator it) {
+  ended_[it->first] = it->second->info();
+  ended_order_.push_back(it->first);
+  while (ended_order_.size() > kMaxEnded) {
+    ended_.erase(ended_order_.front());
+    ended_order_.pop_front();
+  }
+  sessions_.erase(it);
+  stats_.sessions.store(sessions_.size() + ended_.size(), std::memory_order_relaxed);
 }
 
 bool Engine::cancel_session(uint32_t id, const std::string& why) {
   auto it = sessions_.find(id);
-  if (it == sessions_.end()) return false;
+  if (it == sessions_.end()) return ended_.count(id) > 0;  // already over: nothing to cancel
   it->second->cancel(now_ns(), why);
   return true;
 }
 
 std::optional<SessionInfo> Engine::session_info(uint32_t id) const {
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return std::nullopt;
-  return it->second->info();
+  if (auto it = sessions_.find(id); it != sessions_.end()) return it->second->info();
+  if (auto it = ended_.find(id); it != ended_.end()) return it->second;
+  return std::nullopt;
 }
 
 std::vector<SessionInfo> Engine::session_infos() const {
+  std::map<uint32_t, SessionInfo> all = ended_;
+  for (auto& [id, s] : sessions_) all[id] = s->info();
   std::vector<SessionInfo> out;
-  for (auto& [id, s] : sessions_) out.push_back(s->info());
+  for (auto& [id, info] : all) out.push_back(std::move(info));
   return out;
 }
 
@@ -172,7 +191,9 @@ void Engine::dispatch(const wire::Header& h, std::span<const uint8_t> payload,
                       const transport::PeerAddress& from, uint64_t now) {
   auto it = sessions_.find(h.session);
   if (it == sessions_.end()) {
-    stats_.rx_unknown_session.fetch_add(1, std::memory_order_relaxed);
+    // A session that ended and freed its transport may still hear from its
+    // peer (a last retransmission, a CLOSE copy): late, not unknown.
+    (ended_.count(h.session) ? stats_.rx_late : stats_.rx_unknown_session).fetch_add(1, std::memory_order_relaxed);
     return;
   }
   Session& s = *it->second;
@@ -214,8 +235,8 @@ void Engine::hand_off(uint16_t owner_index, const wire::Header& h, std::span<con
   stats_.rx_handoff_out.fetch_add(1, std::memory_order_relaxed);
 }
 
-bool Engine::take_handoffs(uint64_t now) {
-  if (!inbound_) return false;
+unsigned Engine::take_handoffs(uint64_t now) {
+  if (!inbound_) return 0;
   void* objs[kRxBurst];
   const unsigned n = rte_ring_sc_dequeue_burst(inbound_, objs, kRxBurst, nullptr);
   for (unsigned i = 0; i < n; ++i) {
@@ -224,13 +245,23 @@ bool Engine::take_handoffs(uint64_t now) {
     rte_mempool_put(rte_mempool_from_obj(m), m);
   }
   if (n) stats_.rx_handoff_in.fetch_add(n, std::memory_order_relaxed);
-  return n > 0;
+  return n;
 }
 
-void Engine::handle_rx(uint64_t now) {
+bool Engine::handle_rx(uint64_t now) {
+  // Read until the queue is empty (up to a bound, so the sessions' own
+  // work still gets its turn): a worker back from a spell off its core
+  // finds the ACKs that arrived meanwhile before any timer looks at them.
+  for (uint32_t b = 0; b < kMaxRxBursts; ++b) {
+    if (handle_rx_burst(now) < kRxBurst) return true;
+  }
+  return false;
+}
+
+uint16_t Engine::handle_rx_burst(uint64_t now) {
   std::array<transport::RxDatagram, kRxBurst> rx;
   const uint16_t n = port_.rx_burst(rx);
-  if (n == 0) return;
+  if (n == 0) return 0;
   stats_.rx_datagrams.fetch_add(n, std::memory_order_relaxed);
   for (uint16_t i = 0; i < n; ++i) {
     wire::Header h;
@@ -248,6 +279,7 @@ void Engine::handle_rx(uint64_t now) {
     dispatch(h, payload, rx[i].from, now);
   }
   port_.rx_release();
+  return n;
 }
 
 void Engine::run(const std::atomic<bool>& stop) {
@@ -256,15 +288,28 @@ void Engine::run(const std::atomic<bool>& stop) {
     stats_.loops.fetch_add(1, std::memory_order_relaxed);
     const uint64_t now = now_ns();
     const uint64_t rx_before = stats_.rx_datagrams.load(std::memory_order_relaxed);
-    handle_rx(now);
+    bool drained = handle_rx(now);
     bool work = stats_.rx_datagrams.load(std::memory_order_relaxed) != rx_before;
-    work |= take_handoffs(now);
-    work |= run_tasks();
-    for (auto& [id, s] : sessions_) {
-      work |= s->poll(now, port_);
-      if (s->take_state_change()) publish(s->info());
-      if (s->lingering_done(now)) s->release_transport();
+    if (inbound_) {
+      const unsigned taken = take_handoffs(now);
+      work |= taken > 0;
+      drained &= taken < kRxBurst;
     }
+    work |= run_tasks();
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      Session& s = *it->second;
+      if (transport::Connection* c = s.connection()) c->set_timers_ok(drained);
+      work |= s.poll(now, port_);
+      if (s.take_state_change()) publish(s.info());
+      if (!s.lingering_done(now)) {
+        ++it;
+        continue;
+      }
+      s.release_transport();
+      retire(it++);
+    }
+    // Every session's datagrams of this round leave in full bursts.
+    port_.tx_flush();
     if (work) {
       idle_rounds = 0;
       continue;

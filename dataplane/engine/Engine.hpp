@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -95,8 +96,10 @@ class Engine {
  private:
   struct Task;
   struct Handoff;
-  void handle_rx(uint64_t now);
-  bool take_handoffs(uint64_t now);
+  // Reads the queue until it is empty or a bound; true when it was emptied.
+  bool handle_rx(uint64_t now);
+  uint16_t handle_rx_burst(uint64_t now);
+  unsigned take_handoffs(uint64_t now);
   void hand_off(uint16_t owner, const wire::Header& h, std::span<const uint8_t> payload,
                 const transport::RxDatagram& d);
   void dispatch(const wire::Header& h, std::span<const uint8_t> payload,
@@ -104,9 +107,16 @@ class Engine {
   bool run_tasks();
   void publish(const SessionInfo& info);
 
+  // A session that released its transport leaves the polled table; its
+  // last SessionInfo stays for queries (the newest kMaxEnded of them).
+  void retire(std::map<uint32_t, std::unique_ptr<Session>>::iterator it);
+  static constexpr size_t kMaxEnded = 1024;
+
   transport::DatagramPort& port_;
   EngineConfig cfg_;
-  std::map<uint32_t, std::unique_ptr<Session>> sessions_;
+  std::map<uint32_t, std::unique_ptr<Session>> sessions_;  // polled every loop
+  std::map<uint32_t, SessionInfo> ended_;                  // released: info only
+  std::deque<uint32_t> ended_order_;                       // oldest first
   uint16_t index_;
   uint16_t workers_;
   std::vector<Engine*> all_;

@@ -5,6 +5,7 @@
 #include <rte_lcore.h>
 #include <rte_udp.h>
 
+#include <cassert>
 #include <cstring>
 #include <stdexcept>
 
@@ -61,11 +62,25 @@ EthPort::EthPort(uint16_t port_id, const NicProfile& profile, uint32_t ip, uint1
                                   uint16_t(profile.port.mbuf_data_room + RTE_PKTMBUF_HEADROOM),
                                   int(rte_socket_id()));
   if (!pool_) refuse(pmd_, "creating " + std::to_string(profile.port.mbufs) + " mbufs", rte_errno);
+  // Half as many again for send windows; a stream the pool cannot serve
+  // keeps its window on the heap and is sent by copy.
+  const std::string window_name = "mm_window_" + std::to_string(port_id_);
+  window_pool_ = rte_pktmbuf_pool_create(window_name.c_str(), profile.port.mbufs / 2, 0, 0,
+                                         uint16_t(profile.port.mbuf_data_room + RTE_PKTMBUF_HEADROOM),
+                                         int(rte_socket_id()));
 
   // Configure at the default MTU, then raise it with rte_eth_dev_set_mtu
   // (which also sets a kernel interface's MTU), unless the profile says the
   // PMD's frames are sized by its devargs instead (set_mtu = false).
   rte_eth_conf conf{};
+  // IPv4 header checksums go to the NIC where it can fill them (real
+  // NICs); the virtual PMDs have no such offload and get them computed.
+  rte_eth_dev_info info{};
+  if (rte_eth_dev_info_get(port_id_, &info) == 0 &&
+      (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM)) {
+    conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+    ipv4_cksum_offload_ = true;
+  }
   int rc = rte_eth_dev_configure(port_id_, profile.port.rx_queues, profile.port.tx_queues, &conf);
   if (rc != 0) refuse(pmd_, "configuring the port", rc);
   uint16_t rxd = profile.port.rx_desc, txd = profile.port.tx_desc;
@@ -106,10 +121,19 @@ EthPort::~EthPort() {
   rte_eth_dev_stop(port_id_);
   rte_eth_dev_close(port_id_);
   if (pool_) rte_mempool_free(pool_);
+  if (window_pool_) rte_mempool_free(window_pool_);
 }
 
 EthQueue::EthQueue(const EthPort& port, uint16_t queue)
     : port_(port), queue_(queue), scratch_(size_t(kBurst) * (port.mtu_ + 64)) {}
+
+EthQueue::~EthQueue() {
+  rx_release();
+  // One last try, then whatever the PMD still refuses is freed.
+  send_pending();
+  if (pending_count_) rte_pktmbuf_free_bulk(pending_.data(), pending_count_);
+  pending_count_ = 0;
+}
 
 uint32_t EthQueue::max_datagram() const { return port_.mtu_ - 28; }
 transport::PeerAddress EthQueue::local_address() const { return port_.local_; }
@@ -186,64 +210,170 @@ void EthQueue::rx_release() {
   }
 }
 
+namespace {
+// One's-complement sum of big-endian 16-bit words (RFC 1071), unfolded.
+uint32_t sum16(const uint8_t* p, size_t n) {
+  uint32_t s = 0;
+  for (size_t i = 0; i + 1 < n; i += 2) s += be16(p + i);
+  return s;
+}
+uint16_t fold_checksum(uint32_t s) {
+  while (s >> 16) s = (s & 0xFFFF) + (s >> 16);
+  return uint16_t(~s & 0xFFFF);
+}
+}  // namespace
+
+const EthQueue::HeaderTemplate& EthQueue::header_for(const transport::PeerAddress& to, uint16_t src_port) {
+  // Direct-mapped by source port: a session's streams each have their own.
+  HeaderTemplate& t = templates_[src_port % kTemplates];
+  if (t.valid && t.src_port == src_port && t.to == to) return t;
+  t.to = to;
+  t.src_port = src_port;
+  t.valid = true;
+  uint8_t* p = t.bytes.data();
+  std::memcpy(p, to.mac.data(), 6);
+  std::memcpy(p + 6, port_.local_.mac.data(), 6);
+  p[12] = kEtherIpv4 >> 8;
+  p[13] = kEtherIpv4 & 0xFF;
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(p + kEthHeader);
+  ip->version_ihl = 0x45;
+  ip->type_of_service = 0;
+  ip->total_length = 0;  // per packet
+  ip->packet_id = 0;     // per packet
+  ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+  ip->time_to_live = 64;
+  ip->next_proto_id = IPPROTO_UDP;
+  ip->hdr_checksum = 0;
+  ip->src_addr = rte_cpu_to_be_32(port_.local_.ip);
+  ip->dst_addr = rte_cpu_to_be_32(to.ip);
+  t.partial_sum = sum16(p + kEthHeader, 20);
+  auto* udp = reinterpret_cast<rte_udp_hdr*>(p + kEthHeader + 20);
+  udp->src_port = rte_cpu_to_be_16(src_port);
+  udp->dst_port = rte_cpu_to_be_16(to.udp_port);
+  udp->dgram_len = 0;    // per packet
+  udp->dgram_cksum = 0;  // MMP carries its own CRC32C (dataplane/wire/MMP.md)
+  return t;
+}
+
+static_assert(RTE_PKTMBUF_HEADROOM >= transport::kTxHeadroom, "window buffers keep kTxHeadroom before their payload");
+static_assert(transport::kTxHeadroom >= kEthHeader + 4 + 28 + 32, "frame headers and the MMP header fit the headroom");
+
+bool EthQueue::alloc_tx_buffers(std::span<transport::TxBuffer> out, uint32_t room) {
+  if (!port_.window_pool_ || out.empty() || room + transport::kTxHeadroom > rte_pktmbuf_data_room_size(port_.window_pool_)) {
+    return false;
+  }
+  std::vector<rte_mbuf*> m(out.size());
+  if (rte_pktmbuf_alloc_bulk(port_.window_pool_, m.data(), unsigned(m.size())) != 0) return false;
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].handle = m[i];
+    out[i].payload = static_cast<uint8_t*>(m[i]->buf_addr) + transport::kTxHeadroom;
+  }
+  return true;
+}
+
+void EthQueue::free_tx_buffers(std::span<const transport::TxBuffer> bufs) {
+  // A buffer the PMD still holds goes back to the pool when it lets go.
+  for (const auto& b : bufs) rte_pktmbuf_free(static_cast<rte_mbuf*>(b.handle));
+}
+
 uint16_t EthQueue::tx_burst(std::span<const transport::TxDatagram> pkts) {
-  const uint16_t n = uint16_t(std::min<size_t>(pkts.size(), kBurst));
+  if (pending_count_ >= kBurst) send_pending();
+  const uint16_t n = uint16_t(std::min<size_t>(pkts.size(), kTxPending - pending_count_));
   if (n == 0) return 0;
-  rte_mbuf* m[kBurst];
-  if (rte_pktmbuf_alloc_bulk(port_.pool_, m, n) != 0) {
+  // A window buffer nobody else holds goes out itself (headers written
+  // into its headroom, one more reference); any other datagram is copied
+  // into a fresh mbuf. Only this worker adds references, so a count of 1
+  // cannot grow behind its back.
+  bool by_ref[kTxPending];
+  uint16_t copies = 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    const transport::TxDatagram& d = pkts[i];
+    auto* b = static_cast<rte_mbuf*>(d.buffer);
+    by_ref[i] = b && rte_mbuf_refcnt_read(b) == 1 && d.head_len <= 32 &&
+                d.body == static_cast<const uint8_t*>(b->buf_addr) + transport::kTxHeadroom;
+    copies = uint16_t(copies + !by_ref[i]);
+  }
+  rte_mbuf* fresh[kTxPending];
+  if (copies && rte_pktmbuf_alloc_bulk(port_.pool_, fresh, copies) != 0) {
     add_relaxed(c_.tx_nombuf, 1);
     return 0;
   }
-  uint32_t frame_len[kBurst];
+  rte_mbuf** m = pending_.data() + pending_count_;
+  uint16_t next_fresh = 0;
+  uint64_t by_reference = 0, busy = 0;
   for (uint16_t i = 0; i < n; ++i) {
     const transport::TxDatagram& d = pkts[i];
     const uint32_t udp_len = 8 + d.head_len + d.body_len;
     const uint32_t frame = kEthHeader + 20 + udp_len;
-    uint8_t* p = rte_pktmbuf_mtod(m[i], uint8_t*);
-    std::memcpy(p, d.to->mac.data(), 6);
-    std::memcpy(p + 6, port_.local_.mac.data(), 6);
-    p[12] = kEtherIpv4 >> 8;
-    p[13] = kEtherIpv4 & 0xFF;
+    const HeaderTemplate& t = header_for(*d.to, d.src_port);
+    uint8_t* p;
+    if (by_ref[i]) {
+      m[i] = static_cast<rte_mbuf*>(d.buffer);
+      p = const_cast<uint8_t*>(d.body) - d.head_len - (kEthHeader + 28);
+      m[i]->data_off = uint16_t(p - static_cast<uint8_t*>(m[i]->buf_addr));
+      m[i]->nb_segs = 1;
+      m[i]->next = nullptr;
+      m[i]->ol_flags = 0;
+      rte_mbuf_refcnt_update(m[i], 1);
+      ++by_reference;
+    } else {
+      m[i] = fresh[next_fresh++];
+      p = rte_pktmbuf_mtod(m[i], uint8_t*);
+      busy += d.buffer != nullptr;
+    }
+    std::memcpy(p, t.bytes.data(), t.bytes.size());
     auto* ip = reinterpret_cast<rte_ipv4_hdr*>(p + kEthHeader);
-    ip->version_ihl = 0x45;
-    ip->type_of_service = 0;
-    ip->total_length = rte_cpu_to_be_16(uint16_t(20 + udp_len));
-    ip->packet_id = rte_cpu_to_be_16(ip_id_++);
-    ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
-    ip->time_to_live = 64;
-    ip->next_proto_id = IPPROTO_UDP;
-    ip->hdr_checksum = 0;
-    ip->src_addr = rte_cpu_to_be_32(port_.local_.ip);
-    ip->dst_addr = rte_cpu_to_be_32(d.to->ip);
-    ip->hdr_checksum = rte_ipv4_cksum(ip);
+    const uint16_t total = uint16_t(20 + udp_len);
+    const uint16_t id = ip_id_++;
+    ip->total_length = rte_cpu_to_be_16(total);
+    ip->packet_id = rte_cpu_to_be_16(id);
     auto* udp = reinterpret_cast<rte_udp_hdr*>(p + kEthHeader + 20);
-    udp->src_port = rte_cpu_to_be_16(d.src_port);
-    udp->dst_port = rte_cpu_to_be_16(d.to->udp_port);
     udp->dgram_len = rte_cpu_to_be_16(uint16_t(udp_len));
-    udp->dgram_cksum = 0;  // MMP carries its own CRC32C (WIRE.md)
+    if (port_.ipv4_cksum_offload_) {
+      m[i]->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
+      m[i]->l2_len = kEthHeader;
+      m[i]->l3_len = 20;
+    } else {
+      ip->hdr_checksum = rte_cpu_to_be_16(fold_checksum(t.partial_sum + total + id));
+      assert(rte_raw_cksum(ip, 20) == 0xFFFF);  // a valid header sums to all ones
+    }
     uint8_t* payload = p + kEthHeader + 28;
     std::memcpy(payload, d.head, d.head_len);
-    if (d.body_len) std::memcpy(payload + d.head_len, d.body, d.body_len);
+    if (d.body_len && !by_ref[i]) std::memcpy(payload + d.head_len, d.body, d.body_len);
     m[i]->data_len = uint16_t(frame);
     m[i]->pkt_len = frame;
-    frame_len[i] = frame;
   }
-  const uint16_t sent = rte_eth_tx_burst(port_.port_id_, queue_, m, n);
-  if (sent < n) {
-    rte_pktmbuf_free_bulk(m + sent, n - sent);
-    add_relaxed(c_.tx_full, n - sent);
-  }
-  uint64_t bytes = 0;
-  for (uint16_t i = 0; i < sent; ++i) bytes += frame_len[i];
-  add_relaxed(c_.tx_frames, sent);
-  add_relaxed(c_.tx_bytes, bytes);
-  return sent;
+  if (by_reference) add_relaxed(c_.tx_by_reference, by_reference);
+  if (busy) add_relaxed(c_.tx_copied_busy, busy);
+  pending_count_ = uint16_t(pending_count_ + n);
+  if (pending_count_ >= kBurst) send_pending();
+  return n;
 }
+
+void EthQueue::send_pending() {
+  if (pending_count_ == 0) return;
+  const uint16_t sent = rte_eth_tx_burst(port_.port_id_, queue_, pending_.data(), pending_count_);
+  uint64_t bytes = 0;
+  for (uint16_t i = 0; i < sent; ++i) bytes += rte_pktmbuf_pkt_len(pending_[i]);
+  if (sent < pending_count_) {
+    // The PMD's ring is full: the rest stays queued (it was accepted).
+    std::memmove(pending_.data(), pending_.data() + sent, (pending_count_ - sent) * sizeof(rte_mbuf*));
+    add_relaxed(c_.tx_full, 1);
+  }
+  pending_count_ = uint16_t(pending_count_ - sent);
+  if (sent) {
+    add_relaxed(c_.tx_frames, sent);
+    add_relaxed(c_.tx_bytes, bytes);
+  }
+}
+
+void EthQueue::tx_flush() { send_pending(); }
 
 PortStats EthQueue::stats() const {
   auto r = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
-  return {r(c_.rx_frames), r(c_.rx_bytes),   r(c_.tx_frames),  r(c_.tx_bytes),
-          r(c_.tx_full),   r(c_.tx_nombuf), r(c_.rx_not_mmp), r(c_.rx_malformed)};
+  return {r(c_.rx_frames),  r(c_.rx_bytes),     r(c_.tx_frames),       r(c_.tx_bytes),
+          r(c_.tx_full),    r(c_.tx_nombuf),    r(c_.rx_not_mmp),      r(c_.rx_malformed),
+          r(c_.tx_by_reference), r(c_.tx_copied_busy)};
 }
 
 PortStats EthPort::stats() const {

@@ -91,7 +91,7 @@ void Connection::close(wire::CloseReason reason, std::string_view text) {
 
 uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
   if (!has_peer_) return 0;
-  std::array<std::array<uint8_t, wire::kHeaderSize + wire::kAckSize>, kCtlBurst> ctl;
+  std::array<std::array<uint8_t, wire::kHeaderSize + wire::kAckMaxSize>, kCtlBurst> ctl;
   std::array<TxDatagram, kCtlBurst> batch;
   uint32_t n = 0;
   auto add_ctl = [&](wire::PacketType type, uint16_t stream, std::span<const uint8_t> body,
@@ -114,8 +114,8 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
   for (uint16_t s = 0; s < receivers_.size() && n < kCtlBurst; ++s) {
     if (!receivers_[s]->ack_due(now)) continue;
     uint8_t* body = ctl[n].data() + wire::kHeaderSize;
-    wire::encode_ack(receivers_[s]->make_ack(), std::span<uint8_t, wire::kAckSize>(body, wire::kAckSize));
-    add_ctl(wire::PacketType::ack, s, {body, wire::kAckSize}, body);
+    const size_t len = wire::encode_ack(receivers_[s]->make_ack(), {body, wire::kAckMaxSize});
+    add_ctl(wire::PacketType::ack, s, {body, len}, body);
   }
   // Keep-alive, and a probe for a sender stalled on credits (the window
   // update that would reopen it may have been lost).

@@ -78,6 +78,18 @@ class Connection {
   // paced, before every bulk stream.
   void set_priority(uint16_t stream, bool on) { priority_[stream] = on; }
 
+  // Send windows in the port's own buffers (see StreamSender).
+  void set_port_buffers(DatagramPort* port) {
+    for (auto& s : senders_) s->set_port_buffers(port);
+  }
+
+  // Whether retransmission timers may fire in the next flush(): false
+  // while the worker still has received datagrams it has not read (see
+  // StreamSender::set_timers_ok).
+  void set_timers_ok(bool ok) {
+    for (auto& s : senders_) s->set_timers_ok(ok);
+  }
+
   // Keep-alive PROBEs stop once a session has ended (ACKs still go out).
   void set_keepalive(bool on) { keepalive_ = on; }
 

@@ -1,6 +1,8 @@
 // The abstract datagram port the reliable transport sends and receives MMP
 // datagrams through. dataplane/port implements it over a DPDK ethdev (UDP/IPv4
-// encapsulation); unit tests implement it in memory. Calls are per burst.
+// encapsulation); unit tests implement it in memory. Calls are per burst:
+// tx_burst() may only queue what it accepts, and tx_flush() (once per worker
+// loop iteration) hands whatever is queued to the NIC.
 #pragma once
 
 #include <array>
@@ -29,8 +31,23 @@ struct RxDatagram {
   uint16_t dst_port = 0; // UDP destination port it arrived on
 };
 
-// One datagram to send: the port copies head (MMP header) then body (payload)
-// into a frame addressed to `to`, using `src_port` as UDP source port.
+// Bytes a port buffer keeps free ahead of its payload: the frame headers
+// the port writes (Ethernet, IPv4, UDP: 42, with room for a VLAN tag) and
+// the MMP header (32).
+inline constexpr uint32_t kTxHeadroom = 128;
+
+// A buffer the port can send without copying its payload (an mbuf): the
+// transport keeps its send window in these, so that a packet is written
+// once, sent by reference, and sent again by reference.
+struct TxBuffer {
+  void* handle = nullptr;      // the port's
+  uint8_t* payload = nullptr;  // kTxHeadroom bytes into the buffer
+};
+
+// One datagram to send: head (MMP header) then body (payload) in a frame
+// addressed to `to`, using `src_port` as UDP source port. With `buffer`
+// (body is that port buffer's payload) the port sends the buffer itself
+// when nothing else holds it, else it copies as for any other datagram.
 struct TxDatagram {
   const PeerAddress* to = nullptr;
   uint16_t src_port = 0;
@@ -38,6 +55,7 @@ struct TxDatagram {
   uint32_t head_len = 0;
   const uint8_t* body = nullptr;
   uint32_t body_len = 0;
+  void* buffer = nullptr;
 };
 
 class DatagramPort {
@@ -48,8 +66,21 @@ class DatagramPort {
   virtual uint16_t rx_burst(std::span<RxDatagram> out) = 0;
   virtual void rx_release() = 0;
   // Queues datagrams for transmission; returns how many were accepted (a
-  // prefix of pkts). The rest may be offered again later.
+  // prefix of pkts). The rest may be offered again later. An accepted
+  // datagram has been copied: its head and body may be reused at once.
   virtual uint16_t tx_burst(std::span<const TxDatagram> pkts) = 0;
+  // Sends what tx_burst() queued and has not sent yet (a port may hold
+  // accepted datagrams until a full burst is ready). Called once per loop.
+  virtual void tx_flush() {}
+  // Fills `out` with port buffers whose payload holds `room` bytes; false
+  // (nothing allocated) when the port has none to give. Cold path: a
+  // sender takes its whole window at once and keeps it.
+  virtual bool alloc_tx_buffers(std::span<TxBuffer> out, uint32_t room) {
+    (void)out;
+    (void)room;
+    return false;
+  }
+  virtual void free_tx_buffers(std::span<const TxBuffer> bufs) { (void)bufs; }
   // Largest UDP payload (MMP header + payload) this port carries: mtu - 20 - 8.
   virtual uint32_t max_datagram() const = 0;
   // This port's own fabric address (MAC, IPv4, base UDP port).

@@ -2,6 +2,8 @@
 
 #include "dataplane/transport/StreamSender.hpp"
 
+#include <algorithm>
+
 namespace mm::transport {
 
 StreamReceiver::StreamReceiver(const TransportConfig& cfg, size_t max_message)
@@ -36,6 +38,7 @@ StreamReceiver::Accept StreamReceiver::on_data(const wire::Header& h,
   std::memcpy(this->payload(seq), payload.data(), payload.size());
   ++stats_.packets;
   stats_.payload_bytes += payload.size();
+  if (StreamSender::seq_lt(highest_, seq + 1)) highest_ = seq + 1;
   if (seq == next_) {
     while (slot(next_).filled && next_ - deliv_ < cfg_.window) ++next_;
   } else {
@@ -57,10 +60,20 @@ void StreamReceiver::release(uint32_t first, uint32_t end) {
 wire::AckPayload StreamReceiver::make_ack() {
   wire::AckPayload a;
   a.cum_seq = next_;
-  for (uint32_t i = 0; i < 64; ++i) {
-    const uint32_t seq = next_ + 1 + i;
-    if (seq - deliv_ >= cfg_.window) break;
-    if (slot(seq).filled) a.sack |= uint64_t(1) << i;
+  // Holes: report every packet held past cum_seq, up to the highest one.
+  if (StreamSender::seq_lt(next_, highest_)) {
+    const uint32_t span = std::min<uint32_t>(highest_ - next_, uint32_t(wire::kSackWords * 64));
+    for (uint32_t i = 0; i < span; ++i) {
+      const uint32_t seq = next_ + 1 + i;
+      if (seq - deliv_ >= cfg_.window) break;
+      if (!slot(seq).filled) continue;
+      if (i < 64) {
+        a.sack |= uint64_t(1) << i;
+      } else {
+        a.more[i / 64 - 1] |= uint64_t(1) << (i % 64);
+        a.more_words = std::max<uint8_t>(a.more_words, uint8_t(i / 64));
+      }
+    }
   }
   a.credits = credits();
   a.echo_ts = probe_ts_;

@@ -87,6 +87,7 @@ class StreamReceiver {
   std::vector<uint8_t> assembly_;
   uint32_t deliv_ = 0;  // oldest packet not yet consumed by the sink
   uint32_t next_ = 0;   // first packet not received (cumulative ACK)
+  uint32_t highest_ = 0;  // one past the highest packet received
   uint32_t msg_ = 0;    // message number expected next
   uint32_t pending_ = 0;
   uint64_t first_pending_ns_ = 0;

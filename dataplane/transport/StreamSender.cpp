@@ -7,6 +7,8 @@ namespace mm::transport {
 
 namespace {
 constexpr uint32_t kBurst = 32;
+// Packets a round must hold before its loss rate may shrink the window.
+constexpr uint32_t kMinRoundPackets = 64;
 }
 
 StreamSender::StreamSender(const TransportConfig& cfg, uint32_t session, uint16_t stream)
@@ -22,9 +24,19 @@ StreamSender::StreamSender(const TransportConfig& cfg, uint32_t session, uint16_
       ssthresh_(cfg.window),
       rto_ns_(std::clamp<uint64_t>(cfg.rto_min_ns * 4, cfg.rto_min_ns, cfg.rto_max_ns)) {}
 
+
+StreamSender::~StreamSender() {
+  if (!bufs_.empty()) buffer_port_->free_tx_buffers(bufs_);
+}
+
 void StreamSender::ensure_buffers() {
   // Allocated on first use: a session has many streams, few carry data.
-  if (payloads_.empty()) payloads_.resize(size_t(cfg_.window) * cfg_.max_payload);
+  if (!bufs_.empty() || !payloads_.empty()) return;
+  if (buffer_port_) {
+    bufs_.resize(cfg_.window);
+    if (!buffer_port_->alloc_tx_buffers(bufs_, cfg_.max_payload)) bufs_.clear();
+  }
+  if (bufs_.empty()) payloads_.resize(size_t(cfg_.window) * cfg_.max_payload);
 }
 
 std::span<uint8_t> StreamSender::reserve_at(uint32_t i) {
@@ -60,42 +72,138 @@ bool StreamSender::submit_message(std::span<const uint8_t> message) {
   return true;
 }
 
-void StreamSender::queue_rtx(uint32_t seq) {
+bool StreamSender::queue_rtx(uint32_t seq) {
   Slot& s = slot(seq);
-  if (s.rtx_queued || s.sacked) return;
+  if (s.rtx_queued || s.sacked) return true;
   // A full queue only holds stale entries beyond the window; the RTO will
   // find whatever is still missing.
-  if (rtx_tail_ - rtx_head_ >= rtx_.size()) return;
+  if (rtx_tail_ - rtx_head_ >= rtx_.size()) return false;
   s.rtx_queued = true;
   rtx_[rtx_tail_++ % rtx_.size()] = seq;
+  return true;
 }
 
-void StreamSender::on_loss() {
-  ssthresh_ = std::max(cfg_.cwnd_min, cwnd_ / 2);
-  cwnd_ = ssthresh_;
-  acked_in_cwnd_ = 0;
+void StreamSender::check_probe(uint64_t now) {
+  // RFC 8985 7 (tail loss probe), simplified: when nothing was acknowledged
+  // for two smoothed RTTs plus the receiver's ACK delay, the oldest packet
+  // is sent again. RACK cannot find a lost retransmission, or a lost tail,
+  // while nothing newer gets delivered (a window held by its hole); the
+  // probe repairs it long before the RTO would.
+  if (una_ == nxt_tx_ || !timers_ok_ || srtt_ns_ == 0) return;
+  // At least half the profile's minimum RTO: that minimum says how long a
+  // peer's worker may be off its core on this platform without a loss.
+  const uint64_t pto = std::min(std::max(2 * srtt_ns_ + cfg_.ack_delay_ns, cfg_.rto_min_ns / 2), rto_ns_);
+  // One probe per silence: if it is not answered either, the RTO (with
+  // its back-off) takes over.
+  if (last_probe_ns_ > last_progress_ns_) return;
+  const Slot& oldest = slot(una_);
+  if (now < last_progress_ns_ || now - last_progress_ns_ < pto || now - oldest.sent_ns < pto) return;
+  if (oldest.sacked || oldest.rtx_queued) return;
+  last_probe_ns_ = now;
+  ++stats_.tail_probes;
+  queue_rtx(una_);
 }
 
 void StreamSender::check_rto(uint64_t now) {
-  if (una_ == nxt_tx_) return;
+  if (una_ == nxt_tx_ || !timers_ok_) return;
   const Slot& oldest = slot(una_);
-  if (oldest.rtx_queued || now - oldest.sent_ns < rto_ns_) return;
-  // The oldest packet timed out: everything sent as long ago is presumed
-  // lost too. Back off the timer so a slow peer is not flooded.
+  // RFC 6298 5.3: the timer restarts with every ACK that makes progress.
+  const uint64_t since = std::max(oldest.sent_ns, last_progress_ns_);
+  if (oldest.rtx_queued || oldest.sacked || now < since || now - since < rto_ns_) return;
+  // Nothing was acknowledged for a whole RTO: a tail loss or a dead path.
+  // Everything sent that long ago is presumed lost (RFC 8985 6.3); the
+  // timer backs off so a slow peer is not flooded.
+  // Everything the last ACK reported missing and that was sent that long
+  // ago is presumed lost (RFC 8985 6.3); what lies past its SACK bitmap
+  // may well have arrived, and the ACK for the repair will say so.
   ++stats_.rto_events;
   const uint64_t rto = rto_ns_;
-  for (uint32_t seq = una_; seq != nxt_tx_; ++seq) {
+  const uint32_t end = seq_lt(sack_end_, nxt_tx_) && seq_lt(una_, sack_end_) ? sack_end_ : una_ + 1;
+  for (uint32_t seq = una_; seq_lt(seq, end); ++seq) {
     const Slot& s = slot(seq);
     if (!s.sacked && now - s.sent_ns >= rto) queue_rtx(seq);
   }
   rto_ns_ = std::min(rto_ns_ * 2, cfg_.rto_max_ns);
-  on_loss();
-  in_recovery_ = true;
-  recover_ = nxt_tx_;
+  ssthresh_ = std::max(cfg_.cwnd_min, cwnd_ / 2);
+  cwnd_ = ssthresh_;
+  acked_in_cwnd_ = 0;
+  ++stats_.window_reductions;
+}
+
+uint64_t StreamSender::reorder_window() const {
+  // RFC 8985 6.2: a quarter of the minimum RTT, bounded by the smoothed
+  // RTT; at least 20 us so that packets of one burst, which share a
+  // timestamp and may be handled a little apart, are not called lost.
+  constexpr uint64_t kFloorNs = 20'000;
+  uint64_t w = std::max(min_rtt_ns_ / 4, kFloorNs);
+  if (srtt_ns_ > 0) w = std::min(w, std::max(srtt_ns_, kFloorNs));
+  return w;
+}
+
+void StreamSender::on_delivered(const Slot& s, uint64_t now) {
+  ++round_delivered_;
+  // RFC 8985 6.2 step 2: an ACK sooner than the minimum RTT after a
+  // retransmission acknowledges the original: it says nothing about when
+  // the retransmission arrived.
+  if (s.tx_count > 1 && min_rtt_ns_ > 0 && now - s.sent_ns < min_rtt_ns_) return;
+  if (s.tx_order > rack_order_) {
+    rack_order_ = s.tx_order;
+    rack_rtt_ns_ = now - s.sent_ns;
+  }
+}
+
+void StreamSender::detect_losses(uint64_t now) {
+  reorder_deadline_ = 0;
+  if (rack_order_ == 0) return;
+  const uint64_t allowance = rack_rtt_ns_ + reorder_window();
+  // Only packets the last ACK could report on are known to be missing:
+  // one past its SACK bitmap may have arrived unseen.
+  const uint32_t end = seq_lt(sack_end_, nxt_tx_) ? sack_end_ : nxt_tx_;
+  for (uint32_t seq = una_; seq_lt(seq, end); ++seq) {
+    const Slot& s = slot(seq);
+    if (s.tx_order > rack_order_) {
+      // First transmissions leave in sequence order: none after this one
+      // was sent before the newest delivered packet.
+      if (s.tx_count <= 1) break;
+      continue;
+    }
+    if (s.sacked || s.rtx_queued) continue;
+    const uint64_t deadline = s.sent_ns + allowance;
+    if (now >= deadline) {
+      if (!queue_rtx(seq)) break;  // the queue is full: the rest next time
+      slot(seq).found_lost = true;
+      ++round_lost_;
+    } else if (reorder_deadline_ == 0 || deadline < reorder_deadline_) {
+      reorder_deadline_ = deadline;
+    }
+  }
+}
+
+void StreamSender::end_round_if_due() {
+  if (seq_lt(una_, round_end_)) return;
+  // A small round says little about the loss rate (one loss in eight
+  // packets is 12.5 %): rounds are judged once they hold enough packets.
+  if (round_lost_ + round_delivered_ < kMinRoundPackets) {
+    round_end_ = nxt_tx_;
+    return;
+  }
+  // Congestion shows as many losses in one round; isolated losses (a
+  // lossy link, a dropped frame) do not shrink the window.
+  if (round_lost_ > 0 && uint64_t(round_lost_) * 8 > uint64_t(round_lost_) + round_delivered_) {
+    ssthresh_ = std::max(cfg_.cwnd_min, cwnd_ - cwnd_ / 4);
+    cwnd_ = ssthresh_;
+    acked_in_cwnd_ = 0;
+    ++stats_.window_reductions;
+  }
+  round_end_ = nxt_tx_;
+  round_lost_ = 0;
+  round_delivered_ = 0;
 }
 
 uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress& to,
                              uint16_t src_port, uint64_t& budget) {
+  if (reorder_deadline_ != 0 && now >= reorder_deadline_) detect_losses(now);
+  check_probe(now);
   check_rto(now);
   TxDatagram batch[kBurst];
   uint32_t seqs[kBurst];
@@ -114,20 +222,23 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
     std::span<const uint8_t> body{payload(seq), s.len};
     wire::seal_header(h, body, std::span<uint8_t, wire::kHeaderSize>(header(seq), wire::kHeaderSize),
                       auth_);
-    batch[i] = TxDatagram{&to, src_port, header(seq), uint32_t(wire::kHeaderSize), body.data(), s.len};
+    batch[i] = TxDatagram{&to, src_port, header(seq), uint32_t(wire::kHeaderSize), body.data(), s.len, buffer(seq)};
     seqs[i] = seq;
   };
   auto mark_sent = [&](uint32_t seq) {
     Slot& s = slot(seq);
     budget -= std::min(budget, wire_cost(s.len));
     s.sent_ns = now;
+    s.tx_order = ++tx_order_;
     if (s.tx_count++ == 0) {
       ++stats_.packets;
       stats_.payload_bytes += s.len;
     } else {
       ++stats_.retransmits;
       stats_.retransmit_bytes += s.len;
+      if (s.found_lost) ++stats_.fast_retransmits;
     }
+    s.found_lost = false;
   };
 
   // Retransmissions first: the receiver cannot deliver past a hole.
@@ -188,6 +299,7 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
 
 void StreamSender::update_rtt(uint64_t r) {
   // RFC 6298 smoothing; RTO = SRTT + 4 RTTVAR within the profile's bounds.
+  if (min_rtt_ns_ == 0 || r < min_rtt_ns_) min_rtt_ns_ = r;
   if (srtt_ns_ == 0) {
     srtt_ns_ = r;
     rttvar_ns_ = r / 2;
@@ -202,13 +314,22 @@ void StreamSender::update_rtt(uint64_t r) {
 bool StreamSender::on_ack(const wire::AckPayload& ack, uint64_t now) {
   ++stats_.acks_in;
   const uint32_t cum = ack.cum_seq;
-  if (seq_lt(nxt_tx_, cum) || seq_lt(cum, una_ - cfg_.window) || ack.credits > cfg_.window) {
+  if (seq_lt(nxt_tx_, cum) || ack.credits > cfg_.window) {
     ++stats_.bad_acks;
     return false;
+  }
+  if (seq_lt(cum, una_)) {
+    // Overtaken by a newer one (the network delayed or duplicated it):
+    // its SACK bits and credits are stale. A window with few losses moves
+    // fast enough for an ACK delayed by reordering to fall more than a
+    // window behind, so age alone does not make it a lie.
+    ++stats_.stale_acks;
+    return true;
   }
   const uint32_t edge = cum + ack.credits;
   if (seq_lt(right_edge_, edge)) right_edge_ = edge;
 
+  bool progress = false;
   if (seq_lt(una_, cum)) {
     // Karn: only an advance that no retransmission caused gives an RTT
     // sample (a hole filled late would make the newest packet look slow).
@@ -219,46 +340,36 @@ bool StreamSender::on_ack(const wire::AckPayload& ack, uint64_t now) {
     for (uint32_t seq = una_; seq != cum; ++seq) {
       Slot& s = slot(seq);
       clean &= s.tx_count == 1;
+      if (!s.sacked) on_delivered(s, now);
       s.tx_count = 0;
       s.sacked = false;
     }
     if (clean) update_rtt(sample);
     una_ = cum;
-    dupacks_ = 0;
-    last_progress_ns_ = now;
-    if (in_recovery_ && !seq_lt(una_, recover_)) in_recovery_ = false;
-    if (!in_recovery_) {
-      // Slow start up to ssthresh, then one packet per window acknowledged.
-      if (cwnd_ < ssthresh_) {
-        cwnd_ = std::min(cwnd_ + newly, cfg_.window);
-      } else if ((acked_in_cwnd_ += newly) >= cwnd_) {
-        acked_in_cwnd_ = 0;
-        cwnd_ = std::min(cwnd_ + 1, cfg_.window);
-      }
+    progress = true;
+    // Slow start up to ssthresh, then one packet per window acknowledged.
+    if (cwnd_ < ssthresh_) {
+      cwnd_ = std::min(cwnd_ + newly, cfg_.window);
+    } else if ((acked_in_cwnd_ += newly) >= cwnd_) {
+      acked_in_cwnd_ = 0;
+      cwnd_ = std::min(cwnd_ + 1, cfg_.window);
     }
-  } else if (cum == una_ && una_ != nxt_tx_ && ack.sack != 0) {
-    ++dupacks_;
   }
-
-  if (seq_lt(cum, una_)) return true;  // a late ACK: its SACK bits are stale
-  uint32_t highest_sacked = una_;
-  for (uint32_t i = 0; i < 64; ++i) {
-    if (!(ack.sack & (uint64_t(1) << i))) continue;
+  const uint32_t reported = 64 * ack.sack_words();
+  for (uint32_t i = 0; i < reported; ++i) {
+    if (!ack.sacked(i)) continue;
     const uint32_t seq = cum + 1 + i;
     if (!seq_lt(seq, nxt_tx_)) break;
-    slot(seq).sacked = true;
-    highest_sacked = seq;
+    Slot& s = slot(seq);
+    if (s.sacked) continue;
+    s.sacked = true;
+    on_delivered(s, now);
+    progress = true;
   }
-  // Fast retransmit: the same hole reported three times (WIRE.md).
-  if (dupacks_ == 3) {
-    ++stats_.fast_retransmits;
-    for (uint32_t seq = una_; seq_lt(seq, highest_sacked); ++seq) queue_rtx(seq);
-    if (!in_recovery_) {
-      on_loss();
-      in_recovery_ = true;
-      recover_ = nxt_tx_;
-    }
-  }
+  if (progress) last_progress_ns_ = now;
+  sack_end_ = cum + 1 + reported;
+  detect_losses(now);
+  end_round_if_due();
   return true;
 }
 

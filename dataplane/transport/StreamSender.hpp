@@ -1,7 +1,13 @@
 // Sending half of one reliable MMP stream: sequence numbers, the window of
-// packets in flight, ACK/SACK processing, RTO and fast retransmit, receiver
-// credits and an AIMD congestion window. It owns copies of the payloads it
-// may have to send again; nothing here allocates after construction.
+// packets in flight, ACK/SACK processing, receiver credits and a congestion
+// window. Loss is found from the SACK scoreboard by time (RACK, RFC 8985):
+// a packet is lost once a packet sent after it was delivered and a
+// reordering allowance has passed; the RTO (RFC 6298, restarted by every
+// ACK that makes progress) only covers tail losses and dead paths. The
+// window shrinks only for rounds that lose more than an eighth of their
+// packets (congestion), not for isolated losses. It owns copies of the
+// payloads it may have to send again; nothing here allocates after the
+// first data packet.
 #pragma once
 
 #include <cstdint>
@@ -18,22 +24,28 @@ namespace mm::transport {
 struct SenderStats {
   uint64_t packets = 0;      // first transmissions
   uint64_t retransmits = 0;  // every retransmission (RTO + fast)
-  uint64_t fast_retransmits = 0;
+  uint64_t fast_retransmits = 0;  // packets found lost from the SACK scoreboard (RACK)
   uint64_t rto_events = 0;
+  uint64_t window_reductions = 0;  // rounds that lost enough to shrink the window
+  uint64_t tail_probes = 0;        // oldest packet sent again after 2 RTTs without an ACK
   uint64_t payload_bytes = 0;  // payload bytes first sent
   uint64_t retransmit_bytes = 0;
   uint64_t acks_in = 0;
   uint64_t bad_acks = 0;       // ACKs acknowledging what was never sent
+  uint64_t stale_acks = 0;     // ACKs older than one already processed: ignored
 
   SenderStats& operator+=(const SenderStats& o) {
     packets += o.packets;
     retransmits += o.retransmits;
     fast_retransmits += o.fast_retransmits;
     rto_events += o.rto_events;
+    window_reductions += o.window_reductions;
+    tail_probes += o.tail_probes;
     payload_bytes += o.payload_bytes;
     retransmit_bytes += o.retransmit_bytes;
     acks_in += o.acks_in;
     bad_acks += o.bad_acks;
+    stale_acks += o.stale_acks;
     return *this;
   }
 };
@@ -41,6 +53,15 @@ struct SenderStats {
 class StreamSender {
  public:
   StreamSender(const TransportConfig& cfg, uint32_t session, uint16_t stream);
+  ~StreamSender();
+  StreamSender(const StreamSender&) = delete;
+  StreamSender& operator=(const StreamSender&) = delete;
+
+  // Where the send window's memory comes from: the port's own buffers when
+  // it has them (sent by reference, no copy), else this sender's heap.
+  // Set before the first reserve(); the port must outlive the sender.
+  void set_port_buffers(DatagramPort* port) { buffer_port_ = port; }
+  bool zero_copy() const { return !bufs_.empty(); }
 
   // Packets that can still be queued (free slots of the window).
   uint32_t free_slots() const { return cfg_.window - (next_ - una_); }
@@ -75,6 +96,11 @@ class StreamSender {
   // packets never sent (a lying or confused peer).
   bool on_ack(const wire::AckPayload& ack, uint64_t now);
 
+  // Whether timers may fire now: false while the worker has datagrams
+  // queued that it has not read yet (ACKs that would stop a timeout may be
+  // among them: a worker that was off its core must read them first).
+  void set_timers_ok(bool ok) { timers_ok_ = ok; }
+
   // The session's auth secret (owned by its Connection), or none.
   void set_auth(const wire::AuthSecret* secret) { auth_ = secret; }
 
@@ -83,6 +109,8 @@ class StreamSender {
   bool blocked_by_credits() const { return has_unsent() && !seq_lt(nxt_tx_, right_edge_); }
   uint64_t last_progress_ns() const { return last_progress_ns_; }
   uint64_t rto_ns() const { return rto_ns_; }
+  uint64_t srtt_ns() const { return srtt_ns_; }
+  uint64_t min_rtt_ns() const { return min_rtt_ns_; }
   uint32_t cwnd() const { return cwnd_; }
   uint32_t in_flight() const { return nxt_tx_ - una_; }
   const SenderStats& stats() const { return stats_; }
@@ -92,21 +120,34 @@ class StreamSender {
  private:
   struct Slot {
     uint64_t sent_ns = 0;
+    uint64_t tx_order = 0;  // this stream's transmission count when it last left
     uint32_t len = 0;
     uint32_t msg = 0;
     uint16_t flags = 0;
     uint8_t tx_count = 0;
     bool sacked = false;
     bool rtx_queued = false;
+    bool found_lost = false;  // RACK queued it (counted when it leaves)
   };
   Slot& slot(uint32_t seq) { return slots_[seq & mask_]; }
-  uint8_t* payload(uint32_t seq) { return payloads_.data() + size_t(seq & mask_) * cfg_.max_payload; }
+  uint8_t* payload(uint32_t seq) {
+    return bufs_.empty() ? payloads_.data() + size_t(seq & mask_) * cfg_.max_payload : bufs_[seq & mask_].payload;
+  }
+  void* buffer(uint32_t seq) const { return bufs_.empty() ? nullptr : bufs_[seq & mask_].handle; }
   uint8_t* header(uint32_t seq) { return headers_.data() + size_t(seq & mask_) * wire::kHeaderSize; }
   void ensure_buffers();
-  void queue_rtx(uint32_t seq);
+  bool queue_rtx(uint32_t seq);  // false: the queue is full
   void check_rto(uint64_t now);
+  void check_probe(uint64_t now);
   void update_rtt(uint64_t sample_ns);
-  void on_loss();
+  // A packet was delivered (cumulatively or by SACK): RACK's newest
+  // delivered transmission.
+  void on_delivered(const Slot& s, uint64_t now);
+  // Marks for retransmission what RACK deems lost; arms the reorder timer
+  // for packets that may still only be late.
+  void detect_losses(uint64_t now);
+  uint64_t reorder_window() const;
+  void end_round_if_due();
 
   TransportConfig cfg_;
   const wire::AuthSecret* auth_ = nullptr;
@@ -114,7 +155,9 @@ class StreamSender {
   uint16_t stream_;
   uint32_t mask_;
   std::vector<Slot> slots_;
-  std::vector<uint8_t> payloads_;
+  DatagramPort* buffer_port_ = nullptr;
+  std::vector<TxBuffer> bufs_;     // the window in port buffers, or
+  std::vector<uint8_t> payloads_;  // ... on the heap
   std::vector<uint8_t> headers_;
   std::vector<uint32_t> rtx_;  // ring of seqs to retransmit
   uint32_t rtx_head_ = 0, rtx_tail_ = 0;
@@ -126,12 +169,22 @@ class StreamSender {
   uint32_t right_edge_;  // receiver credits: may send seq < right_edge_
   uint32_t cwnd_;
   uint32_t ssthresh_;
-  uint32_t dupacks_ = 0;
-  uint32_t recover_ = 0;  // loss recovery ends when una_ passes this
-  bool in_recovery_ = false;
   uint32_t acked_in_cwnd_ = 0;
-  uint64_t srtt_ns_ = 0, rttvar_ns_ = 0, rto_ns_;
+  uint64_t srtt_ns_ = 0, rttvar_ns_ = 0, rto_ns_, min_rtt_ns_ = 0;
   uint64_t last_progress_ns_ = 0;
+  uint64_t last_probe_ns_ = 0;
+  bool timers_ok_ = true;
+  // RACK: the newest delivered transmission, by transmission order (a
+  // whole burst shares one timestamp, and retransmissions leave out of
+  // sequence order), and its RTT.
+  uint64_t tx_order_ = 0;
+  uint64_t rack_order_ = 0;
+  uint64_t rack_rtt_ns_ = 0;
+  uint64_t reorder_deadline_ = 0;  // 0: no packet waits for its allowance
+  uint32_t sack_end_ = 0;          // one past what the newest ACK reports on
+  // A round ends when everything sent at its start is acknowledged.
+  uint32_t round_end_ = 0;
+  uint32_t round_lost_ = 0, round_delivered_ = 0;
   SenderStats stats_;
 };
 

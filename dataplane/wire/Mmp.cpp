@@ -1,5 +1,7 @@
 #include "dataplane/wire/Mmp.hpp"
 
+#include <algorithm>
+
 #include "dataplane/wire/AuthTag.hpp"
 
 #include <isa-l/crc.h>
@@ -92,21 +94,29 @@ DecodeError decode_packet(std::span<const uint8_t> datagram, Header& h,
   return DecodeError::ok;
 }
 
-void encode_ack(const AckPayload& a, std::span<uint8_t, kAckSize> out) {
+size_t encode_ack(const AckPayload& a, std::span<uint8_t> out) {
+  const size_t n = kAckSize + 8 * size_t(std::min<uint32_t>(a.more_words, kSackWords - 1));
+  if (out.size() < n) return 0;
   uint8_t* p = out.data();
   put_be32(p, a.cum_seq);
   put_be64(p + 4, a.sack);
   put_be32(p + 12, a.credits);
   put_be64(p + 16, a.echo_ts);
+  for (size_t k = 0; kAckSize + 8 * k < n; ++k) put_be64(p + kAckSize + 8 * k, a.more[k]);
+  return n;
 }
 
 bool decode_ack(std::span<const uint8_t> payload, AckPayload& a) {
-  if (payload.size() != kAckSize) return false;
+  if (payload.size() < kAckSize || payload.size() > kAckMaxSize || (payload.size() - kAckSize) % 8 != 0) {
+    return false;
+  }
   const uint8_t* p = payload.data();
   a.cum_seq = get_be32(p);
   a.sack = get_be64(p + 4);
   a.credits = get_be32(p + 12);
   a.echo_ts = get_be64(p + 16);
+  a.more_words = uint8_t((payload.size() - kAckSize) / 8);
+  for (size_t k = 0; k < a.more_words; ++k) a.more[k] = get_be64(p + kAckSize + 8 * k);
   return true;
 }
 

@@ -12,7 +12,7 @@ namespace mm::wire {
 
 // WIRE.md "Header": magic "MM", version 1, 32 bytes, big-endian fields.
 inline constexpr uint16_t kMagic = 0x4D4D;
-inline constexpr uint8_t kVersion = 1;
+inline constexpr uint8_t kVersion = 2;  // 2: ACKs carry up to 1024 SACK bits
 inline constexpr size_t kHeaderSize = 32;
 // WIRE.md "Encapsulation": IPv4 (20) + UDP (8) sit between the MTU and MMP.
 inline constexpr size_t kIpUdpOverhead = 28;
@@ -74,15 +74,28 @@ uint32_t seal_header(Header h, std::span<const uint8_t> payload, std::span<uint8
 DecodeError decode_packet(std::span<const uint8_t> datagram, Header& h,
                           std::span<const uint8_t>& payload);
 
-// ACK payload (WIRE.md "ACK payload"): 24 bytes.
+// ACK payload (MMP.md "Packet types"): 24 bytes, then up to 15 more
+// 8-byte SACK words, so that the sender sees every hole of a whole window
+// (RACK finds losses only among packets an ACK reports on).
+inline constexpr size_t kSackWords = 16;  // 1024 packets past cum_seq
 struct AckPayload {
   uint32_t cum_seq = 0;  // every seq below it was received
   uint64_t sack = 0;     // bit i: cum_seq + 1 + i received
   uint32_t credits = 0;  // packets the receiver can still buffer for this stream
   uint64_t echo_ts = 0;  // timestamp of the newest PROBE seen, echoed for RTT
+  // Words 1.. of the SACK bitmap: bit i of more[k] is cum_seq + 1 + 64 (k + 1) + i.
+  uint8_t more_words = 0;
+  std::array<uint64_t, kSackWords - 1> more{};
+  uint32_t sack_words() const { return 1u + more_words; }
+  bool sacked(uint32_t i) const {  // packet cum_seq + 1 + i
+    const uint64_t w = i < 64 ? sack : more[i / 64 - 1];
+    return (w >> (i % 64)) & 1;
+  }
 };
-inline constexpr size_t kAckSize = 24;
-void encode_ack(const AckPayload& a, std::span<uint8_t, kAckSize> out);
+inline constexpr size_t kAckSize = 24;  // with one SACK word
+inline constexpr size_t kAckMaxSize = kAckSize + 8 * (kSackWords - 1);
+// Writes the ACK into out (at least kAckMaxSize bytes); returns its size.
+size_t encode_ack(const AckPayload& a, std::span<uint8_t> out);
 bool decode_ack(std::span<const uint8_t> payload, AckPayload& a);
 
 // PROBE payload (extension of WIRE.md): the sender's timestamp, 8 bytes.

@@ -68,6 +68,11 @@ class LossyTx : public transport::DatagramPort {
     const uint16_t sent = in_.tx_burst({keep, n});
     return sent == n ? uint16_t(std::min<size_t>(pkts.size(), 32)) : 0;
   }
+  void tx_flush() override { in_.tx_flush(); }
+  bool alloc_tx_buffers(std::span<transport::TxBuffer> out, uint32_t room) override {
+    return in_.alloc_tx_buffers(out, room);
+  }
+  void free_tx_buffers(std::span<const transport::TxBuffer> bufs) override { in_.free_tx_buffers(bufs); }
   uint32_t max_datagram() const override { return in_.max_datagram(); }
   transport::PeerAddress local_address() const override { return in_.local_address(); }
   void drop_next(uint32_t n) { burst_left_ = n; }
@@ -108,6 +113,7 @@ void BM_RawPort(benchmark::State& st, Rig* rig) {
   uint64_t frames = 0;
   for (auto _ : st) {
     const uint16_t sent = rig->a->tx_burst(tx);
+    rig->a->tx_flush();
     uint16_t got = 0;
     for (int spin = 0; got < sent && spin < 1000; ++spin) {
       got += rig->b->rx_burst(rx);
@@ -137,6 +143,11 @@ void BM_Transport(benchmark::State& st, Rig* rig) {
   ca.set_peer(rig->b->local_address());
   cb.set_peer(rig->a->local_address());
   LossyTx lossy(*rig->a, ppm);
+  // As the engine does: send windows in the port's buffers (by reference).
+  if (st.range(1)) {
+    ca.set_port_buffers(&lossy);
+    cb.set_port_buffers(rig->b.get());
+  }
   std::vector<uint8_t> msg(cfg.max_payload, 0xA5);
   uint64_t delivered = 0;
   for (auto _ : st) {
@@ -144,15 +155,25 @@ void BM_Transport(benchmark::State& st, Rig* rig) {
     while (ca.sender(0).submit_message(msg)) {
     }
     ca.flush(now, lossy);
+    lossy.tx_flush();
     pump(*rig->b, cb, now);
     cb.receiver(0).deliver([&](std::span<const uint8_t> m) {
       delivered += m.size();
       return true;
     });
     cb.flush(now, *rig->b);
+    rig->b->tx_flush();
     pump(*rig->a, ca, now);
   }
   const auto& s = ca.sender(0).stats();
+  const auto& r = cb.receiver(0).stats();
+  // A duplicate at the receiver is a retransmission that was not needed.
+  st.counters["spurious_%"] = s.packets ? 100.0 * double(r.duplicates) / double(s.packets) : 0;
+  st.counters["rack"] = double(s.fast_retransmits);
+  st.counters["tlp"] = double(s.tail_probes);
+  st.counters["rto"] = double(s.rto_events);
+  st.counters["cwnd"] = double(ca.sender(0).cwnd());
+  st.counters["zero_copy"] = ca.sender(0).zero_copy() ? 1 : 0;
   st.SetBytesProcessed(int64_t(delivered));
   st.counters["goodput_Gbit/s"] = benchmark::Counter(double(delivered) * 8 / 1e9, benchmark::Counter::kIsRate);
   st.counters["Mpps"] = benchmark::Counter(double(s.packets + s.retransmits) / 1e6, benchmark::Counter::kIsRate);
@@ -185,9 +206,11 @@ void BM_LossRecovery(benchmark::State& st, Rig* rig) {
         burst_end = ca.sender(0).stats().packets + 64;
       }
       ca.flush(now, lossy);
+      lossy.tx_flush();
       pump(*rig->b, cb, now);
       cb.receiver(0).deliver([](std::span<const uint8_t>) { return true; });
       cb.flush(now, *rig->b);
+      rig->b->tx_flush();
       pump(*rig->a, ca, now);
       if (burst_at && cb.receiver(0).stats().messages >= burst_end) {
         total_us += double(engine::now_ns() - burst_at) / 1e3;
@@ -221,16 +244,18 @@ std::unique_ptr<port::EthPort> ring_port(const char* name, rte_ring* rx, rte_rin
 
 BENCHMARK(BM_MemcpyBaseline);
 BENCHMARK_CAPTURE(BM_RawPort, net_ring, &g_ring);
-BENCHMARK_CAPTURE(BM_Transport, net_ring, &g_ring)->Arg(0)->Arg(1000)->Arg(10000)->Arg(50000);
+// Args: loss in ppm, send window in port buffers (1) or on the heap (0).
+BENCHMARK_CAPTURE(BM_Transport, net_ring, &g_ring)
+    ->Args({0, 0})->Args({0, 1})->Args({1000, 1})->Args({10000, 1})->Args({50000, 1});
 BENCHMARK_CAPTURE(BM_LossRecovery, net_ring, &g_ring)->Iterations(20);
 BENCHMARK_CAPTURE(BM_RawPort, memif, &g_memif);
-BENCHMARK_CAPTURE(BM_Transport, memif, &g_memif)->Arg(0)->Arg(10000);
+BENCHMARK_CAPTURE(BM_Transport, memif, &g_memif)->Args({0, 0})->Args({0, 1})->Args({10000, 1});
 
 int main(int argc, char** argv) {
   const std::string tag = std::to_string(getpid());
   const std::string sock = "/tmp/mm-bench-" + tag + ".sock";
   const std::string memif = ",socket=" + sock + ",socket-abstract=no,bsize=10240,rsize=11";
-  port::init_eal({"transport_bench", "--no-huge", "-m", "512", "--no-pci", "--no-telemetry",
+  port::init_eal({"transport_bench", "--no-huge", "-m", "1024", "--no-pci", "--no-telemetry",
                   "--file-prefix=mm-bench-" + tag, "--log-level=warning",
                   "--vdev=net_memif0,role=server,id=0" + memif,
                   "--vdev=net_memif1,role=client,id=0" + memif});
@@ -263,6 +288,7 @@ int main(int argc, char** argv) {
     bool through = false;
     for (int i = 0; i < 500 && !through; ++i) {
       g_memif.a->tx_burst({&t, 1});
+      g_memif.a->tx_flush();
       usleep(10000);
       through = g_memif.b->rx_burst(r) > 0;
       g_memif.b->rx_release();

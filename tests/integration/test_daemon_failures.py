@@ -169,7 +169,7 @@ def case_packets(build: Path) -> None:
         inject = [
             ("too_short", mmp(99)[:20]),
             ("bad_magic", mmp(99, b"x", magic=0x4D4E)),
-            ("bad_version", mmp(99, b"x", version=2)),
+            ("bad_version", mmp(99, b"x", version=7)),
             ("bad_type", mmp(99, b"x", ptype=9)),
             ("bad_flags", mmp(99, b"x", flags=0x40)),
             ("bad_length", mmp(99, b"xyz", length=2)),

@@ -3,6 +3,7 @@
 // Real ports are exercised by the integration tests over memif and veth.
 #pragma once
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -18,6 +19,9 @@ struct LinkFaults {
   double reorder = 0;    // probability it is delayed past later ones
   double duplicate = 0;  // probability it arrives twice
   uint64_t latency_ns = 50'000;
+  // Datagrams per second the link serializes (0: unlimited); those sent
+  // faster queue behind each other, as on a real wire.
+  uint64_t rate_pps = 0;
 };
 
 class FakeLink {
@@ -85,6 +89,10 @@ class FakeLink {
       return;
     }
     uint64_t at = now_ + faults_.latency_ns;
+    if (faults_.rate_pps > 0) {
+      wire_free_[to] = std::max(wire_free_[to], now_) + 1'000'000'000 / faults_.rate_pps;
+      at = wire_free_[to] + faults_.latency_ns;
+    }
     if (coin(faults_.reorder)) at += faults_.latency_ns * (1 + rng_() % 8);
     if (coin(faults_.duplicate)) queues_[to].emplace(at + 1000, d);
     queues_[to].emplace(at, std::move(d));
@@ -95,6 +103,7 @@ class FakeLink {
   std::mt19937_64 rng_;
   uint64_t now_ = 1'000'000'000;
   uint64_t dropped_ = 0;
+  uint64_t wire_free_[2] = {0, 0};  // when each direction's wire is free again
   bool cut_[2] = {false, false};
   bool blocked_[2] = {false, false};
   transport::PeerAddress addr_[2];

@@ -43,7 +43,7 @@ TEST(MmpHeader, LayoutIsBigEndianAsSpecified) {
   ASSERT_EQ(d.size(), kHeaderSize + 3);
   EXPECT_EQ(d[0], 0x4D);
   EXPECT_EQ(d[1], 0x4D);
-  EXPECT_EQ(d[2], 1);
+  EXPECT_EQ(d[2], 2);  // MMP version 2
   EXPECT_EQ(d[3], 1);
   EXPECT_EQ(get_be32(&d[4]), 0xA1B2C3D4u);
   EXPECT_EQ(get_be16(&d[8]), 7);
@@ -97,7 +97,7 @@ TEST(MmpHeader, RejectsEachMalformation) {
   bad[0] = 0x4E;
   EXPECT_EQ(decode(bad), DecodeError::bad_magic);
   bad = good;
-  bad[2] = 2;
+  bad[2] = 1;  // version 1 (64 SACK bits only) is refused
   EXPECT_EQ(decode(bad), DecodeError::bad_version);
   for (uint8_t t : {0, 5, 255}) {
     bad = good;
@@ -145,7 +145,7 @@ TEST(MmpHeader, RandomGarbageNeverDecodesAndNeverCrashes) {
 TEST(MmpAck, RoundTripsAndChecksSize) {
   AckPayload a{0x01020304, 0x8000000000000001ull, 512, 0x1122334455667788ull};
   std::array<uint8_t, kAckSize> buf;
-  encode_ack(a, buf);
+  ASSERT_EQ(encode_ack(a, buf), kAckSize);
   AckPayload b;
   ASSERT_TRUE(decode_ack(buf, b));
   EXPECT_EQ(b.cum_seq, a.cum_seq);
@@ -153,6 +153,30 @@ TEST(MmpAck, RoundTripsAndChecksSize) {
   EXPECT_EQ(b.credits, a.credits);
   EXPECT_EQ(b.echo_ts, a.echo_ts);
   EXPECT_FALSE(decode_ack(std::span<const uint8_t>(buf.data(), kAckSize - 1), b));
+  EXPECT_EQ(b.more_words, 0);
+}
+
+TEST(MmpAck, ExtraSackWordsCoverAWholeWindow) {
+  AckPayload a{7, 1, 100, 0};
+  a.more_words = 15;
+  for (size_t k = 0; k < a.more.size(); ++k) a.more[k] = 0x0101010101010101ull * (k + 1);
+  std::array<uint8_t, kAckMaxSize + 8> buf{};
+  ASSERT_EQ(encode_ack(a, buf), kAckMaxSize);
+  AckPayload b;
+  ASSERT_TRUE(decode_ack(std::span<const uint8_t>(buf.data(), kAckMaxSize), b));
+  EXPECT_EQ(b.sack_words(), 16u);
+  EXPECT_EQ(b.more, a.more);
+  EXPECT_TRUE(b.sacked(0));
+  EXPECT_FALSE(b.sacked(1));
+  EXPECT_TRUE(b.sacked(64));        // more[0] bit 0
+  EXPECT_TRUE(b.sacked(64 * 15 + 3));  // more[14] = 0x0f0f..: bit 3 set
+  EXPECT_FALSE(b.sacked(64 * 15 + 4));
+  // Not a whole number of words, or more words than a window needs.
+  EXPECT_FALSE(decode_ack(std::span<const uint8_t>(buf.data(), kAckSize + 4), b));
+  EXPECT_FALSE(decode_ack(std::span<const uint8_t>(buf.data(), kAckMaxSize + 8), b));
+  // An output too small for the ACK is refused, not overrun.
+  std::array<uint8_t, kAckSize + 8> small{};
+  EXPECT_EQ(encode_ack(a, small), 0u);
 }
 
 TEST(MmpAuth, TagBindsHeaderPayloadAndKey) {
