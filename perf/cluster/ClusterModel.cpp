@@ -15,6 +15,16 @@ std::vector<VmType> cloudsim_vm_types() {
           VmType{500, 613, 100000}};
 }
 
+namespace {
+
+void add_history(Host& h, const Vm& v, int sign) {
+  const double w = sign * v.mips / h.total_mips;
+  for (int i = 0; i < v.history_len; ++i) h.history_sum[size_t(i)] += v.history_at(i) * w;
+  if (sign > 0 && v.history_len > h.history_len) h.history_len = v.history_len;
+}
+
+}  // namespace
+
 void Vm::push_history(double u) {
   history_head = (history_head + 1) % kHistoryLength;
   history[static_cast<size_t>(history_head)] = static_cast<float>(u);
@@ -29,6 +39,8 @@ void ClusterModel::add_host(int type) {
   h.total_mips = t.total_mips();
   h.ram_mb = t.ram_mb;
   h.bw = t.bw;
+  if (empty_hosts_by_type.size() < host_types.size()) empty_hosts_by_type.resize(host_types.size());
+  empty_hosts_by_type[size_t(type)].insert(static_cast<int>(hosts.size()));
   hosts.push_back(std::move(h));
 }
 
@@ -56,7 +68,13 @@ bool ClusterModel::fits(int host, int vm) const {
 void ClusterModel::attach(int host, int vm) {
   Host& h = hosts[size_t(host)];
   Vm& v = vms[size_t(vm)];
+  if (h.vms.empty()) {
+    empty_hosts_by_type[size_t(h.type)].erase(host);
+    h.nonempty_pos = static_cast<int>(nonempty_hosts.size());
+    nonempty_hosts.push_back(host);
+  }
   h.vms.push_back(vm);
+  add_history(h, v, +1);
   h.requested_mips += v.requested_mips;
   h.capped_mips += std::min(v.requested_mips, h.pe_mips);
   h.ram_used += v.ram_demand_mb;
@@ -70,11 +88,22 @@ void ClusterModel::detach(int host, int vm) {
   auto it = std::find(h.vms.begin(), h.vms.end(), vm);
   if (it == h.vms.end()) throw std::logic_error("detach: VM not on host");
   h.vms.erase(it);
+  add_history(h, v, -1);
   h.requested_mips -= v.requested_mips;
   h.capped_mips -= std::min(v.requested_mips, h.pe_mips);
   h.ram_used -= v.ram_demand_mb;
   h.bw_used -= v.bw_demand;
-  if (h.vms.empty()) h.requested_mips = h.capped_mips = 0;  // no drift on empty hosts
+  if (h.vms.empty()) {
+    h.requested_mips = h.capped_mips = 0;  // no drift on empty hosts
+    h.history_sum.fill(0);
+    h.history_len = 0;
+    const int last = nonempty_hosts.back();
+    nonempty_hosts[size_t(h.nonempty_pos)] = last;
+    hosts[size_t(last)].nonempty_pos = h.nonempty_pos;
+    nonempty_hosts.pop_back();
+    h.nonempty_pos = -1;
+    empty_hosts_by_type[size_t(h.type)].insert(host);
+  }
 }
 
 void ClusterModel::finish_creation() {
@@ -105,18 +134,19 @@ void ClusterModel::set_demands(int sample) {
   refresh_sums();
 }
 
+void ClusterModel::refresh_history_sums() {
+  for (Host& h : hosts) {
+    h.history_sum.fill(0);
+    h.history_len = 0;
+    for (int vm : h.vms) add_history(h, vms[size_t(vm)], +1);
+  }
+}
+
 int ClusterModel::host_history(int host, std::span<double> out) const {
   const Host& h = hosts[size_t(host)];
-  int len = 0;
-  std::fill(out.begin(), out.end(), 0.0);
-  for (int vm : h.vms) {
-    const Vm& v = vms[size_t(vm)];
-    const double w = v.mips / h.total_mips;
-    const int n = std::min<int>(v.history_len, static_cast<int>(out.size()));
-    for (int i = 0; i < n; ++i) out[size_t(i)] += v.history_at(i) * w;
-    len = std::max(len, n);
-  }
-  return len;
+  const int n = std::min<int>(h.history_len, static_cast<int>(out.size()));
+  std::copy_n(h.history_sum.begin(), n, out.begin());
+  return n;
 }
 
 }  // namespace mm::cluster

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <set>
 #include <span>
 #include <vector>
 
@@ -79,6 +80,11 @@ struct Host {
   // Utilization at the start of the decision (CloudSim's utilizationMips
   // field, not touched while a migration plan is being made).
   double decision_utilization = 0;
+  int nonempty_pos = -1;  // index in ClusterModel::nonempty_hosts, -1 when empty
+  // The host's utilization history (see ClusterModel::host_history), kept
+  // by attach / detach so detectors do not rebuild it from the VMs.
+  std::array<double, kHistoryLength> history_sum{};
+  int history_len = 0;
 
   // MIPS the time-shared over-subscribing scheduler hands out.
   double allocated_mips() const { return capped_mips < total_mips ? capped_mips : total_mips; }
@@ -94,11 +100,16 @@ class ClusterModel {
   // RAM and bandwidth wherever it runs.
   bool ram_binds = false;
 
+  // Hosts with VMs (any order) and, per host type, the empty ones by index:
+  // kept by attach / detach for the placement's candidate scan.
+  std::vector<int> nonempty_hosts;
+  std::vector<std::set<int>> empty_hosts_by_type;
+
   // Called once the VMs are created: drops the creation-time RAM and
   // bandwidth reservations unless ram_binds.
   void finish_creation();
 
-  void add_host(int type);
+  void add_host(int type);  // host_types must be set first
   void add_vm(int type, const VmTrace* trace);
 
   // Resource check of CloudSim's Host.isSuitableForGuest: one PE holds the
@@ -109,6 +120,8 @@ class ClusterModel {
   // Recomputes every host's sums from its VM list (after demands change).
   void refresh_sums();
   void set_demands(int sample);
+  // Recomputes the hosts' history sums after the VMs' histories changed.
+  void refresh_history_sums();
 
   // The host's utilization history, newest first: the sum of its VMs'
   // histories weighted by VM MIPS / host MIPS (PowerHost.getUtilizationHistory).

@@ -15,47 +15,68 @@ ClusterSimulator::ClusterSimulator(SimulationConfig config,
     : config_(config), detector_(std::move(detector)), selector_(std::move(selector)),
       cost_(std::move(cost)) {}
 
-int ClusterSimulator::find_host(ClusterModel& model, int vm, const std::vector<char>& excluded) const {
+int ClusterSimulator::find_host(ClusterModel& model, int vm, const std::vector<char>& excluded,
+                                bool consider_empty) const {
   const double req = model.vms[size_t(vm)].requested_mips;
   int best = -1;
   double best_diff = std::numeric_limits<double>::max();
-  // Empty hosts of one type that were off at the decision all cost the same:
-  // only the first in index order can win (CloudSim keeps the first of equals).
-  std::vector<char> empty_type_seen(model.host_types.size(), 0);
-  for (int h = 0; h < static_cast<int>(model.hosts.size()); ++h) {
-    if (excluded[size_t(h)]) continue;
+  // CloudSim scans hosts in index order and keeps the first strictly
+  // smaller power increase: the minimum of (increase, index), which does not
+  // depend on the order the candidates are looked at.
+  auto consider = [&](int h) {
+    if (excluded[size_t(h)]) return;
     Host& host = model.hosts[size_t(h)];
-    const bool off_and_empty = host.vms.empty() && host.decision_utilization == 0;
-    if (off_and_empty) {
-      if (empty_type_seen[size_t(host.type)]) continue;
-    }
-    if (!model.fits(h, vm)) continue;
-    if (off_and_empty) empty_type_seen[size_t(host.type)] = 1;
+    if (!model.fits(h, vm)) return;
     const auto& power = model.host_types[size_t(host.type)].power;
     const double after = (host.allocated_mips() + req) / host.total_mips;
-    const double diff = power.power_watts(std::min(after, 1.0)) -
-                        power.power_watts(std::min(host.decision_utilization, 1.0));
-    // CloudSim checks the detector first; testing it only for a host that
-    // would win picks the same host with far fewer detector runs.
-    if (!(diff < best_diff)) continue;
+    const double diff = power.power_watts(std::min(after, 1.0)) - host_decision_watts_[size_t(h)];
+    if (!(diff < best_diff || (diff == best_diff && h < best))) return;
+    // CloudSim asks the detector first; asking it only for a host that would
+    // win picks the same host with far fewer detector runs.
     if (host.allocated_mips() != 0) {
       const int was_on = model.vms[size_t(vm)].host;
       model.attach(h, vm);
       const bool overloaded = detector_->is_overloaded(model, h);
       model.detach(h, vm);
       model.vms[size_t(vm)].host = was_on;
-      if (overloaded) continue;
+      if (overloaded) return;
     }
     best = h;
     best_diff = diff;
-  }
+  };
+  // Copy: a trial attach / detach reorders the list.
+  scan_.assign(model.nonempty_hosts.begin(), model.nonempty_hosts.end());
+  for (int h : scan_) consider(h);
+  // Empty hosts of one type that were off at the decision all cost the same:
+  // only the first that is not excluded can win.
+  if (!consider_empty) return best;
+  for (const auto& empties : model.empty_hosts_by_type)
+    for (int h : empties) {
+      if (excluded[size_t(h)]) continue;
+      if (model.hosts[size_t(h)].decision_utilization == 0) {
+        consider(h);
+        break;
+      }
+      consider(h);
+    }
   return best;
+}
+
+void ClusterSimulator::set_decision_state(ClusterModel& model) {
+  host_decision_watts_.resize(model.hosts.size());
+  for (size_t h = 0; h < model.hosts.size(); ++h) {
+    Host& host = model.hosts[h];
+    host.decision_utilization = host.allocated_mips() / host.total_mips;
+    host_decision_watts_[h] = model.host_types[size_t(host.type)].power.power_watts(
+        std::min(host.decision_utilization, 1.0));
+  }
 }
 
 void ClusterSimulator::place_initially(ClusterModel& model, SimulationMetrics& m) {
   // A VM being created asks for its full MIPS (CloudSim's Vm.getCurrentRequestedMips
   // while isBeingInstantiated), so the first placement is by VM size.
   for (auto& v : model.vms) v.requested_mips = v.mips;
+  set_decision_state(model);  // all hosts off
   std::vector<char> none(model.hosts.size(), 0);
   for (int vm = 0; vm < static_cast<int>(model.vms.size()); ++vm) {
     const int h = find_host(model, vm, none);
@@ -69,7 +90,7 @@ void ClusterSimulator::place_initially(ClusterModel& model, SimulationMetrics& m
 
 std::vector<ClusterSimulator::Migration> ClusterSimulator::plan(ClusterModel& model) {
   const size_t n_hosts = model.hosts.size();
-  for (auto& h : model.hosts) h.decision_utilization = h.allocated_mips() / h.total_mips;
+  set_decision_state(model);
   for (auto& v : model.vms) v.moving = false;
 
   std::vector<char> overloaded(n_hosts, 0);
@@ -134,7 +155,8 @@ std::vector<ClusterSimulator::Migration> ClusterSimulator::plan(ClusterModel& mo
     placed.clear();
     bool all = true;
     for (int vm : vms_here) {
-      const int dst = find_host(model, vm, excluded_place);
+      // Every empty host is excluded here: off at the decision, or emptied by it.
+      const int dst = find_host(model, vm, excluded_place, false);
       if (dst < 0) {
         all = false;
         break;
@@ -287,6 +309,62 @@ void ClusterSimulator::account_interval(const ClusterModel& model, int sample,
   }
 }
 
+namespace {
+
+double percentile_of_histogram(const std::vector<long>& hist, long count, double p) {
+  long acc = 0;
+  for (size_t b = 0; b < hist.size(); ++b) {
+    acc += hist[b];
+    if (double(acc) >= p * double(count)) return double(b) / 1000.0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+SimulationMetrics combine_cells(const std::vector<SimulationMetrics>& cells,
+                                const std::vector<int>& hosts_per_cell,
+                                const std::vector<int>& vms_per_cell) {
+  SimulationMetrics t;
+  t.utilization_histogram.assign(1001, 0);
+  double host_weight = 0, vm_weight = 0;
+  for (size_t c = 0; c < cells.size(); ++c) {
+    const auto& m = cells[c];
+    t.energy_kwh += m.energy_kwh;
+    t.migrations += m.migrations;
+    t.migrations_clamped += m.migrations_clamped;
+    t.vms_not_placed += m.vms_not_placed;
+    t.mean_active_hosts += m.mean_active_hosts;
+    t.max_active_hosts += m.max_active_hosts;  // an upper bound: peaks need not coincide
+    t.wall_s += m.wall_s;
+    t.active_host_s += m.active_host_s;
+    t.violation_s += m.violation_s;
+    t.requested_mips_s += m.requested_mips_s;
+    t.migration_loss_mips_s += m.migration_loss_mips_s;
+    t.migration_s_total += m.migration_s_total;
+    t.utilization_sum += m.utilization_sum;
+    t.utilization_count += m.utilization_count;
+    for (size_t b = 0; b < m.utilization_histogram.size() && b < 1001; ++b)
+      t.utilization_histogram[b] += m.utilization_histogram[b];
+    t.slatah_per_host += m.slatah_per_host * hosts_per_cell[c];
+    t.pdm_per_vm += m.pdm_per_vm * vms_per_cell[c];
+    host_weight += hosts_per_cell[c];
+    vm_weight += vms_per_cell[c];
+    if (t.active_hosts.size() < m.active_hosts.size()) t.active_hosts.resize(m.active_hosts.size());
+    for (size_t k = 0; k < m.active_hosts.size(); ++k) t.active_hosts[k] += m.active_hosts[k];
+  }
+  t.slatah = t.active_host_s > 0 ? t.violation_s / t.active_host_s : 0;
+  t.pdm = t.requested_mips_s > 0 ? t.migration_loss_mips_s / t.requested_mips_s : 0;
+  t.slatah_per_host = host_weight > 0 ? t.slatah_per_host / host_weight : 0;
+  t.pdm_per_vm = vm_weight > 0 ? t.pdm_per_vm / vm_weight : 0;
+  t.slav = t.slatah * t.pdm;
+  t.esv = t.energy_kwh * t.slav;
+  t.mean_utilization = t.utilization_count ? t.utilization_sum / double(t.utilization_count) : 0;
+  t.p95_utilization = percentile_of_histogram(t.utilization_histogram, t.utilization_count, 0.95);
+  t.mean_migration_s = t.migrations ? t.migration_s_total / double(t.migrations) : 0;
+  return t;
+}
+
 SimulationMetrics ClusterSimulator::run(ClusterModel& model) {
   const auto started = std::chrono::steady_clock::now();
   SimulationMetrics m;
@@ -311,6 +389,7 @@ SimulationMetrics ClusterSimulator::run(ClusterModel& model) {
     if (k > 0) {
       for (auto& v : model.vms)
         if (v.host >= 0) v.push_history(v.utilization());
+      model.refresh_history_sums();
       migrations = plan(model);
       for (auto& mig : migrations) {
         if (mig.cost.total_s > config_.interval_s) {
@@ -336,6 +415,13 @@ SimulationMetrics ClusterSimulator::run(ClusterModel& model) {
     if (config_.keep_active_hosts_series) m.active_hosts.push_back(active);
   }
 
+  m.active_host_s = active_s_;
+  m.violation_s = violation_s_;
+  m.requested_mips_s = requested_mips_s_;
+  m.migration_loss_mips_s = migration_loss_mips_s_;
+  m.migration_s_total = migration_s_sum;
+  m.utilization_sum = util_sum;
+  m.utilization_count = util_count;
   m.energy_kwh = energy_ws_ / 3600.0 / 1000.0;
   m.slatah = active_s_ > 0 ? violation_s_ / active_s_ : 0;
   m.pdm = requested_mips_s_ > 0 ? migration_loss_mips_s_ / requested_mips_s_ : 0;
@@ -358,14 +444,8 @@ SimulationMetrics ClusterSimulator::run(ClusterModel& model) {
   m.slav = m.slatah * m.pdm;
   m.esv = m.energy_kwh * m.slav;
   m.mean_utilization = util_count ? util_sum / double(util_count) : 0;
-  long acc = 0;
-  for (size_t b = 0; b < util_hist.size(); ++b) {
-    acc += util_hist[b];
-    if (double(acc) >= 0.95 * double(util_count)) {
-      m.p95_utilization = double(b) / 1000.0;
-      break;
-    }
-  }
+  m.p95_utilization = percentile_of_histogram(util_hist, util_count, 0.95);
+  m.utilization_histogram = std::move(util_hist);
   m.mean_active_hosts = double(active_sum) / config_.samples;
   m.mean_migration_s = m.migrations ? migration_s_sum / double(m.migrations) : 0;
   m.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

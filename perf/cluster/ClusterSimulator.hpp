@@ -52,7 +52,23 @@ struct SimulationMetrics {
   double mean_migration_s = 0;
   double wall_s = 0;
   std::vector<int> active_hosts;  // per interval
+
+  // The sums the ratios come from, so runs on independent cells of a large
+  // cluster combine exactly (combine_cells).
+  double active_host_s = 0, violation_s = 0;
+  double requested_mips_s = 0, migration_loss_mips_s = 0;
+  double migration_s_total = 0;
+  double utilization_sum = 0;
+  long utilization_count = 0;
+  std::vector<long> utilization_histogram;  // 0.1 % bins of active hosts' utilization
 };
+
+// Metrics of a cluster made of independent cells (each placing only within
+// itself): sums of energy, migrations and active hosts, ratios of the sums.
+// The per-host and per-VM means are weighted by the cells' host / VM counts.
+SimulationMetrics combine_cells(const std::vector<SimulationMetrics>& cells,
+                                const std::vector<int>& hosts_per_cell,
+                                const std::vector<int>& vms_per_cell);
 
 class ClusterSimulator {
  public:
@@ -66,8 +82,13 @@ class ClusterSimulator {
   // Power-aware best fit (PowerVmAllocationPolicyMigrationAbstract
   // .findHostForGuest): the host whose power grows least, among those the VM
   // fits on and that the detector would not call overloaded with it. -1 when
-  // none. Public for the tests.
-  int find_host(ClusterModel& model, int vm, const std::vector<char>& excluded) const;
+  // none. consider_empty false skips empty hosts (when all are excluded).
+  int find_host(ClusterModel& model, int vm, const std::vector<char>& excluded,
+                bool consider_empty = true) const;
+
+  // Takes the hosts' utilization (and power) at the start of a decision,
+  // which the placement's power baseline uses while the plan changes them.
+  void set_decision_state(ClusterModel& model);
 
   struct Migration {
     int vm, src, dst;
@@ -86,6 +107,9 @@ class ClusterSimulator {
   std::unique_ptr<OverloadDetector> detector_;
   std::unique_ptr<VmSelector> selector_;
   std::shared_ptr<const MigrationCostModel> cost_;
+
+  std::vector<double> host_decision_watts_;  // power at the decision's utilization
+  mutable std::vector<int> scan_;
 
   // Accumulators of one run.
   double energy_ws_ = 0;

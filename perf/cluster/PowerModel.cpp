@@ -1,6 +1,5 @@
 #include "perf/cluster/PowerModel.hpp"
 
-#include <cmath>
 #include <stdexcept>
 
 namespace mm::cluster {
@@ -8,17 +7,9 @@ namespace mm::cluster {
 SpecPowerModel::SpecPowerModel(std::string name, std::array<double, 11> watts)
     : name_(std::move(name)), watts_(watts) {}
 
-double SpecPowerModel::power_watts(double utilization) const {
-  // CloudSim clamps utilizations in (1, 1.01) to 1: rounding of summed MIPS.
-  if (utilization > 1.0 && utilization < 1.01) utilization = 1.0;
-  if (!(utilization >= 0.0 && utilization <= 1.0))
-    throw std::invalid_argument("power model " + name_ + ": utilization " +
-                                std::to_string(utilization) + " outside [0, 1]");
-  const double scaled = utilization * 10.0;
-  const int lo = static_cast<int>(std::floor(scaled));
-  if (lo >= 10) return watts_[10];
-  const double frac = scaled - lo;
-  return watts_[lo] + (watts_[lo + 1] - watts_[lo]) * frac;
+void SpecPowerModel::refuse(double utilization) const {
+  throw std::invalid_argument("power model " + name_ + ": utilization " +
+                              std::to_string(utilization) + " outside [0, 1]");
 }
 
 SpecPowerModel SpecPowerModel::hp_ml110_g4() {

@@ -5,6 +5,16 @@
 
 namespace mm::cluster {
 
+namespace {
+
+// Detectors call these for every host at every decision: reuse one buffer.
+std::vector<double>& scratch() {
+  thread_local std::vector<double> buffer;
+  return buffer;
+}
+
+}  // namespace
+
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -22,7 +32,8 @@ double median_absolute_deviation(std::span<const double> values) {
 }
 
 double interquartile_range(std::span<const double> values) {
-  std::vector<double> v(values.begin(), values.end());
+  std::vector<double>& v = scratch();
+  v.assign(values.begin(), values.end());
   std::sort(v.begin(), v.end());
   const double n1 = static_cast<double>(v.size() + 1);
   // Java's Math.round is floor(x + 0.5).

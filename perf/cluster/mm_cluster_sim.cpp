@@ -56,10 +56,11 @@ int main(int argc, char** argv) {
   std::string traces_root, days = "20110303", detectors = "lr", selectors = "mmt";
   std::string parameters, time_factors = "1", downtimes = "0", cpu_factors = "1";
   std::string measured, modes, out_path = "-", sla = "cloudsim", workload = "typical";
-  int hosts = 800, vms = 0;
+  int hosts = 800, vms = 0, cells = 1;
   uint64_t seed = 1;
   double link_gbps = 1;
   bool series = false, weighted = false, fit_only = false, ram_binds = false;
+  bool cloudsim_cpu = false;
   app.add_option("--traces", traces_root, "folder holding the day folders (planetlab/)")->required();
   app.add_option("--days", days, "comma-separated day folders, or 'all'");
   app.add_option("--detectors", detectors, "thr,iqr,mad,lr,lrr");
@@ -73,9 +74,13 @@ int main(int argc, char** argv) {
   app.add_option("--modes", modes, "measured modes to run (default: all in the fit)");
   app.add_option("--workload", workload, "measured workload class: idle,typical,heavy");
   app.add_option("--link-gbps", link_gbps, "link rate for the measured models");
+  app.add_flag("--cloudsim-cpu", cloudsim_cpu,
+               "measured models: CloudSim's 10 % CPU charges instead of the measured CPU seconds");
   app.add_flag("--fit-only", fit_only, "print the measured fit as JSON and exit");
   app.add_option("--hosts", hosts, "number of hosts");
   app.add_option("--vms", vms, "sample this many VMs from the days' traces (0: the day's files)");
+  app.add_option("--cells", cells,
+                 "split --vms / --hosts into this many independent cells (placement within a cell)");
   app.add_option("--seed", seed, "seed for sampling and RS");
   app.add_option("--sla", sla, "cloudsim or physical SLA accounting");
   app.add_flag("--weighted-regression", weighted, "LR/LRR with the paper's tricube weights");
@@ -94,10 +99,11 @@ int main(int argc, char** argv) {
         std::cout << fit_to_json(*fit).dump(1) << "\n";
         return 0;
       }
+      const auto wanted = split(modes);
       for (const auto& mode : fit->modes)
-        if (modes.empty() || std::find(split(modes).begin(), split(modes).end(), mode.mode) !=
-                                 split(modes).end())
-          costs.push_back(std::make_shared<MeasuredMigrationCost>(mode, workload, link_gbps));
+        if (wanted.empty() || std::find(wanted.begin(), wanted.end(), mode.mode) != wanted.end())
+          costs.push_back(
+              std::make_shared<MeasuredMigrationCost>(mode, workload, link_gbps, !cloudsim_cpu));
     } else {
       for (const auto& tf : split(time_factors))
         for (const auto& dt : split(downtimes))
@@ -145,20 +151,36 @@ int main(int argc, char** argv) {
             for (const auto& p : split(parameters)) params.push_back(std::stod(p));
           for (double p : params)
             for (const auto& sel : split(selectors)) {
-              ClusterModel model = vms > 0 ? sampled_cluster(traces, vms, hosts, seed)
-                                           : planetlab_cluster(traces, hosts);
-              model.ram_binds = ram_binds;
-              ClusterSimulator sim(config, make_detector(det, p, cost, weighted),
-                                   make_selector(sel, seed), cost);
-              const auto m = sim.run(model);
+              std::vector<SimulationMetrics> per_cell;
+              std::vector<int> cell_hosts, cell_vms;
+              const int n_cells = vms > 0 ? std::max(cells, 1) : 1;
+              for (int c = 0; c < n_cells; ++c) {
+                const int h = hosts / n_cells + (c < hosts % n_cells ? 1 : 0);
+                const int v = vms / n_cells + (c < vms % n_cells ? 1 : 0);
+                ClusterModel model = vms > 0 ? sampled_cluster(traces, v, h, seed + uint64_t(c))
+                                             : planetlab_cluster(traces, hosts);
+                model.ram_binds = ram_binds;
+                ClusterSimulator sim(config, make_detector(det, p, cost, weighted),
+                                     make_selector(sel, seed + uint64_t(c)), cost);
+                per_cell.push_back(sim.run(model));
+                cell_hosts.push_back(static_cast<int>(model.hosts.size()));
+                cell_vms.push_back(static_cast<int>(model.vms.size()));
+              }
+              const auto m = n_cells == 1 ? per_cell[0] : combine_cells(per_cell, cell_hosts, cell_vms);
+              int total_vms = 0, total_hosts = 0;
+              for (int c = 0; c < n_cells; ++c) {
+                total_vms += cell_vms[size_t(c)];
+                total_hosts += cell_hosts[size_t(c)];
+              }
               nlohmann::json j = to_json(m, series);
               j["day"] = day;
               j["detector"] = det;
               j["parameter"] = p;
               j["selector"] = sel;
               j["cost_model"] = cost->name();
-              j["vms"] = model.vms.size();
-              j["hosts"] = model.hosts.size();
+              j["vms"] = total_vms;
+              j["hosts"] = total_hosts;
+              j["cells"] = n_cells;
               j["sla_accounting"] = sla;
               j["ram_binds"] = ram_binds;
               if (auto* c = dynamic_cast<const CloudSimMigrationCost*>(cost.get())) {
@@ -170,6 +192,7 @@ int main(int argc, char** argv) {
                 j["mode"] = c->mode();
                 j["workload"] = workload;
                 j["link_gbps"] = link_gbps;
+                j["cpu_model"] = cloudsim_cpu ? "cloudsim" : "measured";
               }
               *out << j.dump() << "\n";
               out->flush();

@@ -80,8 +80,8 @@ TEST(ClusterSimulator, PlacementRespectsCapacityAndPrefersTheSmallestPowerIncrea
   m.set_demands(0);
   m.attach(1, 0);  // host 1: 1740 + 1740 MB, only 616 MB left
   m.attach(1, 1);
-  for (auto& h : m.hosts) h.decision_utilization = h.allocated_mips() / h.total_mips;
   auto sim = thr_mmt();
+  sim.set_decision_state(m);
   std::vector<char> none(3, 0);
   // VM 2 (1740 MB) cannot go to host 1 (RAM); the G4 host (0) adds less power
   // for 600 MIPS than an idle G5 (2): 3720 vs 5320 MIPS but flatter table.
@@ -174,4 +174,25 @@ TEST(ClusterSimulator, FasterMigrationLowersTheMigrationPenalty) {
     EXPECT_LT(r.pdm, previous_pdm) << "factor " << factor;
     previous_pdm = r.pdm;
   }
+}
+
+TEST(ClusterSimulator, IndependentCellsCombineIntoTheSumsAndTheirRatios) {
+  const auto traces = read_planetlab_day(MM_CLUSTER_TRACE_DIR);
+  std::vector<SimulationMetrics> cells;
+  for (int c = 0; c < 2; ++c) {
+    auto m = planetlab_cluster(traces, 37);
+    auto cost = std::make_shared<CloudSimMigrationCost>();
+    ClusterSimulator sim({}, make_detector("thr", 0.8, cost), make_selector("mmt"), cost);
+    cells.push_back(sim.run(m));
+  }
+  const auto one = cells[0];
+  const auto both = combine_cells(cells, {37, 37}, {37, 37});
+  EXPECT_NEAR(both.energy_kwh, 2 * one.energy_kwh, 1e-9);
+  EXPECT_EQ(both.migrations, 2 * one.migrations);
+  EXPECT_NEAR(both.slatah, one.slatah, 1e-12);
+  EXPECT_NEAR(both.pdm, one.pdm, 1e-15);
+  EXPECT_NEAR(both.mean_utilization, one.mean_utilization, 1e-12);
+  EXPECT_NEAR(both.p95_utilization, one.p95_utilization, 1e-12);
+  EXPECT_NEAR(both.mean_active_hosts, 2 * one.mean_active_hosts, 1e-9);
+  EXPECT_EQ(both.active_hosts[5], 2 * one.active_hosts[5]);
 }
