@@ -203,7 +203,7 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     p.id = session_arg(args);
     p.role = source ? engine::Role::source : engine::Role::destination;
     p.qemu_uri = string_arg(args, source ? "listen" : "qemu-uri");
-    // WIRE.md: a session's packets go to base_port + the queue of the
+    // dataplane/wire/MMP.md "Encapsulation": a session's packets go to base_port + the queue of the
     // peer's worker that owns it (the same id % workers rule on both sides).
     const uint64_t peer_base = uint_arg_or(args, "peer-udp-port", 65535, id_.udp_base_port);
     const uint64_t peer_queues = uint_arg_or(args, "peer-queues", 64, engines_.size());

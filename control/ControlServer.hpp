@@ -1,4 +1,4 @@
-// The daemon's control socket (ARCHITECTURE.md §6): QMP conventions over a
+// The daemon's control socket (docs/ARCHITECTURE.md §9): QMP conventions over a
 // unix stream socket, one JSON object per line. Runs on the main lcore,
 // never on the packet path; reaches the dataplane only through the engine.
 #pragma once

@@ -1,4 +1,4 @@
-// The peer channel between daemons (ARCHITECTURE.md §6): TCP, one JSON
+// The peer channel between daemons (docs/ARCHITECTURE.md §9): TCP, one JSON
 // object per line. A source daemon connects, both prove knowledge of the
 // pre-shared key (HMAC-SHA256 challenge-response, each side checks the
 // other), compare versions and capabilities, and the source offers a

@@ -1,4 +1,4 @@
-// The worker's poll loop (ARCHITECTURE.md §3): port rx -> validation ->
+// The worker's poll loop (docs/ARCHITECTURE.md §3): port rx -> validation ->
 // sessions -> QEMU sockets and back -> port tx, with an idle policy. The
 // control plane reaches it only through run_on_worker() (an rte_ring of
 // tasks) and session events (an rte_ring + eventfd).

@@ -30,7 +30,7 @@ Connection::Connection(const TransportConfig& cfg, uint32_t session, uint16_t st
 }
 
 uint16_t Connection::src_port(uint16_t stream) const {
-  // WIRE.md: the UDP source port is a hash of (session, stream) so that NIC
+  // dataplane/wire/MMP.md "Encapsulation": the UDP source port is a hash of (session, stream) so that NIC
   // RSS spreads streams; kept in the dynamic range.
   uint32_t h = session_ * 0x9E3779B1u ^ (uint32_t(stream) * 0x85EBCA6Bu);
   h ^= h >> 16;

@@ -1,5 +1,5 @@
 // A token bucket in bytes: the per-session pacer for `max-bandwidth`
-// (WIRE.md: wire bytes, headers included). rate 0 means unlimited.
+// (dataplane/wire/MMP.md: wire bytes, headers included). rate 0 means unlimited.
 #pragma once
 
 #include <algorithm>

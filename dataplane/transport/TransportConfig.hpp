@@ -1,5 +1,5 @@
 // Tunables of the reliable stream transport; filled from the NIC profile's
-// [transport] table (WIRE.md "Transport rules" gives the defaults).
+// [transport] table (dataplane/wire/MMP.md "Transport rules" gives the rules).
 #pragma once
 
 #include <cstdint>

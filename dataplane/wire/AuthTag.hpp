@@ -1,4 +1,4 @@
-// The MMP `auth` field (WIRE.md): the low 32 bits of a keyed hash of the
+// The MMP `auth` field (MMP.md "Auth tag"): the low 32 bits of a keyed hash of the
 // header (auth and crc as zero) and the payload, with the session's key.
 // The keyed hash is XXH3-64 with a 192-byte secret that the control plane
 // derives from the peer channel's session key (HMAC-SHA256 expansion): it

@@ -1,4 +1,4 @@
-// MMP packet header: layout, encode, decode and validation (WIRE.md, "Header").
+// MMP packet header: layout, encode, decode and validation (MMP.md, "Header").
 // Pure code without DPDK so it is unit-tested and fuzzed in isolation.
 #pragma once
 
@@ -10,18 +10,18 @@
 
 namespace mm::wire {
 
-// WIRE.md "Header": magic "MM", version 1, 32 bytes, big-endian fields.
+// MMP.md "Header": magic "MM", 32 bytes, big-endian fields.
 inline constexpr uint16_t kMagic = 0x4D4D;
 inline constexpr uint8_t kVersion = 2;  // 2: ACKs carry up to 1024 SACK bits
 inline constexpr size_t kHeaderSize = 32;
-// WIRE.md "Encapsulation": IPv4 (20) + UDP (8) sit between the MTU and MMP.
+// MMP.md "Encapsulation": IPv4 (20) + UDP (8) sit between the MTU and MMP.
 inline constexpr size_t kIpUdpOverhead = 28;
 // Largest MMP payload we accept at all (MTU 9600 minus IP/UDP/MMP headers).
 inline constexpr size_t kMaxPayload = 9600 - kIpUdpOverhead - kHeaderSize;
 
 enum class PacketType : uint8_t { data = 1, ack = 2, probe = 3, close = 4 };
 
-// WIRE.md header flags.
+// MMP.md header flags.
 namespace flag {
 inline constexpr uint16_t first = 1u << 0;
 inline constexpr uint16_t last = 1u << 1;
@@ -98,10 +98,10 @@ inline constexpr size_t kAckMaxSize = kAckSize + 8 * (kSackWords - 1);
 size_t encode_ack(const AckPayload& a, std::span<uint8_t> out);
 bool decode_ack(std::span<const uint8_t> payload, AckPayload& a);
 
-// PROBE payload (extension of WIRE.md): the sender's timestamp, 8 bytes.
+// PROBE payload (MMP.md "Packet types"): the sender's timestamp, 8 bytes.
 inline constexpr size_t kProbeSize = 8;
 
-// CLOSE payload (extension of WIRE.md): reason code (2) + UTF-8 text.
+// CLOSE payload (MMP.md "Packet types"): reason code (2) + UTF-8 text.
 enum class CloseReason : uint16_t { cancelled = 1, failed = 2, completed = 3 };
 inline constexpr size_t kMaxCloseText = 200;
 

@@ -1,4 +1,4 @@
-// MMP message records (WIRE.md "Messages and records"): the writer appends
+// MMP message records (MMP.md "Records"): the writer appends
 // records to a message buffer, the reader walks a reassembled message and
 // rejects anything truncated, oversized or unknown.
 #pragma once
@@ -78,8 +78,8 @@ enum class RecordError : uint8_t {
   ok = 0,
   end,          // no more records (not an error)
   truncated,    // a record runs past the end of the message
-  unknown_type, // code not defined by WIRE.md
-  unsupported,  // defined by WIRE.md but not negotiated in this version
+  unknown_type, // code not defined by MMP.md
+  unsupported,  // defined by MMP.md but not negotiated in this version
   bad_length,   // a length field that cannot be right
   bad_page,     // a page offset that is not page-aligned
 };

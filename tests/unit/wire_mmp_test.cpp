@@ -1,4 +1,4 @@
-// Proves the MMP header codec matches WIRE.md and rejects every kind of
+// Proves the MMP header codec matches dataplane/wire/MMP.md and rejects every kind of
 // malformed datagram with its own reason.
 #include <gtest/gtest.h>
 
