@@ -1,5 +1,6 @@
 #include "dataplane/wire/Records.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "dataplane/wire/Mmp.hpp"
@@ -19,92 +20,132 @@ std::string_view to_string(RecordError e) {
   return "unknown";
 }
 
+RecordWriter::RecordWriter(std::span<const std::span<uint8_t>> segments) : segs_(segments) {
+  for (const auto& seg : segments) cap_ += seg.size();
+}
+
+uint8_t* RecordWriter::contiguous(size_t n) {
+  while (seg_ < segs_.size() && seg_used_ == segs_[seg_].size()) {
+    ++seg_;
+    seg_used_ = 0;
+  }
+  if (seg_ == segs_.size() || segs_[seg_].size() - seg_used_ < n) return nullptr;
+  return segs_[seg_].data() + seg_used_;
+}
+
+void RecordWriter::append(const uint8_t* p, size_t n) {
+  used_ += n;
+  while (n > 0) {
+    if (seg_used_ == segs_[seg_].size()) {
+      ++seg_;
+      seg_used_ = 0;
+      continue;
+    }
+    const size_t k = std::min(n, segs_[seg_].size() - seg_used_);
+    std::memcpy(segs_[seg_].data() + seg_used_, p, k);
+    seg_used_ += k;
+    p += k;
+    n -= k;
+  }
+}
+
+bool RecordWriter::put(const uint8_t* head, size_t head_len, const uint8_t* body, size_t body_len) {
+  if (room() < head_len + body_len) return false;
+  if (uint8_t* p = contiguous(head_len + body_len)) {
+    // The common case: the whole record fits the current segment.
+    std::memcpy(p, head, head_len);
+    if (body_len) std::memcpy(p + head_len, body, body_len);
+    seg_used_ += head_len + body_len;
+    used_ += head_len + body_len;
+    return true;
+  }
+  append(head, head_len);
+  if (body_len) append(body, body_len);
+  return true;
+}
+
 std::span<uint8_t> RecordWriter::put_bytes_header(size_t n) {
   if (n == 0 || n > UINT32_MAX || room() < kBytesRecordOverhead + n) return {};
-  uint8_t* p = buf_.data() + used_;
+  uint8_t* p = contiguous(kBytesRecordOverhead + n);
+  if (!p) return {};
   p[0] = uint8_t(RecordType::bytes);
   put_be32(p + 1, uint32_t(n));
+  seg_used_ += kBytesRecordOverhead + n;
   used_ += kBytesRecordOverhead + n;
   return {p + kBytesRecordOverhead, n};
 }
 
 bool RecordWriter::put_bytes(std::span<const uint8_t> data) {
-  auto dst = put_bytes_header(data.size());
-  if (dst.empty()) return false;
-  std::memcpy(dst.data(), data.data(), data.size());
-  return true;
+  if (data.empty() || data.size() > UINT32_MAX) return false;
+  uint8_t h[kBytesRecordOverhead];
+  h[0] = uint8_t(RecordType::bytes);
+  put_be32(h + 1, uint32_t(data.size()));
+  return put(h, sizeof h, data.data(), data.size());
 }
 
 bool RecordWriter::put_sync() {
-  if (room() < 1) return false;
-  buf_[used_++] = uint8_t(RecordType::sync);
-  return true;
+  const uint8_t h = uint8_t(RecordType::sync);
+  return put(&h, 1);
 }
 
 bool RecordWriter::put_fin() {
-  if (room() < 1) return false;
-  buf_[used_++] = uint8_t(RecordType::fin);
-  return true;
+  const uint8_t h = uint8_t(RecordType::fin);
+  return put(&h, 1);
 }
 
 bool RecordWriter::put_multifd_begin(const MultifdBegin& b) {
   const size_t n = b.ramblock.size();
-  if (n > kMaxRamblockName || room() < 1 + 4 + 4 + 8 + 4 + 1 + n) return false;
-  uint8_t* p = buf_.data() + used_;
-  p[0] = uint8_t(RecordType::multifd_begin);
-  put_be32(p + 1, b.flags);
-  put_be32(p + 5, b.pages_alloc);
-  put_be64(p + 9, b.packet_num);
-  put_be32(p + 17, b.dict_slots);
-  p[21] = uint8_t(n);
-  std::memcpy(p + 22, b.ramblock.data(), n);
-  used_ += 22 + n;
-  return true;
+  if (n > kMaxRamblockName) return false;
+  uint8_t h[22];
+  h[0] = uint8_t(RecordType::multifd_begin);
+  put_be32(h + 1, b.flags);
+  put_be32(h + 5, b.pages_alloc);
+  put_be64(h + 9, b.packet_num);
+  put_be32(h + 17, b.dict_slots);
+  h[21] = uint8_t(n);
+  return put(h, sizeof h, reinterpret_cast<const uint8_t*>(b.ramblock.data()), n);
 }
 
 bool RecordWriter::put_multifd_end(const MultifdEnd& e) {
-  if (room() < kMultifdEndRecordSize) return false;
-  uint8_t* p = buf_.data() + used_;
-  p[0] = uint8_t(RecordType::multifd_end);
-  put_be32(p + 1, e.pages);
-  put_be64(p + 5, e.offsets_digest);
-  used_ += kMultifdEndRecordSize;
-  return true;
+  uint8_t h[kMultifdEndRecordSize];
+  h[0] = uint8_t(RecordType::multifd_end);
+  put_be32(h + 1, e.pages);
+  put_be64(h + 5, e.offsets_digest);
+  return put(h, sizeof h);
 }
 
 namespace {
-uint8_t* page_head(std::span<uint8_t> buf, size_t& used, size_t size, RecordType t, uint64_t page) {
-  if (buf.size() - used < size) return nullptr;
-  uint8_t* p = buf.data() + used;
-  p[0] = uint8_t(t);
-  put_be64(p + 1, page);
-  used += size;
-  return p;
+// The fixed part of a page record: code, page offset [, hash].
+size_t page_head(uint8_t* h, RecordType t, uint64_t page) {
+  h[0] = uint8_t(t);
+  put_be64(h + 1, page);
+  return 9;
 }
 }  // namespace
 
 bool RecordWriter::put_page_zero(uint64_t page) {
-  return page_head(buf_, used_, kPageZeroRecordSize, RecordType::page_zero, page) != nullptr;
+  uint8_t h[kPageZeroRecordSize];
+  return put(h, page_head(h, RecordType::page_zero, page));
 }
 
 bool RecordWriter::put_page_same(uint64_t page) {
-  return page_head(buf_, used_, kPageSameRecordSize, RecordType::page_same, page) != nullptr;
+  uint8_t h[kPageSameRecordSize];
+  return put(h, page_head(h, RecordType::page_same, page));
 }
 
 bool RecordWriter::put_page_raw(uint64_t page, uint64_t hash, const uint8_t* bytes) {
-  uint8_t* p = page_head(buf_, used_, kPageRawRecordSize, RecordType::page_raw, page);
-  if (!p) return false;
-  put_be64(p + 9, hash);
-  std::memcpy(p + 17, bytes, kRecordPageSize);
-  return true;
+  uint8_t h[17];
+  page_head(h, RecordType::page_raw, page);
+  put_be64(h + 9, hash);
+  return put(h, sizeof h, bytes, kRecordPageSize);
 }
 
 bool RecordWriter::put_page_ref(uint64_t page, uint64_t hash, uint32_t slot) {
-  uint8_t* p = page_head(buf_, used_, kPageRefRecordSize, RecordType::page_ref, page);
-  if (!p) return false;
-  put_be64(p + 9, hash);
-  put_be32(p + 17, slot);
-  return true;
+  uint8_t h[kPageRefRecordSize];
+  page_head(h, RecordType::page_ref, page);
+  put_be64(h + 9, hash);
+  put_be32(h + 17, slot);
+  return put(h, sizeof h);
 }
 
 bool RecordWriter::put_page_compressed(RecordType type, uint64_t page, uint64_t hash,
@@ -113,12 +154,11 @@ bool RecordWriter::put_page_compressed(RecordType type, uint64_t page, uint64_t 
   if (type != RecordType::page_lz4 && type != RecordType::page_zstd && type != RecordType::page_deflate) {
     return false;
   }
-  uint8_t* p = page_head(buf_, used_, kPageCompressedOverhead + data.size(), type, page);
-  if (!p) return false;
-  put_be64(p + 9, hash);
-  put_be16(p + 17, uint16_t(data.size()));
-  std::memcpy(p + 19, data.data(), data.size());
-  return true;
+  uint8_t h[kPageCompressedOverhead];
+  page_head(h, type, page);
+  put_be64(h + 9, hash);
+  put_be16(h + 17, uint16_t(data.size()));
+  return put(h, sizeof h, data.data(), data.size());
 }
 
 RecordError RecordReader::next(Record& r) {

@@ -85,14 +85,20 @@ enum class RecordError : uint8_t {
 };
 std::string_view to_string(RecordError e);
 
-// Appends records into a caller-owned buffer. Each put_* returns false and
-// writes nothing when the record does not fit.
+// Appends records into a caller-owned buffer, or into a list of buffers
+// taken as one (a message written straight into a send window's packet
+// slots, each its own NIC buffer: records then straddle slots as they
+// would straddle packets). Each put_* returns false and writes nothing
+// when the record does not fit.
 class RecordWriter {
  public:
-  explicit RecordWriter(std::span<uint8_t> buffer) : buf_(buffer) {}
+  explicit RecordWriter(std::span<uint8_t> buffer) : one_(buffer), segs_(&one_, 1), cap_(buffer.size()) {}
+  // segments: not copied; they must outlive the writer.
+  explicit RecordWriter(std::span<const std::span<uint8_t>> segments);
   bool put_bytes(std::span<const uint8_t> data);
   // Writes a BYTES header for `n` bytes the caller places right after it (for
-  // reading a socket straight into the message). Returns the span to fill.
+  // reading a socket straight into the message). Returns the span to fill,
+  // empty when it does not fit or would straddle two segments.
   std::span<uint8_t> put_bytes_header(size_t n);
   bool put_sync();
   bool put_fin();
@@ -106,11 +112,21 @@ class RecordWriter {
   bool put_page_compressed(RecordType type, uint64_t page, uint64_t hash,
                            std::span<const uint8_t> data);
   size_t size() const { return used_; }
-  size_t room() const { return buf_.size() - used_; }
+  size_t room() const { return cap_ - used_; }
 
  private:
-  std::span<uint8_t> buf_;
+  // Room for `n` bytes at the write position in one piece, or nullptr.
+  uint8_t* contiguous(size_t n);
+  // Appends a record of a head and an optional body (room checked).
+  void append(const uint8_t* p, size_t n);
+  bool put(const uint8_t* head, size_t head_len, const uint8_t* body = nullptr, size_t body_len = 0);
+
+  std::span<uint8_t> one_;
+  std::span<const std::span<uint8_t>> segs_;
+  size_t cap_ = 0;
   size_t used_ = 0;
+  size_t seg_ = 0;       // segment being written
+  size_t seg_used_ = 0;  // bytes of it written
 };
 
 class RecordReader {
