@@ -22,13 +22,27 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+namespace {
+
+// Median of v (reordered): nth_element for the upper middle, the largest
+// of the lower half for the other one when n is even.
+double median_in_place(std::vector<double>& v) {
+  const size_t n = v.size();
+  const auto mid = v.begin() + static_cast<long>(n / 2);
+  std::nth_element(v.begin(), mid, v.end());
+  if (n % 2) return *mid;
+  return 0.5 * (*std::max_element(v.begin(), mid) + *mid);
+}
+
+}  // namespace
+
 double median_absolute_deviation(std::span<const double> values) {
   if (values.empty()) return 0;
-  const double m = median({values.begin(), values.end()});
-  std::vector<double> dev;
-  dev.reserve(values.size());
-  for (double x : values) dev.push_back(std::fabs(m - x));
-  return median(std::move(dev));
+  std::vector<double>& v = scratch();
+  v.assign(values.begin(), values.end());
+  const double m = median_in_place(v);
+  for (size_t i = 0; i < values.size(); ++i) v[i] = std::fabs(m - values[i]);
+  return median_in_place(v);
 }
 
 double interquartile_range(std::span<const double> values) {
