@@ -53,7 +53,9 @@ bool Connection::on_packet(const wire::Header& h, std::span<const uint8_t> paylo
       return true;
     case wire::PacketType::ack: {
       wire::AckPayload ack;
-      if (!wire::decode_ack(payload, ack) || !senders_[h.stream]->on_ack(ack, now)) {
+      const bool ok = wire::decode_ack(payload, ack);
+      ack.duplicate = (h.flags & wire::flag::duplicate) != 0;
+      if (!ok || !senders_[h.stream]->on_ack(ack, now)) {
         ++stats_.bad_ack;
         error_ = "ACK that acknowledges packets never sent";
         return false;
@@ -95,9 +97,10 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
   std::array<TxDatagram, kCtlBurst> batch;
   uint32_t n = 0;
   auto add_ctl = [&](wire::PacketType type, uint16_t stream, std::span<const uint8_t> body,
-                     uint8_t* body_store) {
+                     uint8_t* body_store, uint16_t flags = 0) {
     wire::Header h;
     h.type = type;
+    h.flags = flags;
     h.session = session_;
     h.stream = stream;
     auto hdr = std::span<uint8_t, wire::kHeaderSize>(ctl[n].data(), wire::kHeaderSize);
@@ -114,8 +117,9 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
   for (uint16_t s = 0; s < receivers_.size() && n < kCtlBurst; ++s) {
     if (!receivers_[s]->ack_due(now)) continue;
     uint8_t* body = ctl[n].data() + wire::kHeaderSize;
-    const size_t len = wire::encode_ack(receivers_[s]->make_ack(), {body, wire::kAckMaxSize});
-    add_ctl(wire::PacketType::ack, s, {body, len}, body);
+    const wire::AckPayload ack = receivers_[s]->make_ack();
+    const size_t len = wire::encode_ack(ack, {body, wire::kAckMaxSize});
+    add_ctl(wire::PacketType::ack, s, {body, len}, body, ack.duplicate ? wire::flag::duplicate : uint16_t(0));
   }
   // Keep-alive, and a probe for a sender stalled on credits (the window
   // update that would reopen it may have been lost).

@@ -18,9 +18,11 @@ StreamReceiver::Accept StreamReceiver::on_data(const wire::Header& h,
   if (h.flags & wire::flag::ack_requested) ack_now_ = true;
   const uint32_t seq = h.seq;
   if (StreamSender::seq_lt(seq, next_) || (slot(seq).filled && seq - deliv_ < cfg_.window)) {
-    // Our ACK was lost or late: say again what we have.
+    // Our ACK was lost or late: say again what we have, and that this
+    // one was not needed (the sender learns its timers fired too early).
     ++stats_.duplicates;
     ack_now_ = true;
+    duplicate_seen_ = true;
     return Accept::duplicate;
   }
   if (seq - deliv_ >= cfg_.window || payload.size() > cfg_.max_payload) {
@@ -77,6 +79,8 @@ wire::AckPayload StreamReceiver::make_ack() {
   }
   a.credits = credits();
   a.echo_ts = probe_ts_;
+  a.duplicate = duplicate_seen_;
+  duplicate_seen_ = false;
   advertised_credits_ = a.credits;
   pending_ = 0;
   ack_now_ = false;

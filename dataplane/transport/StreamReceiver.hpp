@@ -94,6 +94,7 @@ class StreamReceiver {
   uint64_t probe_ts_ = 0;
   uint32_t advertised_credits_ = 0;
   bool ack_now_ = false;
+  bool duplicate_seen_ = false;  // since the last ACK
   const char* error_ = nullptr;
   ReceiverStats stats_;
 };

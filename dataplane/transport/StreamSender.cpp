@@ -90,9 +90,10 @@ void StreamSender::check_probe(uint64_t now) {
   // while nothing newer gets delivered (a window held by its hole); the
   // probe repairs it long before the RTO would.
   if (una_ == nxt_tx_ || !timers_ok_ || srtt_ns_ == 0) return;
-  // At least half the profile's minimum RTO: that minimum says how long a
-  // peer's worker may be off its core on this platform without a loss.
-  const uint64_t pto = std::min(std::max(2 * srtt_ns_ + cfg_.ack_delay_ns, cfg_.rto_min_ns / 2), rto_ns_);
+  // At least the profile's minimum RTO (how long a peer's worker may be
+  // off its core on this platform without a loss), or longer where this
+  // path's probes turned out not to be needed.
+  const uint64_t pto = std::max(2 * srtt_ns_ + cfg_.ack_delay_ns, timer_floor());
   // One probe per silence: if it is not answered either, the RTO (with
   // its back-off) takes over.
   if (last_probe_ns_ > last_progress_ns_) return;
@@ -100,6 +101,7 @@ void StreamSender::check_probe(uint64_t now) {
   if (now < last_progress_ns_ || now - last_progress_ns_ < pto || now - oldest.sent_ns < pto) return;
   if (oldest.sacked || oldest.rtx_queued) return;
   last_probe_ns_ = now;
+  last_timer_rtx_ns_ = now;
   ++stats_.tail_probes;
   queue_rtx(una_);
 }
@@ -109,7 +111,8 @@ void StreamSender::check_rto(uint64_t now) {
   const Slot& oldest = slot(una_);
   // RFC 6298 5.3: the timer restarts with every ACK that makes progress.
   const uint64_t since = std::max(oldest.sent_ns, last_progress_ns_);
-  if (oldest.rtx_queued || oldest.sacked || now < since || now - since < rto_ns_) return;
+  const uint64_t rto_now = std::max(rto_ns_, timer_floor());
+  if (oldest.rtx_queued || oldest.sacked || now < since || now - since < rto_now) return;
   // Nothing was acknowledged for a whole RTO: a tail loss or a dead path.
   // Everything sent that long ago is presumed lost (RFC 8985 6.3); the
   // timer backs off so a slow peer is not flooded.
@@ -117,17 +120,18 @@ void StreamSender::check_rto(uint64_t now) {
   // ago is presumed lost (RFC 8985 6.3); what lies past its SACK bitmap
   // may well have arrived, and the ACK for the repair will say so.
   ++stats_.rto_events;
-  const uint64_t rto = rto_ns_;
+  last_timer_rtx_ns_ = now;
+  const uint64_t rto = rto_now;
   const uint32_t end = seq_lt(sack_end_, nxt_tx_) && seq_lt(una_, sack_end_) ? sack_end_ : una_ + 1;
   for (uint32_t seq = una_; seq_lt(seq, end); ++seq) {
     const Slot& s = slot(seq);
-    if (!s.sacked && now - s.sent_ns >= rto) queue_rtx(seq);
+    if (!s.sacked && now - s.sent_ns >= rto && queue_rtx(seq)) ++round_lost_;
   }
+  // The window is left to the round's loss count: on a shared core a
+  // peer's worker off its CPU for longer than the RTO looks like a timeout
+  // and loses nothing, and halving the window for each such spell starved
+  // paced sessions (twelve halvings in one 512 MiB migration).
   rto_ns_ = std::min(rto_ns_ * 2, cfg_.rto_max_ns);
-  ssthresh_ = std::max(cfg_.cwnd_min, cwnd_ / 2);
-  cwnd_ = ssthresh_;
-  acked_in_cwnd_ = 0;
-  ++stats_.window_reductions;
 }
 
 uint64_t StreamSender::reorder_window() const {
@@ -142,10 +146,12 @@ uint64_t StreamSender::reorder_window() const {
 
 void StreamSender::on_delivered(const Slot& s, uint64_t now) {
   ++round_delivered_;
-  // RFC 8985 6.2 step 2: an ACK sooner than the minimum RTT after a
-  // retransmission acknowledges the original: it says nothing about when
-  // the retransmission arrived.
-  if (s.tx_count > 1 && min_rtt_ns_ > 0 && now - s.sent_ns < min_rtt_ns_) return;
+  // A retransmitted packet's ACK may be for its first transmission (MMP
+  // has no timestamps to tell): taking it as the newest delivery would
+  // call everything sent before the retransmission lost. Packets first
+  // sent after it advance RACK instead (RFC 8985 6.2 step 2 asks for
+  // this whenever the ACK cannot be told apart).
+  if (s.tx_count > 1) return;
   if (s.tx_order > rack_order_) {
     rack_order_ = s.tx_order;
     rack_rtt_ns_ = now - s.sent_ns;
@@ -198,6 +204,7 @@ void StreamSender::end_round_if_due() {
   round_end_ = nxt_tx_;
   round_lost_ = 0;
   round_delivered_ = 0;
+  quiet_floor_ns_ -= quiet_floor_ns_ / 16;  // what was learned fades over rounds
 }
 
 uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress& to,
@@ -313,6 +320,15 @@ void StreamSender::update_rtt(uint64_t r) {
 
 bool StreamSender::on_ack(const wire::AckPayload& ack, uint64_t now) {
   ++stats_.acks_in;
+  if (ack.duplicate && last_timer_rtx_ns_ != 0 && now - last_timer_rtx_ns_ <= 2 * std::max(rto_ns_, timer_floor())) {
+    // A probe or timeout that was not needed (the receiver had the packet):
+    // this path goes quiet for longer than the timers allowed. Wait twice
+    // as long before the next one (Eifel-style, from the receiver's report
+    // instead of timestamps).
+    ++stats_.spurious_timeouts;
+    quiet_floor_ns_ = std::min(cfg_.rto_max_ns, 2 * timer_floor());
+    last_timer_rtx_ns_ = 0;
+  }
   const uint32_t cum = ack.cum_seq;
   if (seq_lt(nxt_tx_, cum) || ack.credits > cfg_.window) {
     ++stats_.bad_acks;

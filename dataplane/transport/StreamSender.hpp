@@ -10,6 +10,7 @@
 // first data packet.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -28,6 +29,7 @@ struct SenderStats {
   uint64_t rto_events = 0;
   uint64_t window_reductions = 0;  // rounds that lost enough to shrink the window
   uint64_t tail_probes = 0;        // oldest packet sent again after 2 RTTs without an ACK
+  uint64_t spurious_timeouts = 0;  // a probe or RTO the receiver reported as not needed
   uint64_t payload_bytes = 0;  // payload bytes first sent
   uint64_t retransmit_bytes = 0;
   uint64_t acks_in = 0;
@@ -41,6 +43,7 @@ struct SenderStats {
     rto_events += o.rto_events;
     window_reductions += o.window_reductions;
     tail_probes += o.tail_probes;
+    spurious_timeouts += o.spurious_timeouts;
     payload_bytes += o.payload_bytes;
     retransmit_bytes += o.retransmit_bytes;
     acks_in += o.acks_in;
@@ -147,6 +150,7 @@ class StreamSender {
   // for packets that may still only be late.
   void detect_losses(uint64_t now);
   uint64_t reorder_window() const;
+  uint64_t timer_floor() const { return std::max(cfg_.rto_min_ns, quiet_floor_ns_); }
   void end_round_if_due();
 
   TransportConfig cfg_;
@@ -173,6 +177,10 @@ class StreamSender {
   uint64_t srtt_ns_ = 0, rttvar_ns_ = 0, rto_ns_, min_rtt_ns_ = 0;
   uint64_t last_progress_ns_ = 0;
   uint64_t last_probe_ns_ = 0;
+  uint64_t last_timer_rtx_ns_ = 0;  // the newest probe or RTO
+  // Learned from spurious timeouts: how long this path may go quiet
+  // without a loss (the peer's worker off its core); decays per round.
+  uint64_t quiet_floor_ns_ = 0;
   bool timers_ok_ = true;
   // RACK: the newest delivered transmission, by transmission order (a
   // whole burst shares one timestamp, and retransmissions leave out of

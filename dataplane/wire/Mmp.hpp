@@ -27,7 +27,10 @@ inline constexpr uint16_t first = 1u << 0;
 inline constexpr uint16_t last = 1u << 1;
 inline constexpr uint16_t retransmit = 1u << 2;
 inline constexpr uint16_t ack_requested = 1u << 3;
-inline constexpr uint16_t known = first | last | retransmit | ack_requested;
+// On an ACK: since the stream's previous ACK a data packet arrived that was
+// already there (a retransmission that was not needed; MMP.md "ACK").
+inline constexpr uint16_t duplicate = 1u << 4;
+inline constexpr uint16_t known = first | last | retransmit | ack_requested | duplicate;
 }  // namespace flag
 
 struct Header {
@@ -83,6 +86,7 @@ struct AckPayload {
   uint64_t sack = 0;     // bit i: cum_seq + 1 + i received
   uint32_t credits = 0;  // packets the receiver can still buffer for this stream
   uint64_t echo_ts = 0;  // timestamp of the newest PROBE seen, echoed for RTT
+  bool duplicate = false;  // carried as the ACK header's flag::duplicate, not in the payload
   // Words 1.. of the SACK bitmap: bit i of more[k] is cum_seq + 1 + 64 (k + 1) + i.
   uint8_t more_words = 0;
   std::array<uint64_t, kSackWords - 1> more{};

@@ -401,3 +401,38 @@ TEST(LossRecovery, AnAckDelayedPastAWindowIsStaleNotALie) {
   EXPECT_EQ(p.a.conn.stats().bad_ack, 0u);
   EXPECT_EQ(p.a.conn.sender(0).stats().stale_acks, 1u);
 }
+
+TEST(LossRecovery, AProbeTheReceiverDidNotNeedMakesTheNextOneWaitLonger) {
+  Pair p({}, 25);
+  std::mt19937 rng(25);
+  run(p.link, p.a, p.b, 50, rng);
+  ASSERT_EQ(p.b.recv_msgs, 50u);
+  std::vector<uint8_t> m(1000, 9);
+  // b's worker is off its core for 1.5 ms (more than the 1 ms minimum RTO)
+  // while a's packet waits in b's queue.
+  auto stall = [&](uint64_t ns) {
+    ASSERT_TRUE(p.a.conn.sender(0).submit_message(m));
+    p.a.conn.flush(p.link.now(), p.a.port);
+    for (uint64_t t = 0; t < ns; t += 100'000) {
+      p.link.advance(100'000);
+      receive(p.a, p.link.now());
+      p.a.conn.flush(p.link.now(), p.a.port);
+    }
+    for (int i = 0; i < 20; ++i) {  // then both run normally
+      p.link.advance(100'000);
+      for (Side* s : {&p.a, &p.b}) {
+        receive(*s, p.link.now());
+        s->conn.receiver(0).deliver([](std::span<const uint8_t>) { return true; });
+        s->conn.flush(p.link.now(), s->port);
+      }
+    }
+  };
+  stall(1'500'000);
+  const auto& st = p.a.conn.sender(0).stats();
+  EXPECT_EQ(st.tail_probes, 1u);
+  EXPECT_EQ(st.spurious_timeouts, 1u);  // b reported the probe as a duplicate
+  EXPECT_EQ(p.b.conn.receiver(0).stats().duplicates, 1u);
+  stall(1'500'000);
+  EXPECT_EQ(st.tail_probes, 1u);  // the same spell no longer fires a probe
+  EXPECT_TRUE(p.a.conn.sender(0).idle());
+}
