@@ -29,7 +29,7 @@ struct VmType {
   long bw;
 };
 
-// CloudSim examples/power/Constants.java: two HP ProLiant ML110 hosts
+// CloudSim's power examples (their Constants class): two HP ProLiant ML110 hosts
 // (G4: 2 x 1860 MIPS, G5: 2 x 2660 MIPS, 4 GB, 1 Gbit/s) and four VM types
 // (2500/2000/1000/500 MIPS, 870/1740/1740/613 MB, 100 Mbit/s).
 std::vector<HostType> cloudsim_host_types();

@@ -17,7 +17,7 @@ ClusterModel empty_cluster(int hosts) {
 }
 
 int vm_type(int i, int n) {
-  // CloudSim's Helper.createVmList: contiguous blocks of the four types.
+  // CloudSim's power examples create the VMs in contiguous blocks of the four types.
   return i / static_cast<int>(std::ceil(double(n) / 4));
 }
 

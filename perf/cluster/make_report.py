@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Runs the cluster simulator's experiments and writes the report.
 
-  make_report.py run --sim build/perf/cluster/mm-cluster-sim --traces /tmp/planetlab \
+  make_report.py run --sim build/perf/cluster/mm-cluster-sim --traces $PLANETLAB \
       --e2e perf/results/20261125-full/results.json --out perf/results/<date>-cluster
   make_report.py report perf/results/<date>-cluster
 
-`run` appends one JSON object per simulated day to runs.jsonl (run it under
-`flock /tmp/mm-heavy.lock` on a shared machine: the timing runs are in it);
+`run` appends one JSON object per simulated day to runs.jsonl (run it alone
+on the machine: the timing runs are in it);
 `report` reads runs.jsonl and writes the CSV/JSON tables, the gnuplot
 plots and report.md. Python 3 standard library and gnuplot only.
 """
