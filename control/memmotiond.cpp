@@ -209,6 +209,15 @@ int main(int argc, char** argv) {
                                  std::to_string(std::bit_ceil(need)) + " at this MTU");
       }
       const uint16_t workers = port->queues();
+      if (!ec.compressdev.empty()) {
+        // One queue pair per worker; a device with fewer leaves DEFLATE to
+        // the first ones (the others refuse it by name).
+        const uint16_t qps = mm::pages::CompressdevDeflate::configure_device(ec.compressdev, workers);
+        if (qps < workers) {
+          std::cerr << "memmotiond: compressdev " << ec.compressdev << " has " << qps
+                    << " queue pair(s) for " << workers << " workers: DEFLATE on the first " << qps << std::endl;
+        }
+      }
       for (uint16_t w = 0; w < workers; ++w) {
         engines.push_back(std::make_unique<mm::engine::Engine>(port->queue(w), ec, w, workers));
         engine_ptrs.push_back(engines.back().get());
@@ -282,6 +291,7 @@ int main(int argc, char** argv) {
     engines.clear();
     port.reset();
   }
+  mm::pages::CompressdevDeflate::stop_devices();
   mm::port::cleanup_eal();
   std::cerr << "memmotiond[" << name << "]: stopped" << std::endl;
   return rc;

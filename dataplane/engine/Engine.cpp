@@ -53,8 +53,9 @@ struct Engine::Handoff {
 Engine::Engine(transport::DatagramPort& port, const EngineConfig& cfg, uint16_t index,
                uint16_t workers)
     : port_(port), cfg_(cfg), index_(index), workers_(workers),
-      // One compressdev queue pair serves one worker: DEFLATE runs on worker 0.
-      codecs_(index == 0 ? cfg.compressdev : std::string()) {
+      // Each worker has its own queue pair of the compressdev (memmotiond
+      // configures one per worker), so DEFLATE runs on every worker.
+      codecs_(cfg.compressdev, index) {
   tasks_ = make_ring("tasks");
   events_ = make_ring("events");
   if (workers_ > 1) {

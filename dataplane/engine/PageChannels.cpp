@@ -28,7 +28,7 @@ pages::PageCodec* CodecSet::get(pages::CodecKind k, std::string* why) {
           deflate_error_ = "this daemon has no compressdev (NIC profile [offload] compressdev)";
         } else {
           try {
-            deflate_ = std::make_unique<pages::CompressdevDeflate>(compressdev_);
+            deflate_ = std::make_unique<pages::CompressdevDeflate>(compressdev_, queue_pair_);
           } catch (const std::exception& e) {
             deflate_error_ = e.what();
           }

@@ -20,10 +20,12 @@
 namespace mm::engine {
 
 // The codecs of one worker, created on first use. DEFLATE needs the
-// compressdev the NIC profile names ([offload] compressdev).
+// compressdev the NIC profile names ([offload] compressdev); each worker
+// uses its own queue pair of it (its index).
 class CodecSet {
  public:
-  explicit CodecSet(std::string compressdev) : compressdev_(std::move(compressdev)) {}
+  explicit CodecSet(std::string compressdev, uint16_t queue_pair = 0)
+      : compressdev_(std::move(compressdev)), queue_pair_(queue_pair) {}
   ~CodecSet();
   // nullptr for raw; nullptr with *why set when the codec is unavailable.
   pages::PageCodec* get(pages::CodecKind k, std::string* why);
@@ -31,6 +33,7 @@ class CodecSet {
 
  private:
   std::string compressdev_;
+  uint16_t queue_pair_;
   std::unique_ptr<pages::PageCodec> lz4_, zstd_, deflate_;
   std::string deflate_error_;
 };

@@ -6,6 +6,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
@@ -27,19 +28,51 @@ std::string first_compressdev() {
   return n ? n : "";
 }
 
-CompressdevDeflate::CompressdevDeflate(const std::string& device, int level) : name_(device) {
+namespace {
+uint8_t device_id(const std::string& device) {
   const int id = rte_compressdev_get_dev_id(device.c_str());
   if (id < 0) throw std::runtime_error("compressdev " + device + " does not exist (is it probed? e.g. --vdev=compress_isal0)");
-  dev_ = uint8_t(id);
+  return uint8_t(id);
+}
+}  // namespace
+
+uint16_t CompressdevDeflate::configure_device(const std::string& device, uint16_t queue_pairs) {
+  const uint8_t dev = device_id(device);
+  rte_compressdev_info info{};
+  rte_compressdev_info_get(dev, &info);
+  // max_nb_queue_pairs 0: the PMD sets no limit.
+  const uint16_t qps = std::max<uint16_t>(1, info.max_nb_queue_pairs ? std::min(queue_pairs, info.max_nb_queue_pairs)
+                                                                     : queue_pairs);
   rte_compressdev_config cfg{};
   cfg.socket_id = int(rte_socket_id());
-  cfg.nb_queue_pairs = 1;
-  cfg.max_nb_priv_xforms = 2;
+  cfg.nb_queue_pairs = qps;
+  cfg.max_nb_priv_xforms = uint16_t(2 * qps);
   cfg.max_nb_streams = 0;
-  if (rte_compressdev_configure(dev_, &cfg) < 0 ||
-      rte_compressdev_queue_pair_setup(dev_, 0, kInflight, int(rte_socket_id())) < 0 ||
-      rte_compressdev_start(dev_) < 0) {
-    throw std::runtime_error("compressdev " + device + ": configuration refused");
+  const uint16_t configured = rte_compressdev_queue_pair_count(dev);
+  if (configured >= qps) return configured;  // done before (PMDs such as ISA-L configure once)
+  if (configured > 0) rte_compressdev_stop(dev);  // configurable only while stopped
+  if (rte_compressdev_configure(dev, &cfg) < 0) throw std::runtime_error("compressdev " + device + ": configuration refused");
+  for (uint16_t q = 0; q < qps; ++q) {
+    if (rte_compressdev_queue_pair_setup(dev, q, kInflight, int(rte_socket_id())) < 0) {
+      throw std::runtime_error("compressdev " + device + ": queue pair " + std::to_string(q) + " refused");
+    }
+  }
+  if (rte_compressdev_start(dev) < 0) throw std::runtime_error("compressdev " + device + ": start refused");
+  return qps;
+}
+
+void CompressdevDeflate::stop_devices() {
+  for (uint8_t d = 0; d < rte_compressdev_count(); ++d) rte_compressdev_stop(d);
+}
+
+CompressdevDeflate::CompressdevDeflate(const std::string& device, uint16_t queue_pair, int level)
+    : name_(device), dev_(device_id(device)), qp_(queue_pair) {
+  const uint16_t configured = rte_compressdev_queue_pair_count(dev_);
+  if (configured == 0) {
+    configure_device(device, 1);
+  } else if (queue_pair >= configured) {
+    throw std::runtime_error("compressdev " + device + " has " + std::to_string(configured) +
+                             " queue pair(s): none for worker " + std::to_string(queue_pair));
   }
   const std::string tag = std::to_string(serial++);
   ops_ = rte_comp_op_pool_create(("mm_cops" + tag).c_str(), 256, 0, 0, int(rte_socket_id()));
@@ -70,7 +103,8 @@ CompressdevDeflate::CompressdevDeflate(const std::string& device, int level) : n
 CompressdevDeflate::~CompressdevDeflate() {
   if (comp_xform_) rte_compressdev_private_xform_free(dev_, comp_xform_);
   if (decomp_xform_) rte_compressdev_private_xform_free(dev_, decomp_xform_);
-  rte_compressdev_stop(dev_);
+  // The device stays started: later users (another worker's instance, the
+  // next session) take their queue pair from it as configured.
   if (ops_) rte_mempool_free(ops_);
   if (mbufs_) rte_mempool_free(mbufs_);
 }
@@ -92,9 +126,9 @@ long CompressdevDeflate::run(void* xform, const uint8_t* in, size_t n, uint8_t* 
     op->src.length = uint32_t(n);
     op->dst.offset = 0;
     op->flush_flag = RTE_COMP_FLUSH_FINAL;
-    if (rte_compressdev_enqueue_burst(dev_, 0, &op, 1) == 1) {
+    if (rte_compressdev_enqueue_burst(dev_, qp_, &op, 1) == 1) {
       rte_comp_op* done = nullptr;
-      while (rte_compressdev_dequeue_burst(dev_, 0, &done, 1) == 0) {
+      while (rte_compressdev_dequeue_burst(dev_, qp_, &done, 1) == 0) {
       }
       if (done->status == RTE_COMP_OP_STATUS_SUCCESS && done->produced <= cap) {
         std::memcpy(out, rte_pktmbuf_mtod(dst, const uint8_t*), done->produced);

@@ -13,6 +13,21 @@
 using namespace mm::pages;
 using mm::test::PageKind;
 
+TEST(CompressdevDeflate, EachWorkerHasItsOwnQueuePair) {
+  // As memmotiond does for two workers: one queue pair each, every page
+  // round-trips on both. First: the device is configured once per process.
+  ASSERT_EQ(CompressdevDeflate::configure_device("compress_isal0", 2), 2);
+  CompressdevDeflate w0("compress_isal0", 0), w1("compress_isal0", 1);
+  mm::test::roundtrip_corpora(w0);
+  mm::test::roundtrip_corpora(w1);
+  try {
+    CompressdevDeflate w2("compress_isal0", 2);
+    FAIL() << "a third worker got a queue pair the device does not have";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("none for worker 2"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CompressdevDeflate, IsalRoundTripsCorpora) {
   CompressdevDeflate c("compress_isal0");
   mm::test::roundtrip_corpora(c);
@@ -42,6 +57,7 @@ int main(int argc, char** argv) {
                       "--log-level=warning", "--file-prefix=mm-cd-" + std::to_string(getpid()),
                       "--vdev=compress_isal0"});
   const int rc = RUN_ALL_TESTS();
+  CompressdevDeflate::stop_devices();
   mm::port::cleanup_eal();
   return rc;
 }
