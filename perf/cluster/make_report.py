@@ -102,6 +102,7 @@ def run(args):
                              "--time-factors", csv_list(TIME_FACTORS)])
     for det in ["thr", "lr"]:
         params = ["--detectors", det, "--parameters", csv_list(SWEEP_PARAMS[det])]
+        r.sim("sweep-selectors", params + ["--selectors", "mc,mu,rs", "--time-factors", "0.01,0.1,1"])
         r.sim("sweep-downtime", params + ["--downtimes", csv_list(DOWNTIMES)])
         r.sim("sweep-cpu", params + ["--cpu-factors", csv_list(CPU_FACTORS)])
         r.sim("measured", params + e2e)
@@ -327,6 +328,18 @@ def report(folder):
         ref = best_under_budget(rs, float("inf"))
         physical_curve.append([det, tf, b] + (list(best) if best else [None] * 5) + [ref[1] if ref else None])
 
+    # The other selections, THR and LR, three migration times.
+    selector_rows = []
+    sel_runs = g.get("sweep-selectors", []) + [r for r in st if r["detector"] in ("thr", "lr") and
+                                               r["time_factor"] in (0.01, 0.1, 1)]
+    for (det, sel, tf), rs in sorted(by(sel_runs, "detector", "selector", "time_factor").items()):
+        for bname in ("baseline", "slatah"):
+            best = best_under_budget(rs, budgets[bname], metric=BUDGETS[bname])
+            selector_rows.append([det, sel, tf, bname] + (list(best) if best else [None] * 5))
+    write_csv(os.path.join(folder, "selectors.csv"),
+              ["detector", "selector", "time_factor", "budget", "best_parameter", "mean_utilization",
+               "slav", "mean_active_hosts", "energy_kwh"], selector_rows)
+    summary["selectors"] = selector_rows
     summary["curves"] = {f"{d}/{b}": v for (d, b), v in curves.items()}
     json.dump({"summary": summary, "validation": val_rows, "curve": curve_rows, "measured": points,
                "physical": physical_curve, "speed": speed_rows},
@@ -334,7 +347,7 @@ def report(folder):
 
     plots(folder, curves, points, st, g)
     write_markdown(folder, summary, speed_rows, big, val_rows, fit_rows, curves, curve_rows, points,
-                   physical_curve, extra_rows, cloudsim_mig_s, rows)
+                   physical_curve, extra_rows, cloudsim_mig_s, rows, selector_rows)
 
 
 def plots(folder, curves, points, st, g):
@@ -388,6 +401,7 @@ def tradeoff_and_hosts(folder, st, g):
     gnuplot(folder, f"""set terminal png size 900,560
 set output 'slav-vs-utilization-lr.png'
 set logscale y
+set format y '%.0e'
 set xlabel 'mean utilization of active hosts, %'
 set ylabel 'SLAV (SLATAH x PDM)'
 set title 'LR-MMT, safety 1.4 .. 0.8, by migration time (x CloudSim)'
@@ -416,7 +430,7 @@ plot 'active-hosts.dat' using 1:2 with lines title 'THR-MMT-0.8', '' using 1:3 w
 
 
 def write_markdown(folder, summary, speed_rows, big, val_rows, fit_rows, curves, curve_rows, points,
-                   physical_curve, extra_rows, cloudsim_mig_s, rows):
+                   physical_curve, extra_rows, cloudsim_mig_s, rows, selector_rows):
     L = []
     w = L.append
     w("# Does faster migration raise server utilization? (perf/cluster)\n")
@@ -455,6 +469,18 @@ def write_markdown(folder, summary, speed_rows, big, val_rows, fit_rows, curves,
         cells = {tf: f"{u * 100:.1f} ({p})" for tf, u, p in pts}
         w(f"| {det.upper()}-MMT | {bname} | " + " | ".join(cells.get(tf, "-") for tf in TIME_FACTORS) + " |")
     w("\nCells: best mean utilization of active hosts in % (the parameter that reaches it); '-' when no parameter meets the budget. Medians over the three sweep days. Points for measured modes: LR-MMT with CloudSim's CPU charges.\n")
+    if selector_rows:
+        w("### Every VM selection (THR and LR, best utilization % and parameter)\n")
+        w("| detector | selection | budget | x0.01 | x0.1 | x1 |\n|---|---|---|---|---|---|")
+        cells = {}
+        for det, sel, tf, bname, p, u, *_ in selector_rows:
+            cells[(det, sel, bname, tf)] = f"{u * 100:.1f} ({p})" if u is not None else "-"
+        for det in ("thr", "lr"):
+            for sel in SELECTORS:
+                for bname in ("baseline", "slatah"):
+                    w(f"| {det.upper()} | {sel.upper()} | {bname} | " +
+                      " | ".join(cells.get((det, sel, bname, tf), "-") for tf in (0.01, 0.1, 1)) + " |")
+        w("")
     w("### Measured modes\n")
     w("Effective time factor = the mode's mean migration time for the simulated VMs (typical workload, 1 Gbit/s) / CloudSim's. 'CloudSim CPU' keeps the 10 % CPU charges; 'measured CPU' charges both hosts the fitted CPU seconds of the perf/e2e runs (both QEMUs under TCG plus the daemons: an upper bound).\n")
     w("| CPU model | mode | detector | budget | eff. time factor | mean migration s | best parameter | mean util % | SLAV | active hosts |")
