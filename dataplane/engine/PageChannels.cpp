@@ -59,8 +59,7 @@ MultifdSource::MultifdSource(uint16_t channel, const pages::PagePolicy& policy, 
       max_message_(max_message),
       encoder_(policy, codec, filter),
       in_(kInputBuffer),
-      offsets_(std::make_unique<uint64_t[]>(qemu::kMultifdMaxPagesAlloc)),
-      msg_(pages::PageEncoder::max_message(128)) {}
+      offsets_(std::make_unique<uint64_t[]>(qemu::kMultifdMaxPagesAlloc)) {}
 
 void MultifdSource::consume(size_t n) {
   in_head_ += n;
@@ -76,29 +75,25 @@ void MultifdSource::make_room(size_t n) {
   if (n > in_.size()) in_.resize(n + kReadChunk);
 }
 
-std::span<uint8_t> MultifdSource::message_room(transport::StreamSender& tx, size_t bound, bool& direct) {
+bool MultifdSource::message_writer(transport::StreamSender& tx, size_t bound, wire::RecordWriter& w) {
   const uint32_t payload = tx.max_payload();
   const size_t packets = std::max<size_t>(1, (bound + payload - 1) / payload);
-  direct = false;
-  if (packets > tx.free_slots()) return {};
-  // The slots are written as one buffer when they lie back to back (not
-  // across the end of the sender's ring): checked, never assumed.
+  if (packets > tx.free_slots() || packets > kMaxMessageSlots) return false;
+  // One buffer when the slots lie back to back (checked, never assumed),
+  // else the list of them.
   const std::span<uint8_t> first = tx.reserve_at(0);
   const std::span<uint8_t> last = tx.reserve_at(uint32_t(packets - 1));
   if (first.size() == payload && last.size() == payload &&
       last.data() == first.data() + (packets - 1) * size_t(payload)) {
-    direct = true;
-    return {first.data(), packets * size_t(payload)};
+    w = wire::RecordWriter(std::span<uint8_t>(first.data(), packets * size_t(payload)));
+    return true;
   }
-  if (msg_.size() < bound) msg_.resize(bound);  // a larger pages_alloc than QEMU 7.2's: once
-  return {msg_.data(), bound};
+  for (size_t i = 0; i < packets; ++i) slots_[i] = tx.reserve_at(uint32_t(i));
+  w = wire::RecordWriter(std::span<const std::span<uint8_t>>(slots_.data(), packets));
+  return true;
 }
 
-MultifdSource::Parsed MultifdSource::finish_message(transport::StreamSender& tx, size_t len, bool direct) {
-  if (!direct) {
-    msg_len_ = len;
-    return Parsed::pending;
-  }
+MultifdSource::Parsed MultifdSource::finish_message(transport::StreamSender& tx, size_t len) {
   // The framing submit_message() gives: full packets, then the rest.
   const uint32_t payload = tx.max_payload();
   size_t off = 0;
@@ -114,13 +109,11 @@ MultifdSource::Parsed MultifdSource::finish_message(transport::StreamSender& tx,
 }
 
 MultifdSource::Parsed MultifdSource::bytes_message(transport::StreamSender& tx, size_t n) {
-  bool direct = false;
-  const std::span<uint8_t> room = message_room(tx, n + wire::kBytesRecordOverhead, direct);
-  if (room.empty()) return Parsed::no_room;
-  wire::RecordWriter w(room);
+  wire::RecordWriter w{std::span<uint8_t>()};
+  if (!message_writer(tx, n + wire::kBytesRecordOverhead, w)) return Parsed::no_room;
   w.put_bytes({in_.data() + in_head_, n});
   consume(n);
-  return finish_message(tx, w.size(), direct);
+  return finish_message(tx, w.size());
 }
 
 MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::StreamSender& tx) {
@@ -175,9 +168,8 @@ MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::StreamSe
          std::to_string(max_message_) + " bytes)");
     return Parsed::error;
   }
-  bool direct = false;
-  const std::span<uint8_t> room = message_room(tx, need, direct);
-  if (room.empty()) return Parsed::no_room;
+  wire::RecordWriter w{std::span<uint8_t>()};
+  if (!message_writer(tx, need, w)) return Parsed::no_room;
   for (uint32_t i = 0; i < h.normal_pages; ++i) offsets_[i] = wire::get_be64(h.offsets_be + 8 * size_t(i));
   pages::PacketView v;
   v.flags = h.flags;
@@ -188,11 +180,10 @@ MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::StreamSe
   v.offsets_be = h.offsets_be;
   v.pages = in + hsize;
   const uint32_t epoch = syncs_;
-  wire::RecordWriter w(room);
   encoder_.encode(v, epoch, gate && gate(epoch), w);
   if (h.flags & qemu::multifd_flag::sync) ++syncs_;
   consume(total);
-  return finish_message(tx, w.size(), direct);
+  return finish_message(tx, w.size());
 }
 
 bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx, const Gate& gate, bool& work,
@@ -200,13 +191,6 @@ bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx,
   qemu::ByteChannel* ch = relay.channel();
   if (!ch || relay.local_fin_queued()) return true;
   for (int sent = 0; sent < kMessagesPerPump;) {
-    if (msg_len_ > 0) {
-      if (!tx.submit_message({msg_.data(), msg_len_})) return true;  // window full: later
-      msg_len_ = 0;
-      ++sent;
-      work = true;
-      continue;
-    }
     // Over the read-ahead budget: QEMU's next packet waits in its socket
     // (what QEMU can push is what the fabric drains).
     if (tx.unacked() >= ahead && !eof_) return true;
@@ -217,7 +201,6 @@ bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx,
         ++sent;
         work = true;
         continue;
-      case Parsed::pending: continue;
       case Parsed::need_input: break;
     }
     if (eof_) {

@@ -5,6 +5,7 @@
 // back into QEMU 7.2 multifd packets). Codecs live per worker (CodecSet).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -63,18 +64,19 @@ class MultifdSource {
 
  private:
   enum class Step { init, packets, passthrough };
-  enum class Parsed { error, need_input, no_room, queued, pending };
-  // Turns buffered bytes into the next message, if a whole unit is there:
-  // written straight into tx's packet slots (queued) when enough free
-  // slots lie back to back, else into msg_ (pending); no_room: fewer free
-  // slots than the message may take.
+  enum class Parsed { error, need_input, no_room, queued };
+  // Turns buffered bytes into the next message, if a whole unit is there,
+  // written straight into tx's free packet slots (queued); no_room: fewer
+  // free slots than the message may take.
   Parsed parse(const Gate& gate, transport::StreamSender& tx);
-  // Where a message of at most `bound` bytes is written: the slots from
-  // tx.reserve() on when they are contiguous, else msg_. Empty: no room.
-  std::span<uint8_t> message_room(transport::StreamSender& tx, size_t bound, bool& direct);
-  // Queues a message written into message_room() (direct: already in the
-  // slots; commits them with the framing submit_message() would give).
-  Parsed finish_message(transport::StreamSender& tx, size_t len, bool direct);
+  // A writer for a message of at most `bound` bytes over the free slots
+  // from tx.reserve() on: one buffer when they lie back to back (a heap
+  // window), else the list of them (a window of NIC buffers: records
+  // straddle slots as they straddle packets). False: no room.
+  bool message_writer(transport::StreamSender& tx, size_t bound, wire::RecordWriter& w);
+  // Queues a message written by message_writer(): commits its slots with
+  // the framing submit_message() would give.
+  Parsed finish_message(transport::StreamSender& tx, size_t len);
   Parsed bytes_message(transport::StreamSender& tx, size_t n);
   void consume(size_t n);
   // Makes room for `n` contiguous unconsumed bytes from the read cursor:
@@ -92,8 +94,10 @@ class MultifdSource {
   std::vector<uint8_t> in_;  // QEMU bytes; [in_head_, in_head_ + in_len_) not consumed yet
   size_t in_head_ = 0, in_len_ = 0;
   std::unique_ptr<uint64_t[]> offsets_;  // the current packet's offsets
-  std::vector<uint8_t> msg_;  // a message that could not go straight into slots
-  size_t msg_len_ = 0;
+  // The free slots a message is written across (a window of NIC buffers):
+  // the largest message over the smallest payload a profile may have.
+  static constexpr size_t kMaxMessageSlots = 1024;
+  std::array<std::span<uint8_t>, kMaxMessageSlots> slots_{};
   bool eof_ = false;
   uint32_t syncs_ = 0;
   std::string error_;

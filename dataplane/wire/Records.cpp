@@ -25,24 +25,25 @@ RecordWriter::RecordWriter(std::span<const std::span<uint8_t>> segments) : segs_
 }
 
 uint8_t* RecordWriter::contiguous(size_t n) {
-  while (seg_ < segs_.size() && seg_used_ == segs_[seg_].size()) {
+  while (seg_ < segments() && seg_used_ == segment(seg_).size()) {
     ++seg_;
     seg_used_ = 0;
   }
-  if (seg_ == segs_.size() || segs_[seg_].size() - seg_used_ < n) return nullptr;
-  return segs_[seg_].data() + seg_used_;
+  if (seg_ == segments() || segment(seg_).size() - seg_used_ < n) return nullptr;
+  return segment(seg_).data() + seg_used_;
 }
 
 void RecordWriter::append(const uint8_t* p, size_t n) {
   used_ += n;
   while (n > 0) {
-    if (seg_used_ == segs_[seg_].size()) {
+    const std::span<uint8_t> cur = segment(seg_);
+    if (seg_used_ == cur.size()) {
       ++seg_;
       seg_used_ = 0;
       continue;
     }
-    const size_t k = std::min(n, segs_[seg_].size() - seg_used_);
-    std::memcpy(segs_[seg_].data() + seg_used_, p, k);
+    const size_t k = std::min(n, cur.size() - seg_used_);
+    std::memcpy(cur.data() + seg_used_, p, k);
     seg_used_ += k;
     p += k;
     n -= k;

@@ -92,7 +92,7 @@ std::string_view to_string(RecordError e);
 // when the record does not fit.
 class RecordWriter {
  public:
-  explicit RecordWriter(std::span<uint8_t> buffer) : one_(buffer), segs_(&one_, 1), cap_(buffer.size()) {}
+  explicit RecordWriter(std::span<uint8_t> buffer) : one_(buffer), cap_(buffer.size()) {}
   // segments: not copied; they must outlive the writer.
   explicit RecordWriter(std::span<const std::span<uint8_t>> segments);
   bool put_bytes(std::span<const uint8_t> data);
@@ -121,8 +121,11 @@ class RecordWriter {
   void append(const uint8_t* p, size_t n);
   bool put(const uint8_t* head, size_t head_len, const uint8_t* body = nullptr, size_t body_len = 0);
 
-  std::span<uint8_t> one_;
-  std::span<const std::span<uint8_t>> segs_;
+  size_t segments() const { return segs_.empty() ? 1 : segs_.size(); }
+  std::span<uint8_t> segment(size_t k) const { return segs_.empty() ? one_ : segs_[k]; }
+
+  std::span<uint8_t> one_;                    // one buffer, or
+  std::span<const std::span<uint8_t>> segs_;  // ... these (not owned)
   size_t cap_ = 0;
   size_t used_ = 0;
   size_t seg_ = 0;       // segment being written

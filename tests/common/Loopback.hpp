@@ -41,8 +41,22 @@ class Loopback {
     }
     uint32_t max_datagram() const override { return 9000 - 28; }
     transport::PeerAddress local_address() const override { return addr_; }
+    // With own_buffers, send windows live in buffers of this port, each
+    // apart from the others (as mbufs are), so a message spans separate
+    // slots; without, the sender keeps its window on its heap.
+    bool alloc_tx_buffers(std::span<transport::TxBuffer> out, uint32_t room) override {
+      if (!own_buffers) return false;
+      for (auto& b : out) {
+        buffers_.emplace_back(transport::kTxHeadroom + room + 64);  // a gap after each
+        b.handle = &buffers_.back();
+        b.payload = buffers_.back().data() + transport::kTxHeadroom;
+      }
+      return true;
+    }
+    bool own_buffers = false;
 
    private:
+    std::deque<std::vector<uint8_t>> buffers_;
     std::deque<std::vector<uint8_t>>& in_;
     std::deque<std::vector<uint8_t>>& out_;
     std::vector<std::vector<uint8_t>> held_;
@@ -56,10 +70,15 @@ class Loopback {
     return c;
   }
 
-  explicit Loopback(uint16_t streams, size_t max_message = 1 << 20)
+  explicit Loopback(uint16_t streams, size_t max_message = 1 << 20, bool port_buffers = false)
       : a(config(), 1, streams, max_message, 0), b(config(), 1, streams, max_message, 0) {
     a.set_peer(port_b.local_address());
     b.set_peer(port_a.local_address());
+    if (port_buffers) {
+      port_a.own_buffers = port_b.own_buffers = true;
+      a.set_port_buffers(&port_a);
+      b.set_port_buffers(&port_b);
+    }
   }
 
   // Sends what both ends have queued and feeds what arrives, once.
@@ -70,6 +89,14 @@ class Loopback {
     feed(port_a, a, now);
   }
 
+ private:
+  // Declared before the connections, which may keep their send windows in
+  // the ports' buffers: the ports outlive them.
+  std::deque<std::vector<uint8_t>> a_to_b_, b_to_a_;
+  End port_a{b_to_a_, a_to_b_, 0x0A000001};
+  End port_b{a_to_b_, b_to_a_, 0x0A000002};
+
+ public:
   transport::Connection a, b;
 
  private:
@@ -84,10 +111,6 @@ class Loopback {
       port.rx_release();
     }
   }
-
-  std::deque<std::vector<uint8_t>> a_to_b_, b_to_a_;
-  End port_a{b_to_a_, a_to_b_, 0x0A000001};
-  End port_b{a_to_b_, b_to_a_, 0x0A000002};
 };
 
 }  // namespace mm::test
