@@ -20,6 +20,7 @@ struct ReceiverStats {
   uint64_t out_of_window = 0; // beyond the credits we gave: dropped
   uint64_t out_of_order = 0;  // stored ahead of a hole
   uint64_t messages = 0;      // delivered to the sink
+  uint64_t messages_in_place = 0;  // ... of them spanning packets, handed over where they lie
   uint64_t acks_out = 0;
 
   ReceiverStats& operator+=(const ReceiverStats& o) {
@@ -29,6 +30,7 @@ struct ReceiverStats {
     out_of_window += o.out_of_window;
     out_of_order += o.out_of_order;
     messages += o.messages;
+    messages_in_place += o.messages_in_place;
     acks_out += o.acks_out;
     return *this;
   }
@@ -121,13 +123,24 @@ int StreamReceiver::deliver(Sink&& sink) {
         if (s.flags & wire::flag::last) break;
       }
       if (total > max_message_) return fail("message larger than negotiated");
-      if (assembly_.size() < max_message_) assembly_.resize(max_message_);
-      size_t off = 0;
-      for (uint32_t seq = deliv_; seq != end + 1; ++seq) {
-        std::memcpy(assembly_.data() + off, payload(seq), slot(seq).len);
-        off += slot(seq).len;
+      // The window is one buffer: a message whose packets do not wrap
+      // around its end and are full but for the last lies there in one
+      // piece and is handed over in place. Only the others are assembled.
+      const uint32_t packets = end + 1 - deliv_;
+      const bool in_place = (deliv_ & mask_) + packets <= cfg_.window &&
+                            total == size_t(packets - 1) * cfg_.max_payload + slot(end).len;
+      const uint8_t* at = payload(deliv_);
+      if (!in_place) {
+        if (assembly_.size() < max_message_) assembly_.resize(max_message_);
+        size_t off = 0;
+        for (uint32_t seq = deliv_; seq != end + 1; ++seq) {
+          std::memcpy(assembly_.data() + off, payload(seq), slot(seq).len);
+          off += slot(seq).len;
+        }
+        at = assembly_.data();
       }
-      if (!sink(std::span<const uint8_t>(assembly_.data(), total))) return delivered;
+      if (!sink(std::span<const uint8_t>(at, total))) return delivered;
+      if (in_place) ++stats_.messages_in_place;
       release(deliv_, end + 1);
     }
     ++msg_;
