@@ -171,6 +171,10 @@ void BM_PagePath(benchmark::State& st) {
   transport::Connection ca(cfg, 1, 1, 1 << 20, now_ns()), cb(cfg, 1, 1, 1 << 20, now_ns());
   ca.set_peer(g_b->local_address());
   cb.set_peer(g_a->local_address());
+  // As the engine does: send windows in the port's buffers, sent by
+  // reference (the source then writes page records across them).
+  ca.set_port_buffers(g_a.get());
+  cb.set_port_buffers(g_b.get());
 
   uint64_t fed = 0, got = 0;  // tape positions written to the source, read from the destination
   uint64_t src_ns = 0, dst_ns = 0, allocs = 0, packets = 0;
