@@ -48,6 +48,7 @@ json to_json(const engine::SessionInfo& s) {
            {"out_of_order_rx", c.rx.out_of_order},
            {"out_of_window_rx", c.rx.out_of_window},
            {"messages_rx", c.rx.messages},
+           {"messages_in_place_rx", c.rx.messages_in_place},
            {"acks_tx", c.rx.acks_out},
            {"probes_tx", c.conn.probes_tx},
            {"probes_rx", c.conn.probes_rx},
@@ -62,6 +63,8 @@ json to_json(const engine::SessionInfo& s) {
            {"pages_unchanged", c.pages.unchanged},
            {"pages_unchanged_held", c.pages.unchanged_held},
            {"pages_dedupe_hits", c.pages.dedupe_hits},
+           {"pages_auto_zstd_packets", c.pages.auto_heavy_packets},
+           {"pages_auto_switches", c.pages.auto_switches},
            {"pages_compressed", c.pages.compressed},
            {"pages_compressed_bytes", c.pages.compressed_bytes},
            {"pages_raw", c.pages.raw},
@@ -107,6 +110,12 @@ std::string session_summary(const engine::SessionInfo& s) {
                   s.role == engine::Role::source ? "held back by the epoch gate" : "verified",
                   static_cast<unsigned long long>(s.role == engine::Role::source ? p.unchanged_held : p.verified));
     out += line;
+    if (s.role == engine::Role::source && s.pages.auto_codec) {
+      std::snprintf(line, sizeof line, "  auto codec: %llu of %llu packets in zstd (the link held the flow), %llu switches\n",
+                    static_cast<unsigned long long>(p.auto_heavy_packets), static_cast<unsigned long long>(p.packets),
+                    static_cast<unsigned long long>(p.auto_switches));
+      out += line;
+    }
   }
   if (s.role == engine::Role::source && c.main_eos > 0) {
     std::snprintf(line, sizeof line, "  main channel: %llu RAM epochs, %llu zero pages, %llu raw pages%s%s\n",
@@ -119,7 +128,8 @@ std::string session_summary(const engine::SessionInfo& s) {
 }
 
 json to_json(const pages::PagePolicy& p) {
-  return {{"codec", p.codec == pages::CodecKind::raw ? std::string("none") : std::string(pages::to_string(p.codec))},
+  const std::string codec = p.codec == pages::CodecKind::raw ? std::string("none") : std::string(pages::to_string(p.codec));
+  return {{"codec", p.auto_codec ? (p.codec == pages::CodecKind::lz4 ? std::string("auto") : "auto:" + codec) : codec},
           {"zero", p.zero},
           {"unchanged", p.unchanged},
           {"dedupe", p.dedupe},
@@ -131,12 +141,16 @@ pages::PagePolicy page_policy_from_json(const json& j) {
   pages::PagePolicy p;
   for (auto& [k, v] : j.items()) {
     if (k == "codec") {
+      // "auto": LZ4 where the CPU holds a flow back, zstd where the link
+      // does (decided per flow from what it measures); a named codec: that
+      // one always.
       const std::string c = v.is_string() ? v.get<std::string>() : "";
-      if (c == "lz4") p.codec = pages::CodecKind::lz4;
+      p.auto_codec = c == "auto";
+      if (c == "lz4" || c == "auto") p.codec = pages::CodecKind::lz4;
       else if (c == "zstd") p.codec = pages::CodecKind::zstd;
       else if (c == "deflate") p.codec = pages::CodecKind::deflate;
       else if (c == "none" || c == "raw") p.codec = pages::CodecKind::raw;
-      else throw std::invalid_argument("pages.codec must be one of lz4, zstd, deflate, none");
+      else throw std::invalid_argument("pages.codec must be one of auto, lz4, zstd, deflate, none");
     } else if (k == "zero" || k == "unchanged" || k == "dedupe") {
       if (!v.is_boolean()) throw std::invalid_argument("pages." + k + " must be true or false");
       (k == "zero" ? p.zero : k == "unchanged" ? p.unchanged : p.dedupe) = v.get<bool>();

@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
   migrate->add_option("--multifd-channels", multifd_channels, "QEMU multifd channels (default: the daemon's queues; 0: off)");
   migrate->add_flag("--no-progress", no_progress, "no progress display");
   for (CLI::App* sub : {start, migrate}) {
-    sub->add_option("--codec", codec, "page codec: lz4 (default), zstd, deflate (compressdev), none")
+    sub->add_option("--codec", codec, "page codec: auto (default: LZ4 where the CPU is the limit, zstd where the link is), lz4, zstd, deflate (compressdev), none")
         ->check(CLI::IsMember({"lz4", "zstd", "deflate", "none"}));
     sub->add_flag("--no-zero", no_zero, "send zero pages like any other");
     sub->add_flag("--unchanged", unchanged,

@@ -54,10 +54,12 @@ constexpr int kMessagesPerPump = 4;
 }  // namespace
 
 MultifdSource::MultifdSource(uint16_t channel, const pages::PagePolicy& policy, pages::PageCodec* codec,
-                             pages::UnchangedFilter* filter, size_t max_message)
+                             pages::UnchangedFilter* filter, size_t max_message, pages::PageCodec* heavy)
     : channel_(channel),
       max_message_(max_message),
       encoder_(policy, codec, filter),
+      light_(policy.codec == pages::CodecKind::raw ? nullptr : codec),
+      heavy_(policy.auto_codec ? heavy : nullptr),
       in_(kInputBuffer),
       offsets_(std::make_unique<uint64_t[]>(qemu::kMultifdMaxPagesAlloc)) {}
 
@@ -180,6 +182,7 @@ MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::StreamSe
   v.offsets_be = h.offsets_be;
   v.pages = in + hsize;
   const uint32_t epoch = syncs_;
+  choose_codec();
   encoder_.encode(v, epoch, gate && gate(epoch), w);
   if (h.flags & qemu::multifd_flag::sync) ++syncs_;
   consume(total);
@@ -190,6 +193,7 @@ bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx,
                          uint32_t ahead) {
   qemu::ByteChannel* ch = relay.channel();
   if (!ch || relay.local_fin_queued()) return true;
+  entry_unsent_ = tx.unsent();  // what the last flush could not send
   for (int sent = 0; sent < kMessagesPerPump;) {
     // Over the read-ahead budget: QEMU's next packet waits in its socket
     // (what QEMU can push is what the fabric drains).
@@ -223,6 +227,24 @@ bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx,
     work = true;
   }
   return true;
+}
+
+void MultifdSource::choose_codec() {
+  if (!heavy_) return;
+  // One sample per packet (not per call: a flow waiting on the pacer is
+  // polled far more often than one busy compressing): did the packets
+  // queued before this one still wait for the pacer or the window when
+  // this one was taken? Then the link is what limits the flow.
+  held_ = held_ - held_ / 8 + (entry_unsent_ > 0 ? kHeldOne / 8 : 0);
+  // Hysteresis, so that a flow at the balance point does not flip per
+  // packet; zstd only while the link clearly holds the flow back.
+  if (!heavy_on_ && held_ > kHeldOne * 3 / 4) {
+    heavy_on_ = true;
+    encoder_.set_codec(heavy_, true);
+  } else if (heavy_on_ && held_ < kHeldOne / 2) {
+    heavy_on_ = false;
+    encoder_.set_codec(light_, false);
+  }
 }
 
 MultifdRebuilder::MultifdRebuilder(CodecSet* codecs)

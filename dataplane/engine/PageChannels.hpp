@@ -44,8 +44,11 @@ class MultifdSource {
   // Decides whether PAGE_SAME is safe for a packet of this epoch (Session:
   // the main channel and every multifd channel are past the earlier ones).
   using Gate = std::function<bool(uint32_t epoch)>;
+  // heavy: with the policy's auto codec, the codec for packets of a flow
+  // the link holds back (zstd); codec is then the one for a flow the CPU
+  // holds back.
   MultifdSource(uint16_t channel, const pages::PagePolicy& policy, pages::PageCodec* codec,
-                pages::UnchangedFilter* filter, size_t max_message);
+                pages::UnchangedFilter* filter, size_t max_message, pages::PageCodec* heavy = nullptr);
 
   // Reads QEMU's bytes from relay's channel, and queues page messages (or
   // BYTES, see passthrough()) on tx. Returns whether it did work; false and
@@ -78,6 +81,9 @@ class MultifdSource {
   // the framing submit_message() would give.
   Parsed finish_message(transport::StreamSender& tx, size_t len);
   Parsed bytes_message(transport::StreamSender& tx, size_t n);
+  // The auto codec's choice for the next packet, from the share of recent
+  // packets taken while earlier ones still waited to be transmitted.
+  void choose_codec();
   void consume(size_t n);
   // Makes room for `n` contiguous unconsumed bytes from the read cursor:
   // moves the unconsumed tail to the front only when it must.
@@ -90,6 +96,12 @@ class MultifdSource {
   uint16_t channel_;
   size_t max_message_;
   pages::PageEncoder encoder_;
+  pages::PageCodec* light_;  // auto codec: for a CPU-bound flow (the policy's codec)
+  pages::PageCodec* heavy_;  // ... for a link-bound one (zstd); nullptr: no auto codec
+  bool heavy_on_ = false;
+  static constexpr uint32_t kHeldOne = 1 << 16;  // fixed point 1.0 of held_
+  uint32_t held_ = 0;        // moving share of packets taken while the link held earlier ones
+  uint32_t entry_unsent_ = 0;  // tx.unsent() when this pump() began
   Step step_ = Step::init;
   std::vector<uint8_t> in_;  // QEMU bytes; [in_head_, in_head_ + in_len_) not consumed yet
   size_t in_head_ = 0, in_len_ = 0;

@@ -89,6 +89,9 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
                                     " is not available: " + (codecs_ ? why : "no codecs"));
       }
     }
+    if (p.pages.auto_codec && codecs_ && p.pages.codec != pages::CodecKind::zstd) {
+      heavy_codec_ = codecs_->get(pages::CodecKind::zstd, nullptr);
+    }
     // The main channel is observed whatever the policy (its counters say
     // what QEMU sent there); only the unchanged filter depends on it.
     main_sink_ = std::make_unique<MainSink>(*this);
@@ -150,7 +153,8 @@ void Session::attach(uint16_t stream, int fd, uint64_t now) {
   if (stream > 0) ++multifd_channels_;
   if (stream > 0 && info_.role == Role::source) {
     sources_[stream] = std::make_unique<MultifdSource>(uint16_t(stream - 1), info_.pages, codec_,
-                                                       info_.pages.unchanged ? &filter_ : nullptr, kMaxMessage);
+                                                       info_.pages.unchanged ? &filter_ : nullptr, kMaxMessage,
+                                                       heavy_codec_);
     if (channels_frozen_) {
       // QEMU opened this channel after setup: which epochs its packets
       // belong to is unknown, so nothing is skipped from now on.

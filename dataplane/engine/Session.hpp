@@ -167,6 +167,7 @@ class Session {
   // multifd stream.
   CodecSet* codecs_ = nullptr;
   pages::PageCodec* codec_ = nullptr;
+  pages::PageCodec* heavy_codec_ = nullptr;  // auto codec: zstd for link-bound flows
   pages::UnchangedFilter filter_;
   std::vector<std::unique_ptr<MultifdSource>> sources_;
   std::vector<std::unique_ptr<MultifdRebuilder>> rebuilders_;

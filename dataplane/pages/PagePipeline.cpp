@@ -24,6 +24,8 @@ PageStats& PageStats::operator+=(const PageStats& o) {
   record_bytes += o.record_bytes;
   verified += o.verified;
   written += o.written;
+  auto_heavy_packets += o.auto_heavy_packets;
+  auto_switches += o.auto_switches;
   return *this;
 }
 
@@ -149,6 +151,7 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
       p.offsets_be ? offsets_digest_be(p.offsets_be, p.offsets.size()) : offsets_digest(p.offsets);
   w.put_multifd_end({uint32_t(p.offsets.size()), digest});
   ++stats_.packets;
+  if (heavy_) ++stats_.auto_heavy_packets;
   if (p.flags & kQemuSyncFlag) ++stats_.sync_packets;
   stats_.record_bytes += w.size() - start;
 }

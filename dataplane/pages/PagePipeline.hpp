@@ -26,6 +26,11 @@ namespace mm::pages {
 
 // What a session does with pages (session-start "pages"; MMP.md).
 struct PagePolicy {
+  // auto_codec: each multifd flow picks per packet between `codec` (cheap:
+  // LZ4) and zstd, from what holds it back: the link (pacer, window,
+  // read-ahead) -> zstd, shrinking harder where bytes cost more than CPU;
+  // the CPU (QEMU's bytes waiting) -> `codec`. Off: `codec` always.
+  bool auto_codec = true;
   CodecKind codec = CodecKind::lz4;  // raw: no compression
   bool zero = true;                  // zero pages as PAGE_ZERO
   // Unchanged re-sends as PAGE_SAME: off unless asked for. A SAME page is
@@ -54,6 +59,8 @@ struct PageStats {
   uint64_t record_bytes = 0;    // bytes of all records of these packets
   uint64_t verified = 0;        // destination: pages whose hash was checked
   uint64_t written = 0;         // destination: pages handed to QEMU
+  uint64_t auto_heavy_packets = 0;  // source, auto codec: packets encoded with zstd
+  uint64_t auto_switches = 0;       // source, auto codec: changes of codec
 
   PageStats& operator+=(const PageStats& o);
 };
@@ -93,10 +100,17 @@ class PageEncoder {
   // UnchangedFilter.hpp) so PAGE_SAME is safe.
   void encode(const PacketView& p, uint32_t epoch, bool may_skip, wire::RecordWriter& w);
   const PageStats& stats() const { return stats_; }
+  // The auto codec's choice for the next packets (nullptr: raw); counted.
+  void set_codec(PageCodec* codec, bool heavy) {
+    if (codec != codec_) ++stats_.auto_switches;
+    codec_ = codec;
+    heavy_ = heavy;
+  }
 
  private:
   PagePolicy policy_;
   PageCodec* codec_;
+  bool heavy_ = false;  // codec_ is the auto codec's heavy one
   UnchangedFilter* filter_;
   std::unique_ptr<DedupeDictionary> dict_;
   std::unique_ptr<uint8_t[]> scratch_;  // one compressed page (kCompressBound)

@@ -109,6 +109,7 @@ class StreamSender {
 
   bool idle() const { return una_ == next_; }  // everything acknowledged
   bool has_unsent() const { return nxt_tx_ != next_; }
+  uint32_t unsent() const { return next_ - nxt_tx_; }  // queued, never transmitted yet
   bool blocked_by_credits() const { return has_unsent() && !seq_lt(nxt_tx_, right_edge_); }
   uint64_t last_progress_ns() const { return last_progress_ns_; }
   uint64_t rto_ns() const { return rto_ns_; }

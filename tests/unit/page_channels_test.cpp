@@ -56,7 +56,8 @@ struct PagePath {
   // with mbufs): page messages are written across slots.
   explicit PagePath(pages::PagePolicy pol, int dst_sndbuf = 0, bool port_buffers = false)
       : codecs(""),
-        source(0, pol, codecs.get(pol.codec, nullptr), nullptr, 1 << 20),
+        source(0, pol, codecs.get(pol.codec, nullptr), nullptr, 1 << 20,
+               pol.auto_codec ? codecs.get(pages::CodecKind::zstd, nullptr) : nullptr),
         src_relay(0),
         dst_relay(5 << 20),
         rebuilder(&codecs),
@@ -259,4 +260,39 @@ TEST(PageChannels, EncoderAndDecoderAllocateNothingPerPacket) {
     }
     EXPECT_EQ(test::AllocationCounter::stop(), 0u) << (in_place ? "in place" : "materialized");
   }
+}
+
+TEST(PageChannels, AutoCodecShrinksHarderOnlyWhileTheLinkHoldsTheFlow) {
+  pages::PagePolicy pol;  // the default: auto (LZ4, zstd when link-bound)
+  ASSERT_TRUE(pol.auto_codec);
+  PagePath p(pol);
+  p.input = qemu_channel(60, 128, 3);
+  // CPU-bound: everything QEMU wrote is read and the fabric takes it all
+  // at once: LZ4 throughout.
+  p.run(1 << 20);
+  expect_identical(p);
+  EXPECT_EQ(p.source.stats().auto_heavy_packets, 0u);
+
+  // Link-bound: the pacer holds the flow (50 MB/s; 100 us per step), so
+  // packets wait to be transmitted when the next one is taken.
+  PagePath q(pol);
+  q.input = qemu_channel(60, 128, 3);
+  q.lb.a.set_max_bandwidth(50'000'000);
+  for (size_t steps = 0; q.output.size() < q.input.size() && steps < 200000; ++steps) {
+    if (q.fed < q.input.size()) {  // QEMU keeps its socket full
+      const ssize_t w = ::write(q.qin[0], q.input.data() + q.fed, q.input.size() - q.fed);
+      if (w > 0) q.fed += size_t(w);
+    }
+    bool work = false;
+    ASSERT_TRUE(q.source.pump(q.src_relay, q.lb.a.sender(0), {}, work)) << q.source.error();
+    q.now += 100'000;
+    q.lb.step(q.now);
+    ASSERT_TRUE(q.dst_relay.pump_out(q.lb.b.receiver(0))) << q.dst_relay.error();
+    uint8_t buf[65536];
+    for (ssize_t r; (r = ::read(q.qout[1], buf, sizeof buf)) > 0;) q.output.insert(q.output.end(), buf, buf + r);
+  }
+  expect_identical(q);
+  EXPECT_GT(q.source.stats().auto_heavy_packets, 40u);
+  EXPECT_GE(q.source.stats().auto_switches, 1u);
+  EXPECT_LT(q.source.stats().record_bytes, p.source.stats().record_bytes);  // zstd shrinks more
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MM_CODECS = ("none", "lz4", "zstd", "deflate")
+MM_CODECS = ("none", "lz4", "zstd", "deflate", "auto")
 
 
 @dataclass(frozen=True)
