@@ -1,6 +1,6 @@
-// Pure per-page functions of the page pipeline (ARCHITECTURE.md §4): zero
+// Pure per-page functions of the page pipeline (docs/ARCHITECTURE.md §6): zero
 // detection and the 128-bit XXH3 page hash. 4 KiB pages (TARGET_PAGE_SIZE
-// on x86, QEMU-STREAM-FACTS.md §2).
+// on x86, dataplane/qemu/QEMU-7.2-STREAM.md §2).
 #pragma once
 
 #include <cstddef>

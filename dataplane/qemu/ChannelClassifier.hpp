@@ -1,5 +1,5 @@
 // Tells which QEMU migration channel a new connection is from its first
-// bytes (QEMU-STREAM-FACTS.md §2): the main channel starts with the
+// bytes (QEMU-7.2-STREAM.md §2): the main channel starts with the
 // "QEVM" magic, a multifd channel with MultiFDInit_t (magic 0x11223344,
 // version, uuid[16], then the channel id).
 #pragma once

@@ -11,7 +11,7 @@ constexpr uint32_t kMagic = 0x5145564d;  // "QEVM"
 constexpr uint32_t kVersion = 3;
 constexpr uint64_t kPageSize = 4096;
 
-// Section types (QEMU-STREAM-FACTS.md §1).
+// Section types (QEMU-7.2-STREAM.md §1).
 constexpr uint8_t kEof = 0x00, kStart = 0x01, kPart = 0x02, kEnd = 0x03, kFull = 0x04,
                   kSubsection = 0x05, kVmdesc = 0x06, kConfiguration = 0x07, kCommand = 0x08,
                   kFooter = 0x7e;

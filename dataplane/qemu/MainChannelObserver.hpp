@@ -3,7 +3,7 @@
 // says: zero pages and raw pages written by the main channel, and every RAM
 // EOS (the end of an epoch: QEMU 7.2 sends a multifd SYNC on every channel
 // before each one). It never changes or holds back a byte. It parses what
-// is self-delimiting (QEMU-STREAM-FACTS.md §1): the header, the
+// is self-delimiting (QEMU-7.2-STREAM.md §1): the header, the
 // configuration section, commands, section headers and footers, and the
 // "ram" section's records; at anything else (device state, another
 // iterative section, a packaged postcopy stream) it stops reporting and

@@ -45,7 +45,7 @@ TEST(MultifdInit, RoundTripsAndClassifiesAsMultifd) {
 
 TEST(MultifdHeader, LayoutIsQemu72s) {
   const auto b = encode_multifd_header(sample());
-  ASSERT_EQ(b.size(), 1344u);  // 320 + 8 * 128, as QEMU-STREAM-FACTS.md says
+  ASSERT_EQ(b.size(), 1344u);  // 320 + 8 * 128, as dataplane/qemu/QEMU-7.2-STREAM.md §2 says
   EXPECT_EQ(b[0], 0x11);
   EXPECT_EQ(b[3], 0x44);
   EXPECT_EQ(b[7], 1);     // version
