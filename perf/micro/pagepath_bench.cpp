@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "AllocationCounter.hpp"
+#include "BenchPorts.hpp"
 #include "PageCorpus.hpp"
 #include "dataplane/engine/PageChannels.hpp"
 #include "dataplane/port/Eal.hpp"
@@ -36,7 +37,7 @@ using mm::test::PageKind;
 
 namespace {
 
-constexpr uint32_t kMtu = 9000;
+using bench::kMtu;
 constexpr uint32_t kPacketPages = 128;  // QEMU 7.2's pages_alloc
 // 64 packets (32 MiB of pages) per pass: twice the dictionary, so a replay
 // finds nothing in it, like a first pass over guest memory.
@@ -288,23 +289,7 @@ void paths(benchmark::internal::Benchmark* b) {
   b->Args({int(PageKind::text), int(pages::CodecKind::lz4)});
 }
 
-port::NicProfile ring_profile() {
-  port::NicProfile p;
-  p.port.pmd = "net_ring";
-  p.port.mtu = kMtu;
-  p.port.set_mtu = false;
-  p.port.mbuf_data_room = 10240;
-  p.port.mbufs = 8191;
-  p.port.rx_desc = 1024;
-  p.port.tx_desc = 1024;
-  return p;
-}
-
-std::unique_ptr<port::EthPort> ring_port(const char* name, rte_ring* rx, rte_ring* tx, uint32_t ip) {
-  const int id = rte_eth_from_rings(name, &rx, 1, &tx, 1, 0);
-  if (id < 0) return nullptr;
-  return std::make_unique<port::EthPort>(uint16_t(id), ring_profile(), ip, 7470);
-}
+using bench::ring_port;
 
 }  // namespace
 

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "BenchPorts.hpp"
 #include "dataplane/engine/Engine.hpp"
 #include "dataplane/port/Eal.hpp"
 #include "dataplane/port/EthPort.hpp"
@@ -28,19 +29,9 @@ using namespace mm;
 
 namespace {
 
-constexpr uint32_t kMtu = 9000;
-
-port::NicProfile bench_profile(const std::string& pmd) {
-  port::NicProfile p;
-  p.port.pmd = pmd;
-  p.port.mtu = kMtu;
-  p.port.set_mtu = false;
-  p.port.mbuf_data_room = 10240;
-  p.port.mbufs = 8191;
-  p.port.rx_desc = 1024;
-  p.port.tx_desc = 1024;
-  return p;
-}
+using bench::bench_profile;
+using bench::kMtu;
+using bench::ring_port;
 
 struct Rig {
   std::unique_ptr<port::EthPort> a, b;
@@ -172,6 +163,7 @@ void BM_Transport(benchmark::State& st, Rig* rig) {
   st.counters["rack"] = double(s.fast_retransmits);
   st.counters["tlp"] = double(s.tail_probes);
   st.counters["rto"] = double(s.rto_events);
+  st.counters["reductions"] = double(s.window_reductions);
   st.counters["cwnd"] = double(ca.sender(0).cwnd());
   st.counters["zero_copy"] = ca.sender(0).zero_copy() ? 1 : 0;
   st.SetBytesProcessed(int64_t(delivered));
@@ -234,11 +226,6 @@ void BM_MemcpyBaseline(benchmark::State& st) {
   st.SetBytesProcessed(int64_t(st.iterations() * a.size()));
 }
 
-std::unique_ptr<port::EthPort> ring_port(const char* name, rte_ring* rx, rte_ring* tx, uint32_t ip) {
-  const int id = rte_eth_from_rings(name, &rx, 1, &tx, 1, 0);
-  if (id < 0) return nullptr;
-  return std::make_unique<port::EthPort>(uint16_t(id), bench_profile("net_ring"), ip, 7470);
-}
 
 }  // namespace
 
