@@ -19,6 +19,8 @@ namespace {
 constexpr uint16_t kRxBurst = 32;
 // Bursts one loop iteration reads at most before the sessions run.
 constexpr uint32_t kMaxRxBursts = 16;
+// Longest that retransmission timers wait for the receive queue to empty.
+constexpr uint64_t kMaxTimerHoldNs = 2'000'000;
 constexpr unsigned kRingSize = 1024;
 std::atomic<unsigned> ring_serial{0};
 
@@ -297,9 +299,14 @@ void Engine::run(const std::atomic<bool>& stop) {
       drained &= taken < kRxBurst;
     }
     work |= run_tasks();
+    // Timers wait for unread datagrams, but not for ever: a queue that
+    // never empties (another session receiving at line rate) must not
+    // keep this one's probes and timeouts from firing.
+    if (drained) last_drained_ns_ = now;
+    const bool timers_ok = drained || now - last_drained_ns_ > kMaxTimerHoldNs;
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       Session& s = *it->second;
-      if (transport::Connection* c = s.connection()) c->set_timers_ok(drained);
+      if (transport::Connection* c = s.connection()) c->set_timers_ok(timers_ok);
       work |= s.poll(now, port_);
       if (s.take_state_change()) publish(s.info());
       if (!s.lingering_done(now)) {

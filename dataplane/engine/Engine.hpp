@@ -125,6 +125,7 @@ class Engine {
   rte_ring* inbound_ = nullptr;     // hand-offs from other workers
   rte_mempool* handoffs_ = nullptr;  // buffers this worker hands off
   int event_fd_ = -1;
+  uint64_t last_drained_ns_ = 0;  // the receive queue was last read empty
   EngineStats stats_;
   CodecSet codecs_;
 };
