@@ -225,7 +225,16 @@ class MigrationRunner:
             rec["cpu_vcpu_s"] = vcpu
             rec["cpu_migration_s"] = round(sum(cpu.values()) - sum(vcpu.values()), 3)
         if r.status != "completed":
-            raise RunFailed(f"QEMU migration {r.status}: {r.info.get('error-desc')}")
+            # Where the VM is and what the destination QEMU says: the source's
+            # error-desc alone cannot tell a broken stream from a daemon's
+            # hang-up after the destination finished.
+            try:
+                dst_side = (f"; destination QEMU: migration {dst.execute('query-migrate').get('status')}, "
+                            f"VM {dst.status()}; source VM {src.status()}; destination log: "
+                            f"{dst.qemu_log()[-300:]!r}")
+            except Exception as e:  # a QEMU that died answers nothing
+                dst_side = f"; destination QEMU not answering: {e}; log: {dst.qemu_log()[-300:]!r}"
+            raise RunFailed(f"QEMU migration {r.status}: {r.info.get('error-desc')}{dst_side}")
         if sid is not None:
             cs, cd = s_src["counters"], s_dst["counters"]
             rec.update({"session": sid, "daemon_src": cs, "daemon_dst": cd,
