@@ -24,7 +24,6 @@ StreamSender::StreamSender(const TransportConfig& cfg, uint32_t session, uint16_
       ssthresh_(cfg.window),
       rto_ns_(std::clamp<uint64_t>(cfg.rto_min_ns * 4, cfg.rto_min_ns, cfg.rto_max_ns)) {}
 
-
 StreamSender::~StreamSender() {
   if (!bufs_.empty()) buffer_port_->free_tx_buffers(bufs_);
 }
@@ -114,15 +113,15 @@ void StreamSender::check_rto(uint64_t now) {
   const uint64_t rto_now = std::max(rto_ns_, timer_floor());
   if (oldest.rtx_queued || oldest.sacked || now < since || now - since < rto_now) return;
   // Nothing was acknowledged for a whole RTO: a tail loss or a dead path.
-  // Everything sent that long ago is presumed lost (RFC 8985 6.3); the
-  // timer backs off so a slow peer is not flooded.
   // Everything the last ACK reported missing and that was sent that long
   // ago is presumed lost (RFC 8985 6.3); what lies past its SACK bitmap
-  // may well have arrived, and the ACK for the repair will say so.
+  // may well have arrived, and the ACK for the repair will say so. With
+  // no ACK to go by, the oldest packet goes again. The timer backs off so
+  // a slow peer is not flooded.
   ++stats_.rto_events;
   last_timer_rtx_ns_ = now;
   const uint64_t rto = rto_now;
-  const uint32_t end = seq_lt(sack_end_, nxt_tx_) && seq_lt(una_, sack_end_) ? sack_end_ : una_ + 1;
+  const uint32_t end = !seq_lt(una_, sack_end_) ? una_ + 1 : seq_lt(sack_end_, nxt_tx_) ? sack_end_ : nxt_tx_;
   for (uint32_t seq = una_; seq_lt(seq, end); ++seq) {
     const Slot& s = slot(seq);
     if (!s.sacked && now - s.sent_ns >= rto && queue_rtx(seq)) ++round_lost_;
