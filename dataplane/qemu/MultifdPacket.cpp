@@ -91,11 +91,7 @@ MultifdError parse_multifd_header(std::span<const uint8_t> in, MultifdPacketHead
   MultifdHeaderView v;
   const MultifdError e = parse_multifd_header(in, v);
   if (e != MultifdError::ok && e != MultifdError::bad_offset) return e;
-  h.flags = v.flags;
-  h.pages_alloc = v.pages_alloc;
-  h.normal_pages = v.normal_pages;
-  h.next_packet_size = v.next_packet_size;
-  h.packet_num = v.packet_num;
+  static_cast<MultifdHeaderFields&>(h) = v;
   h.ramblock.assign(v.ramblock);
   h.offsets.resize(v.normal_pages);
   for (uint32_t i = 0; i < v.normal_pages; ++i) h.offsets[i] = get_be64(v.offsets_be + 8 * size_t(i));
@@ -121,11 +117,7 @@ void encode_multifd_header(const MultifdHeaderView& h, std::span<const uint64_t>
 std::vector<uint8_t> encode_multifd_header(const MultifdPacketHeader& h) {
   std::vector<uint8_t> out(h.header_size(), 0);
   MultifdHeaderView v;
-  v.flags = h.flags;
-  v.pages_alloc = h.pages_alloc;
-  v.normal_pages = h.normal_pages;
-  v.next_packet_size = h.next_packet_size;
-  v.packet_num = h.packet_num;
+  static_cast<MultifdHeaderFields&>(v) = h;
   v.ramblock = h.ramblock;
   encode_multifd_header(v, h.offsets, out);
   return out;

@@ -46,14 +46,13 @@ struct MultifdInit {
   uint8_t id = 0;
 };
 
-struct MultifdPacketHeader {
+// The fixed fields of a MultiFDPacket header, and what follows from them.
+struct MultifdHeaderFields {
   uint32_t flags = 0;
   uint32_t pages_alloc = 0;
   uint32_t normal_pages = 0;
   uint32_t next_packet_size = 0;
   uint64_t packet_num = 0;
-  std::string ramblock;
-  std::vector<uint64_t> offsets;  // normal_pages entries
 
   size_t header_size() const { return kMultifdHeaderFixed + 8 * size_t(pages_alloc); }
   // Bytes that follow the header. QEMU 7.2 sends and reads a payload only
@@ -64,20 +63,16 @@ struct MultifdPacketHeader {
   bool compressed() const { return flags & (multifd_flag::zlib | multifd_flag::zstd); }
 };
 
+struct MultifdPacketHeader : MultifdHeaderFields {
+  std::string ramblock;
+  std::vector<uint64_t> offsets;  // normal_pages entries
+};
+
 // One packet header as it lies in the input, nothing copied (the source's
 // reader: no allocation per packet). Valid while the input is.
-struct MultifdHeaderView {
-  uint32_t flags = 0;
-  uint32_t pages_alloc = 0;
-  uint32_t normal_pages = 0;
-  uint32_t next_packet_size = 0;
-  uint64_t packet_num = 0;
+struct MultifdHeaderView : MultifdHeaderFields {
   std::string_view ramblock;
   const uint8_t* offsets_be = nullptr;  // normal_pages offsets, big-endian, as QEMU wrote them
-
-  size_t header_size() const { return kMultifdHeaderFixed + 8 * size_t(pages_alloc); }
-  size_t payload_size() const { return normal_pages ? next_packet_size : 0; }
-  bool compressed() const { return flags & (multifd_flag::zlib | multifd_flag::zstd); }
 };
 
 MultifdError parse_multifd_init(std::span<const uint8_t> in, MultifdInit& out);
