@@ -319,6 +319,11 @@ void StreamSender::update_rtt(uint64_t r) {
 
 bool StreamSender::on_ack(const wire::AckPayload& ack, uint64_t now) {
   ++stats_.acks_in;
+  const uint32_t cum = ack.cum_seq;
+  if (seq_lt(nxt_tx_, cum) || ack.credits > cfg_.window) {
+    ++stats_.bad_acks;
+    return false;
+  }
   if (ack.duplicate && last_timer_rtx_ns_ != 0 && now - last_timer_rtx_ns_ <= 2 * std::max(rto_ns_, timer_floor())) {
     // A probe or timeout that was not needed (the receiver had the packet):
     // this path goes quiet for longer than the timers allowed. Wait twice
@@ -327,11 +332,6 @@ bool StreamSender::on_ack(const wire::AckPayload& ack, uint64_t now) {
     ++stats_.spurious_timeouts;
     quiet_floor_ns_ = std::min(cfg_.rto_max_ns, 2 * timer_floor());
     last_timer_rtx_ns_ = 0;
-  }
-  const uint32_t cum = ack.cum_seq;
-  if (seq_lt(nxt_tx_, cum) || ack.credits > cfg_.window) {
-    ++stats_.bad_acks;
-    return false;
   }
   if (seq_lt(cum, una_)) {
     // Overtaken by a newer one (the network delayed or duplicated it):
