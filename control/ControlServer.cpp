@@ -203,14 +203,15 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     p.id = session_arg(args);
     p.role = source ? engine::Role::source : engine::Role::destination;
     p.qemu_uri = string_arg(args, source ? "listen" : "qemu-uri");
-    // dataplane/wire/MMP.md "Encapsulation": a session's packets go to base_port + the queue of the
-    // peer's worker that owns it (the same id % workers rule on both sides).
+    // dataplane/wire/MMP.md "Encapsulation": a stream's packets go to base_port + the queue of the
+    // peer's worker that owns it (wire::stream_queue, the same rule on both sides).
     const uint64_t peer_base = uint_arg_or(args, "peer-udp-port", 65535, id_.udp_base_port);
-    const uint64_t peer_queues = uint_arg_or(args, "peer-queues", 64, engines_.size());
-    if (peer_base + p.id % peer_queues > 65535) {
-      throw CommandError("InvalidParameter", "peer-udp-port + the session's queue exceeds 65535");
+    const uint64_t peer_queues = std::max<uint64_t>(1, uint_arg_or(args, "peer-queues", 64, engines_.size()));
+    if (peer_base + peer_queues - 1 > 65535) {
+      throw CommandError("InvalidParameter", "peer-udp-port + the peer's queues exceed 65535");
     }
-    const uint16_t peer_port = uint16_t(peer_base + p.id % peer_queues);
+    const uint16_t peer_port = uint16_t(peer_base);
+    p.peer_queues = uint16_t(peer_queues);
     p.max_bandwidth = args.contains("max-bandwidth") ? uint_arg(args, "max-bandwidth", uint64_t(1) << 50) : 0;
     try {
       if (args.contains("pages")) p.pages = page_policy_from_json(args["pages"]);
@@ -224,14 +225,13 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     } catch (const std::invalid_argument& e) {
       throw CommandError("InvalidParameter", e.what());
     }
-    engine::Engine& owner = owner_of(p.id);
-    on_worker(owner, [&owner, p] {
-      try {
-        owner.add_session(p);
-      } catch (const std::invalid_argument& e) {
-        throw CommandError("InvalidParameter", e.what());
-      }
-    });
+    try {
+      add_session_parts(p);
+    } catch (const std::invalid_argument& e) {
+      throw CommandError("InvalidParameter", e.what());
+    } catch (const std::exception& e) {
+      throw CommandError("GenericError", e.what());
+    }
     json r = {{"session", p.id}, {"state", "prepared"}};
     if (source) r["migrate-uri"] = p.qemu_uri;
     return r;
@@ -246,11 +246,7 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
   if (cmd == "query-sessions") {
     no_other_args(args, {});
     json list = json::array();
-    for (engine::Engine* e : engines_) {
-      auto out = std::make_shared<std::vector<engine::SessionInfo>>();
-      on_worker(*e, [e, out] { *out = e->session_infos(); });
-      for (auto& s : *out) list.push_back(session_json(s));
-    }
+    for (const auto& s : all_session_infos()) list.push_back(session_json(s));
     return list;
   }
   if (cmd == "session-cancel") {
@@ -291,10 +287,81 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
 }
 
 std::optional<engine::SessionInfo> ControlServer::session_info(uint32_t id) {
-  auto out = std::make_shared<std::optional<engine::SessionInfo>>();
-  engine::Engine& owner = owner_of(id);
-  on_worker(owner, [&owner, id, out] { *out = owner.session_info(id); });
-  return *out;
+  // The home part's snapshot, with the other workers' parts added.
+  std::optional<engine::SessionInfo> home;
+  std::vector<engine::SessionInfo> others;
+  for (engine::Engine* e : engines_) {
+    auto out = std::make_shared<std::optional<engine::SessionInfo>>();
+    on_worker(*e, [e, id, out] { *out = e->session_info(id); });
+    if (!*out) continue;
+    if ((*out)->home && !home) {
+      home = std::move(*out);
+    } else {
+      others.push_back(std::move(**out));
+    }
+  }
+  if (home) {
+    for (const auto& o : others) home->merge(o);
+  }
+  return home;
+}
+
+std::vector<engine::SessionInfo> ControlServer::all_session_infos() {
+  std::map<uint32_t, engine::SessionInfo> homes;
+  std::vector<engine::SessionInfo> others;
+  for (engine::Engine* e : engines_) {
+    auto out = std::make_shared<std::vector<engine::SessionInfo>>();
+    on_worker(*e, [e, out] { *out = e->session_infos(); });
+    for (auto& s : *out) {
+      if (s.home) {
+        homes[s.id] = std::move(s);
+      } else {
+        others.push_back(std::move(s));
+      }
+    }
+  }
+  for (const auto& o : others) {
+    if (auto it = homes.find(o.id); it != homes.end()) it->second.merge(o);
+  }
+  std::vector<engine::SessionInfo> list;
+  for (auto& [id, s] : homes) list.push_back(std::move(s));
+  return list;
+}
+
+void ControlServer::add_session_parts(const engine::SessionParams& p) {
+  const uint16_t workers = uint16_t(engines_.size());
+  auto share = std::make_shared<engine::SessionShare>(p.id, workers, engine::spreads(p));
+  std::vector<uint16_t> order{share->home()};
+  for (uint16_t s = 0; s < engine::Session::kStreams; ++s) {
+    const uint16_t w = share->owner(s);
+    if (std::find(order.begin(), order.end(), w) == order.end()) order.push_back(w);
+  }
+  for (size_t i = 0; i < order.size(); ++i) {
+    engine::Engine* e = engines_[order[i]];
+    auto error = std::make_shared<std::string>();
+    auto invalid = std::make_shared<bool>(false);
+    const bool ran = e->run_on_worker(
+        [e, p, share, error, invalid] {
+          try {
+            e->add_session(p, share);
+          } catch (const std::invalid_argument& x) {
+            *error = x.what();
+            *invalid = true;
+          } catch (const std::exception& x) {
+            *error = x.what();
+          }
+        },
+        kWorkerTimeout);
+    if (ran && error->empty()) continue;
+    const std::string why = ran ? *error : "dataplane worker " + std::to_string(order[i]) + " did not answer within 3 s";
+    if (i > 0) {
+      // The parts already added end with the home part.
+      engine::Engine* h = engines_[order[0]];
+      h->run_on_worker([h, id = p.id, why] { h->cancel_session(id, "setting up failed: " + why); }, kWorkerTimeout);
+    }
+    if (*invalid) throw std::invalid_argument(why);
+    throw std::runtime_error(why);
+  }
 }
 
 json ControlServer::session_json(const engine::SessionInfo& info) {
@@ -383,19 +450,18 @@ json ControlServer::migrate(const json& args) {
   try {
     p.peer.ip = parse_ipv4(fab.value("ip", ""));
     p.peer.mac = parse_mac(fab.value("mac", ""));
-    const uint16_t queues = std::max<uint16_t>(1, fab.value("queues", uint16_t(1)));
-    p.peer.udp_port = uint16_t(fab.value("udp_port", 0) + id % queues);
+    p.peer_queues = std::max<uint16_t>(1, fab.value("queues", uint16_t(1)));
+    p.peer.udp_port = fab.value("udp_port", uint16_t(0));
   } catch (const std::invalid_argument& e) {
     throw CommandError("PeerError", std::string("the destination's fabric address: ") + e.what());
   }
-  engine::Engine& owner = owner_of(id);
-  on_worker(owner, [&owner, p] {
-    try {
-      owner.add_session(p);
-    } catch (const std::invalid_argument& e) {
-      throw CommandError("InvalidParameter", e.what());
-    }
-  });
+  try {
+    add_session_parts(p);
+  } catch (const std::invalid_argument& e) {
+    throw CommandError("InvalidParameter", e.what());
+  } catch (const std::exception& e) {
+    throw CommandError("GenericError", e.what());
+  }
   m.phase = "prepared";
   if (has_src_qmp) {
     try {
@@ -409,6 +475,7 @@ json ControlServer::migrate(const json& args) {
       m.qmp->execute("migrate", {{"uri", listen}});
       m.phase = "precopy";
     } catch (const QmpError& e) {
+      engine::Engine& owner = owner_of(id);
       on_worker(owner, [&owner, id, what = std::string(e.what())] { owner.cancel_session(id, what); });
       throw CommandError("QemuError", e.what());
     }
@@ -456,22 +523,14 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     p.role = engine::Role::destination;
     p.qemu_uri = uri;
     p.auth = derive_auth_secret(session_key);
-    // Answers go to the source's worker that owns the session.
-    const uint16_t src_queues = std::max<uint16_t>(1, fab.value("queues", uint16_t(1)));
-    p.peer_udp_port = uint16_t(fab.value("udp_port", id_.udp_base_port) + id % src_queues);
-    engine::Engine& owner = owner_of(id);
-    auto error = std::make_shared<std::string>();
-    const bool ran = owner.run_on_worker(
-        [&owner, p, error] {
-          try {
-            owner.add_session(p);
-          } catch (const std::exception& e) {
-            *error = e.what();
-          }
-        },
-        kWorkerTimeout);
-    if (!ran) throw PeerError("PeerError", "the destination's dataplane did not answer");
-    if (!error->empty()) throw PeerError("PeerError", *error);
+    // Answers go to the source's workers that own the streams.
+    p.peer_queues = std::max<uint16_t>(1, fab.value("queues", uint16_t(1)));
+    p.peer_udp_port = fab.value("udp_port", id_.udp_base_port);
+    try {
+      add_session_parts(p);
+    } catch (const std::exception& e) {
+      throw PeerError("PeerError", e.what());
+    }
     // QEMU listens only once the session exists, so the dataplane finds it.
     if (qmp) qmp->execute("migrate-incoming", {{"uri", uri}});
   } catch (const QmpError& e) {
@@ -584,18 +643,21 @@ std::string ControlServer::metrics_text() {
     emit(out, "memmotion_peer_auth_failures_total", "", peer_server_->auth_failures(), typed);
     emit(out, "memmotion_peer_sessions_accepted_total", "", peer_server_->sessions_accepted(), typed);
   }
-  for (engine::Engine* e : engines_) {
-    auto infos = std::make_shared<std::vector<engine::SessionInfo>>();
-    try {
-      on_worker(*e, [e, infos] { *infos = e->session_infos(); });
-    } catch (const CommandError&) {
-      continue;
-    }
-    for (const auto& info : *infos) {
+  std::vector<engine::SessionInfo> infos;
+  try {
+    infos = all_session_infos();
+  } catch (const CommandError&) {
+  }
+  {
+    for (const auto& info : infos) {
       const json j = session_json(info);
       const std::string l = "session=\"" + std::to_string(info.id) + "\",role=\"" +
                             engine::to_string(info.role) + "\"";
       for (auto& [k, v] : j["counters"].items()) emit(out, "memmotion_session_" + k + "_total", l, v, typed);
+      for (const auto& part : info.parts) {
+        emit(out, "memmotion_session_worker_pages_total", l + ",worker=\"" + std::to_string(part.worker) + "\"",
+             part.pages, typed);
+      }
       emit(out, "memmotion_session_state", l + ",state=\"" + j["state"].get<std::string>() + "\"", 1, typed, "gauge");
       if (j.contains("progress")) {
         for (auto& [k, v] : j["progress"].items()) {
@@ -719,7 +781,14 @@ void ControlServer::run(std::atomic<bool>& stop) {
         if (fd == e->event_fd()) ev_engine = e;
       }
       if (ev_engine) {
-        for (const auto& info : ev_engine->take_events()) {
+        for (auto info : ev_engine->take_events()) {
+          if (engines_.size() > 1 && engine::is_terminal(info.state)) {
+            // The summary covers the parts on the other workers too.
+            try {
+              if (auto all = session_info(info.id)) info = *all;
+            } catch (const CommandError&) {
+            }
+          }
           std::cerr << "memmotiond[" << id_.name << "]: session " << info.id << " ("
                     << engine::to_string(info.role) << ") " << engine::to_string(info.state)
                     << (info.error.empty() ? "" : ": " + info.error) << std::endl;

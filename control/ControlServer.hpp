@@ -71,6 +71,13 @@ class ControlServer {
   engine::Engine& owner_of(uint32_t session) {
     return *engines_[engine::Engine::owner(session, uint16_t(engines_.size()))];
   }
+  // Adds a session's part on every worker that holds some of its streams
+  // (the home part first). Throws std::invalid_argument for parameters a
+  // worker refused, std::runtime_error when one did not answer.
+  void add_session_parts(const engine::SessionParams& p);
+  // Every session, each as one snapshot: its home part with the other
+  // parts' counters merged in.
+  std::vector<engine::SessionInfo> all_session_infos();
   void broadcast(const nlohmann::json& event);
   void broadcast_session(const nlohmann::json& session);
 

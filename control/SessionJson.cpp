@@ -84,6 +84,11 @@ json to_json(const engine::SessionInfo& s) {
     if (!s.unchanged_note.empty()) j["pages"]["unchanged-note"] = s.unchanged_note;
     if (!s.main_channel_note.empty()) j["pages"]["main-channel-note"] = s.main_channel_note;
   }
+  json parts = json::array();
+  for (const auto& part : s.parts) {
+    parts.push_back({{"worker", part.worker}, {"channels", part.channels}, {"pages", part.pages}});
+  }
+  j["workers"] = parts;
   if (!s.error.empty()) j["error"] = s.error;
   return j;
 }
@@ -185,6 +190,7 @@ json to_json(const engine::EngineStats& s) {
       {"rx_handoff_in", s.rx_handoff_in.load()},
       {"rx_handoff_dropped", s.rx_handoff_dropped.load()},
       {"sessions", s.sessions.load()},
+      {"pages", s.pages.load()},
   };
 }
 

@@ -48,6 +48,7 @@ struct Engine::Task {
 struct Engine::Handoff {
   wire::Header header;
   transport::PeerAddress from;
+  bool forwarded;
   uint32_t len;
   uint8_t payload[wire::kMaxPayload];
 };
@@ -97,6 +98,35 @@ bool Engine::run_on_worker(std::function<void()> fn, std::chrono::milliseconds t
   return done.wait_for(timeout) == std::future_status::ready;
 }
 
+bool Engine::post_task(std::function<void()> fn) {
+  auto task = std::make_shared<Task>();
+  task->fn = std::move(fn);
+  auto* handle = new std::shared_ptr<Task>(task);
+  if (rte_ring_mp_enqueue(tasks_, handle) != 0) {
+    delete handle;
+    return false;
+  }
+  return true;
+}
+
+void Engine::post(uint16_t worker, const SessionShare* share, std::function<void(Session&, uint64_t)> fn,
+                  std::function<void()> if_gone) {
+  Engine* e = worker < all_.size() ? all_[worker] : nullptr;
+  const uint32_t id = share->session();
+  auto task = [e, share, id, fn = std::move(fn), if_gone]() {
+    auto it = e->sessions_.find(id);
+    // The same session, not a later one with its id (the share tells).
+    if (it != e->sessions_.end() && it->second->share() == share) {
+      fn(*it->second, now_ns());
+    } else if (if_gone) {
+      if_gone();
+    }
+  };
+  if (!e || !e->post_task(std::move(task))) {
+    if (if_gone) if_gone();
+  }
+}
+
 bool Engine::run_tasks() {
   void* p;
   bool any = false;
@@ -136,9 +166,14 @@ std::vector<SessionInfo> Engine::take_events() {
   return out;
 }
 
-void Engine::add_session(const SessionParams& p) {
+void Engine::add_session(const SessionParams& p, std::shared_ptr<SessionShare> share) {
   if (p.id == 0) throw std::invalid_argument("session id 0 is reserved");
-  if (owner(p.id, workers_) != index_) {
+  if (!share) share = std::make_shared<SessionShare>(p.id, workers_, false);
+  if (share->workers() != workers_ || share->session() != p.id) {
+    throw std::logic_error("session " + std::to_string(p.id) + ": its parts are laid out for " +
+                           std::to_string(share->workers()) + " workers, this daemon has " + std::to_string(workers_));
+  }
+  if (!share->spread() && owner(p.id, workers_) != index_) {
     throw std::logic_error("session " + std::to_string(p.id) + " belongs to worker " +
                            std::to_string(owner(p.id, workers_)) + ", not " + std::to_string(index_));
   }
@@ -151,7 +186,7 @@ void Engine::add_session(const SessionParams& p) {
     sessions_.erase(it);  // an ended session's id may be reused
   }
   if (ended_.erase(p.id)) std::erase(ended_order_, p.id);
-  auto session = std::make_unique<Session>(p, cfg_.transport, now_ns(), &codecs_);
+  auto session = std::make_unique<Session>(p, cfg_.transport, now_ns(), &codecs_, std::move(share), index_, this);
   // Send windows live in this worker's port buffers: sent by reference.
   if (transport::Connection* c = session->connection()) c->set_port_buffers(&port_);
   sessions_.emplace(p.id, std::move(session));
@@ -160,6 +195,7 @@ void Engine::add_session(const SessionParams& p) {
 
 void Engine::retire(std::map<uint32_t, std::unique_ptr<Session>>::iterator it) {
   ended_[it->first] = it->second->info();
+  retired_pages_ += ended_[it->first].counters.pages.pages;
   ended_order_.push_back(it->first);
   while (ended_order_.size() > kMaxEnded) {
     ended_.erase(ended_order_.front());
@@ -191,8 +227,14 @@ std::vector<SessionInfo> Engine::session_infos() const {
 }
 
 void Engine::dispatch(const wire::Header& h, std::span<const uint8_t> payload,
-                      const transport::PeerAddress& from, uint64_t now) {
+                      const transport::PeerAddress& from, uint64_t now, bool forwarded) {
   auto it = sessions_.find(h.session);
+  const uint16_t home = owner(h.session, workers_);
+  if (it == sessions_.end() && home != index_ && !forwarded && !ended_.count(h.session)) {
+    // No part here: the session keeps its streams on its home worker.
+    hand_off(home, h, payload, from, true);
+    return;
+  }
   if (it == sessions_.end()) {
     // A session that ended and freed its transport may still hear from its
     // peer (a last retransmission, a CLOSE copy): late, not unknown.
@@ -219,7 +261,7 @@ void Engine::dispatch(const wire::Header& h, std::span<const uint8_t> payload,
 }
 
 void Engine::hand_off(uint16_t owner_index, const wire::Header& h, std::span<const uint8_t> payload,
-                      const transport::RxDatagram& d) {
+                      const transport::PeerAddress& from, bool forwarded) {
   void* obj = nullptr;
   if (owner_index >= all_.size() || rte_mempool_get(handoffs_, &obj) != 0) {
     stats_.rx_handoff_dropped.fetch_add(1, std::memory_order_relaxed);
@@ -227,7 +269,8 @@ void Engine::hand_off(uint16_t owner_index, const wire::Header& h, std::span<con
   }
   auto* m = static_cast<Handoff*>(obj);
   m->header = h;
-  m->from = d.from;
+  m->from = from;
+  m->forwarded = forwarded;
   m->len = uint32_t(payload.size());
   std::memcpy(m->payload, payload.data(), payload.size());
   if (rte_ring_mp_enqueue(all_[owner_index]->inbound_, m) != 0) {
@@ -244,7 +287,7 @@ unsigned Engine::take_handoffs(uint64_t now) {
   const unsigned n = rte_ring_sc_dequeue_burst(inbound_, objs, kRxBurst, nullptr);
   for (unsigned i = 0; i < n; ++i) {
     auto* m = static_cast<Handoff*>(objs[i]);
-    dispatch(m->header, {m->payload, m->len}, m->from, now);
+    dispatch(m->header, {m->payload, m->len}, m->from, now, m->forwarded);
     rte_mempool_put(rte_mempool_from_obj(m), m);
   }
   if (n) stats_.rx_handoff_in.fetch_add(n, std::memory_order_relaxed);
@@ -274,15 +317,23 @@ uint16_t Engine::handle_rx_burst(uint64_t now) {
       stats_.rx_invalid[size_t(e)].fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    const uint16_t own = owner(h.session, workers_);
+    const uint16_t own = wire::stream_queue(h.session, h.stream, workers_);
     if (own != index_) {
-      hand_off(own, h, payload, rx[i]);
+      hand_off(own, h, payload, rx[i].from);
       continue;
     }
     dispatch(h, payload, rx[i].from, now);
   }
   port_.rx_release();
   return n;
+}
+
+void Engine::count_pages(uint64_t now) {
+  if (now - pages_counted_ns_ < 1'000'000) return;
+  pages_counted_ns_ = now;
+  uint64_t n = retired_pages_;
+  for (auto& [id, s] : sessions_) n += s->pages();
+  stats_.pages.store(n, std::memory_order_relaxed);
 }
 
 void Engine::run(const std::atomic<bool>& stop) {
@@ -318,6 +369,7 @@ void Engine::run(const std::atomic<bool>& stop) {
     }
     // Every session's datagrams of this round leave in full bursts.
     port_.tx_flush();
+    count_pages(now);
     if (work) {
       idle_rounds = 0;
       continue;

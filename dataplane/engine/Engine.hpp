@@ -51,15 +51,21 @@ struct EngineStats {
   std::atomic<uint64_t> rx_handoff_in{0};
   std::atomic<uint64_t> rx_handoff_dropped{0};
   std::atomic<uint64_t> sessions{0};
+  // Pages this worker's flows took apart (source) or rebuilt (destination),
+  // over every session part it held: how a migration is spread over the
+  // workers. Refreshed every millisecond or so.
+  std::atomic<uint64_t> pages{0};
 };
 
 uint64_t now_ns();
 
 // One Engine per worker lcore, each with its own queue of the fabric port
-// and the sessions it owns (session id % workers). A datagram that lands on
-// another worker's queue is handed to its owner through that owner's
-// rte_ring (NICs with flow rules never need it; AF_PACKET fanout does).
-class Engine {
+// and its parts of the sessions: a session's streams are spread over the
+// workers (wire::stream_queue; its home part, on id % workers, keeps the
+// state machine). A datagram that lands on another worker's queue is handed
+// to its owner through that owner's rte_ring (NICs with flow rules never
+// need it; AF_PACKET fanout does).
+class Engine final : public PartLink {
  public:
   Engine(transport::DatagramPort& port, const EngineConfig& cfg, uint16_t index = 0,
          uint16_t workers = 1);
@@ -70,7 +76,9 @@ class Engine {
   // Every worker's engine, indexed by worker (before any run()).
   void connect(const std::vector<Engine*>& all) { all_ = all; }
   uint16_t index() const { return index_; }
-  static uint16_t owner(uint32_t session, uint16_t workers) { return uint16_t(session % workers); }
+  // The worker of a session's home part.
+  static uint16_t owner(uint32_t session, uint16_t workers) { return wire::stream_queue(session, 0, workers); }
+  uint16_t workers() const { return workers_; }
 
   // The worker loop; returns when stop becomes true.
   void run(const std::atomic<bool>& stop);
@@ -80,8 +88,17 @@ class Engine {
   // must own everything it touches).
   bool run_on_worker(std::function<void()> fn, std::chrono::milliseconds timeout);
 
-  // Worker-side operations, called from run_on_worker tasks.
-  void add_session(const SessionParams& p);  // throws std::invalid_argument / runtime_error
+  // Runs fn on the worker thread without waiting for it (from any thread).
+  // False when the worker's task ring is full.
+  bool post_task(std::function<void()> fn);
+  // PartLink: fn on worker w's part of the session `share` is of.
+  void post(uint16_t worker, const SessionShare* share, std::function<void(Session&, uint64_t)> fn,
+            std::function<void()> if_gone) override;
+
+  // Worker-side operations, called from run_on_worker tasks. add_session
+  // adds this worker's part of a session (share: every part's, from the
+  // control plane; null: a session on this worker alone).
+  void add_session(const SessionParams& p, std::shared_ptr<SessionShare> share = {});  // throws std::invalid_argument / runtime_error
   bool cancel_session(uint32_t id, const std::string& why);
   std::optional<SessionInfo> session_info(uint32_t id) const;
   std::vector<SessionInfo> session_infos() const;
@@ -100,10 +117,13 @@ class Engine {
   bool handle_rx(uint64_t now);
   uint16_t handle_rx_burst(uint64_t now);
   unsigned take_handoffs(uint64_t now);
+  // forwarded: it was handed over already (a worker that has no part for
+  // it hands it on to the session's home, once).
   void hand_off(uint16_t owner, const wire::Header& h, std::span<const uint8_t> payload,
-                const transport::RxDatagram& d);
+                const transport::PeerAddress& from, bool forwarded = false);
   void dispatch(const wire::Header& h, std::span<const uint8_t> payload,
-                const transport::PeerAddress& from, uint64_t now);
+                const transport::PeerAddress& from, uint64_t now, bool forwarded = false);
+  void count_pages(uint64_t now);
   bool run_tasks();
   void publish(const SessionInfo& info);
 
@@ -126,6 +146,8 @@ class Engine {
   rte_mempool* handoffs_ = nullptr;  // buffers this worker hands off
   int event_fd_ = -1;
   uint64_t last_drained_ns_ = 0;  // the receive queue was last read empty
+  uint64_t pages_counted_ns_ = 0;
+  uint64_t retired_pages_ = 0;    // pages of the parts that left the table
   EngineStats stats_;
   CodecSet codecs_;
 };

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 
 namespace mm::engine {
 
@@ -72,14 +73,19 @@ struct Session::MainSink final : qemu::MainChannelObserver::Sink {
   Session& s;
 };
 
+bool spreads(const SessionParams& p) { return !(p.role == Role::source && p.pages.unchanged); }
+
 Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now,
-                 CodecSet* codecs)
-    : cfg_(cfg), peer_udp_port_(p.peer_udp_port), codecs_(codecs) {
+                 CodecSet* codecs, std::shared_ptr<SessionShare> share, uint16_t worker, PartLink* link)
+    : share_(share ? std::move(share) : std::make_shared<SessionShare>(p.id, 1, false)),
+      worker_(worker), link_(link), cfg_(cfg), peer_udp_port_(p.peer_udp_port), codecs_(codecs) {
+  if (share_->workers() > 1 && !link_) throw std::logic_error("a session on several workers needs a PartLink");
   for (uint16_t i = 0; i < kStreams; ++i) {
-    relays_.push_back(std::make_unique<qemu::ChannelRelay>(qemu_out_buffer(p.role, i)));
+    relays_.push_back(std::make_unique<qemu::ChannelRelay>(owns(i) ? qemu_out_buffer(p.role, i) : 0));
   }
   sources_.resize(kStreams);
   info_.pages = p.pages;
+  info_.home = home();
   if (p.role == Role::source) {
     if (p.pages.codec != pages::CodecKind::raw) {
       std::string why;
@@ -94,12 +100,15 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
     }
     // The main channel is observed whatever the policy (its counters say
     // what QEMU sent there); only the unchanged filter depends on it.
-    main_sink_ = std::make_unique<MainSink>(*this);
-    observer_ = std::make_unique<qemu::MainChannelObserver>(*main_sink_);
-    relays_[0]->set_tap([this](std::span<const uint8_t> b) { observer_->feed(b); });
+    if (home()) {
+      main_sink_ = std::make_unique<MainSink>(*this);
+      observer_ = std::make_unique<qemu::MainChannelObserver>(*main_sink_);
+      relays_[0]->set_tap([this](std::span<const uint8_t> b) { observer_->feed(b); });
+    }
     if (!p.pages.unchanged) info_.unchanged_note = "off by policy";
   } else {
     for (uint16_t i = 1; i < kStreams; ++i) {
+      if (!owns(i)) continue;
       rebuilders_.push_back(std::make_unique<MultifdRebuilder>(codecs_));
       relays_[i]->set_page_handler(rebuilders_.back().get());
     }
@@ -110,15 +119,27 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
   info_.created_ns = now;
   qemu_path_ = qemu::unix_path_from_uri(p.qemu_uri);
   conn_ = std::make_unique<transport::Connection>(cfg, p.id, kStreams, kMaxMessage, now);
+  session_rate_ = p.max_bandwidth;
   conn_->set_max_bandwidth(p.max_bandwidth);
   info_.max_bandwidth = p.max_bandwidth;
   if (p.auth) conn_->set_auth(*p.auth);
   info_.authenticated = p.auth.has_value();
+  conn_->set_peer_queues(p.peer_queues);
+  // A part other than the home one probes on the first stream it holds
+  // (the peer's part holding that stream hears it) and never sends CLOSE.
+  for (uint16_t st = 0; st < kStreams; ++st) {
+    if (owns(st)) {
+      conn_->set_control_stream(st);
+      break;
+    }
+  }
   if (p.role == Role::source) {
-    listener_ = qemu::UnixListener(qemu_path_);
+    if (home()) listener_ = qemu::UnixListener(qemu_path_);
     conn_->set_peer(p.peer);
     info_.peer = transport::to_string(p.peer);
   }
+  share_->part(worker_).last_rx_ns.store(now, std::memory_order_relaxed);
+  share_->part(worker_).present.store(true, std::memory_order_release);
 }
 
 void Session::on_packet(const wire::Header& h, std::span<const uint8_t> payload,
@@ -136,14 +157,43 @@ void Session::on_packet(const wire::Header& h, std::span<const uint8_t> payload,
     return;
   }
   if (conn_->peer_closed() && !is_terminal(info_.state)) {
-    const std::string text = conn_->peer_close_text();
-    if (conn_->peer_close_reason() == wire::CloseReason::cancelled) {
-      info_.error = "cancelled by peer: " + text;
-      finish(now, SessionState::cancelled);
+    if (home()) {
+      peer_closed(now, conn_->peer_close_reason(), conn_->peer_close_text());
     } else {
-      fail(now, "peer failed the session: " + text);
+      link_->post(share_->home(), share_.get(),
+                  [r = conn_->peer_close_reason(), t = conn_->peer_close_text()](Session& h, uint64_t n) {
+                    h.peer_closed(n, r, t);
+                  });
     }
   }
+}
+
+void Session::peer_closed(uint64_t now, wire::CloseReason reason, const std::string& text) {
+  if (is_terminal(info_.state)) return;
+  if (reason == wire::CloseReason::cancelled) {
+    info_.error = "cancelled by peer: " + text;
+    finish(now, SessionState::cancelled);
+  } else {
+    fail(now, "peer failed the session: " + text);
+  }
+}
+
+void Session::attach_handed(uint16_t stream, int fd, uint64_t now) {
+  if (is_terminal(info_.state) || !conn_ || relays_[stream]->attached()) {
+    ::close(fd);
+    return;
+  }
+  attach(stream, fd, now);
+}
+
+void Session::end(uint64_t now, SessionState s, const std::string& why) {
+  if (is_terminal(info_.state)) return;
+  info_.error = why;
+  finish(now, s);
+}
+
+void Session::part_failed(uint64_t now, uint16_t worker, const std::string& why) {
+  fail(now, "worker " + std::to_string(worker) + ": " + why);
 }
 
 Session::~Session() = default;
@@ -151,6 +201,7 @@ Session::~Session() = default;
 void Session::attach(uint16_t stream, int fd, uint64_t now) {
   relays_[stream]->attach(fd);
   if (stream > 0) ++multifd_channels_;
+  if (stream == 0) share_->main_attached.store(true, std::memory_order_release);
   if (stream > 0 && info_.role == Role::source) {
     sources_[stream] = std::make_unique<MultifdSource>(uint16_t(stream - 1), info_.pages, codec_,
                                                        info_.pages.unchanged ? &filter_ : nullptr, kMaxMessage,
@@ -162,7 +213,7 @@ void Session::attach(uint16_t stream, int fd, uint64_t now) {
       info_.unchanged_note = "off: a multifd channel appeared after setup";
     }
   }
-  if (stream == 0) {
+  if (stream == 0 || (!home() && info_.state == SessionState::prepared)) {
     info_.state = SessionState::precopy;
     info_.started_ns = now;
     state_changed_ = true;
@@ -206,14 +257,23 @@ bool Session::accept_channels(uint64_t now) {
       problem = "a connection that is not a QEMU migration channel (first bytes " +
                 qemu::describe_first_bytes({b, size_t(n)}) + ")";
     }
-    if (problem.empty() && relays_[stream]->attached()) problem = "QEMU opened a channel twice";
+    if (problem.empty() && (relays_[stream]->attached() || handed_[stream])) problem = "QEMU opened a channel twice";
     if (!problem.empty()) {
       ::close(fd);
       ++rejected_channels_;
       fail(now, problem);
       return true;
     }
-    attach(stream, fd, now);
+    if (stream > 0) share_->multifd_channels.fetch_add(1, std::memory_order_relaxed);
+    if (owns(stream)) {
+      attach(stream, fd, now);
+      continue;
+    }
+    // The flow belongs to another worker: its part reads QEMU from now on.
+    handed_[stream] = true;
+    link_->post(share_->owner(stream), share_.get(),
+                [stream, fd](Session& part, uint64_t n) { part.attach_handed(stream, fd, n); },
+                [fd] { ::close(fd); });
   }
   return work;
 }
@@ -224,8 +284,8 @@ bool Session::connect_channels(uint64_t now) {
   // the receive window meanwhile).
   bool work = false;
   for (uint16_t s = 0; s < kStreams; ++s) {
-    if (relays_[s]->attached() || conn_->receiver(s).drained()) continue;
-    if (s > 0 && !relays_[0]->attached()) break;
+    if (!owns(s) || relays_[s]->attached() || conn_->receiver(s).drained()) continue;
+    if (s > 0 && !share_->main_attached.load(std::memory_order_acquire)) break;
     const int fd = qemu::connect_unix(qemu_path_);
     if (fd == -EAGAIN) {
       // QEMU's listen backlog is its channel count and it accepts in its
@@ -246,20 +306,77 @@ bool Session::connect_channels(uint64_t now) {
 }
 
 bool Session::all_finished() const {
-  if (!relays_[0]->attached()) return false;
+  // The home part's main channel ends the session; another part is done
+  // when its own streams are.
+  if (home() && !relays_[0]->attached()) return false;
   for (uint16_t s = 0; s < kStreams; ++s) {
+    if (!owns(s)) continue;
     const auto& r = *relays_[s];
     if (r.attached() ? !r.finished() : !conn_->receiver(s).drained()) return false;
     if (!conn_->sender(s).idle()) return false;
   }
+  return !home() || others_done();
+}
+
+bool Session::others_done() const {
+  for (uint16_t w = 0; w < share_->workers(); ++w) {
+    if (w == worker_) continue;
+    const SessionShare::Part& p = share_->part(w);
+    if (p.present.load(std::memory_order_acquire) && !p.done.load(std::memory_order_acquire)) return false;
+  }
   return true;
+}
+
+uint64_t Session::last_rx_all() const {
+  uint64_t last = conn_->last_rx_ns();
+  for (uint16_t w = 0; w < share_->workers(); ++w) {
+    if (w != worker_) last = std::max(last, share_->part(w).last_rx_ns.load(std::memory_order_relaxed));
+  }
+  return last;
+}
+
+bool Session::heard_any() const {
+  if (heard_from_peer_) return true;
+  for (uint16_t w = 0; w < share_->workers(); ++w) {
+    if (share_->part(w).heard.load(std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
+void Session::publish_part() {
+  SessionShare::Part& me = share_->part(worker_);
+  uint16_t backlog = 0;
+  for (uint16_t s = 0; s < kStreams; ++s) {
+    if (owns(s) && relays_[s]->attached() && conn_->sender(s).has_unsent()) ++backlog;
+  }
+  me.backlog.store(backlog, std::memory_order_relaxed);
+  me.last_rx_ns.store(conn_->last_rx_ns(), std::memory_order_relaxed);
+  if (heard_from_peer_) me.heard.store(true, std::memory_order_relaxed);
+  me.done.store(is_terminal(info_.state) || all_finished(), std::memory_order_release);
+}
+
+void Session::share_pacer() {
+  // The session's rate is split over its parts by how many streams each
+  // has waiting to be sent (a part with none keeps one share, so a flow
+  // that was CPU-bound finds budget when it has packets again).
+  if (session_rate_ == 0 || share_->workers() < 2 || !share_->spread()) return;
+  uint64_t mine = 0, all = 0;
+  for (uint16_t w = 0; w < share_->workers(); ++w) {
+    const SessionShare::Part& p = share_->part(w);
+    if (!p.present.load(std::memory_order_relaxed)) continue;
+    const uint64_t weight = std::max<uint16_t>(1, p.backlog.load(std::memory_order_relaxed));
+    all += weight;
+    if (w == worker_) mine = weight;
+  }
+  if (all == 0 || mine == 0) return;
+  conn_->retune_bandwidth(std::max<uint64_t>(1, session_rate_ * mine / all));
 }
 
 bool Session::poll(uint64_t now, transport::DatagramPort& port) {
   bool work = false;
   if (!is_terminal(info_.state)) {
     if (info_.role == Role::source) {
-      work |= accept_channels(now);
+      if (home()) work |= accept_channels(now);
     } else if (heard_from_peer_) {
       work |= connect_channels(now);
     }
@@ -267,7 +384,7 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
     const uint32_t ahead = read_ahead();
     for (uint16_t s = 0; s < kStreams && !is_terminal(info_.state); ++s) {
       qemu::ChannelRelay& r = *relays_[s];
-      if (!r.attached()) continue;
+      if (!r.attached()) continue;  // (a stream another part owns is never attached here)
       if (sources_[s]) {
         if (!sources_[s]->pump(r, conn_->sender(s), gate, work, ahead)) {
           fail(now, sources_[s]->error());
@@ -292,7 +409,7 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
       }
       if (r.bytes_to_qemu() != out_before) work = true;
     }
-    if (!is_terminal(info_.state)) {
+    if (!is_terminal(info_.state) && home()) {
       if (all_finished()) {
         finish(now, SessionState::completed);
       } else if (relays_[0]->local_fin_queued() && info_.state == SessionState::precopy) {
@@ -300,14 +417,24 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
         state_changed_ = true;
       }
     }
-    const bool liveness_applies = info_.role == Role::source || heard_from_peer_;
-    if (!is_terminal(info_.state) && liveness_applies && conn_->peer_silent(now)) {
-      fail(now, "no packet from the peer " + info_.peer + " for " +
-                    std::to_string(cfg_.dead_timeout_ns / 1'000'000) +
-                    " ms (is the destination daemon up and the session prepared?)");
+    // Liveness is the session's: the newest packet any part heard.
+    const bool liveness_applies = info_.role == Role::source || heard_any();
+    if (!is_terminal(info_.state) && home() && liveness_applies) {
+      const uint64_t last = last_rx_all();
+      if (now > last && now - last > cfg_.dead_timeout_ns) {
+        fail(now, "no packet from the peer " + info_.peer + " for " +
+                      std::to_string(cfg_.dead_timeout_ns / 1'000'000) +
+                      " ms (is the destination daemon up and the session prepared?)");
+      }
     }
   }
-  if (conn_ && conn_->flush(now, port) > 0) work = true;
+  if (conn_) {
+    if (share_->workers() > 1) {
+      publish_part();
+      share_pacer();
+    }
+    if (conn_->flush(now, port) > 0) work = true;
+  }
   return work;
 }
 
@@ -317,7 +444,7 @@ uint32_t Session::read_ahead() const {
   // downtime. A paced session keeps about 10 ms of its rate in flight over
   // all its streams; an unpaced one is bounded by the window alone.
   if (info_.max_bandwidth == 0) return UINT32_MAX;
-  const uint64_t streams = 1 + multifd_channels_;
+  const uint64_t streams = 1 + std::max<uint64_t>(multifd_channels_, share_->multifd_channels.load(std::memory_order_relaxed));
   const uint64_t packets = info_.max_bandwidth / 100 / (uint64_t(cfg_.max_payload) * streams);
   return uint32_t(std::clamp<uint64_t>(packets, 8, cfg_.window));
 }
@@ -347,6 +474,13 @@ void Session::cancel(uint64_t now, const std::string& why) {
 void Session::fail(uint64_t now, const std::string& why) {
   if (is_terminal(info_.state)) return;
   info_.error = why;
+  if (!home()) {
+    // The home part decides for the session (and tells the peer).
+    finish(now, SessionState::failed);
+    link_->post(share_->home(), share_.get(),
+                [w = worker_, why](Session& h, uint64_t n) { h.part_failed(n, w, why); });
+    return;
+  }
   if (conn_) conn_->close(wire::CloseReason::failed, why);
   finish(now, SessionState::failed);
 }
@@ -364,6 +498,11 @@ void Session::finish(uint64_t now, SessionState s) {
   unclassified_.clear();
   listener_.close();
   if (conn_) conn_->set_keepalive(false);
+  if (!home() || !link_) return;
+  for (uint16_t w = 0; w < share_->workers(); ++w) {
+    if (w == worker_ || !share_->part(w).present.load(std::memory_order_acquire)) continue;
+    link_->post(w, share_.get(), [s, why = info_.error](Session& part, uint64_t n) { part.end(n, s, why); });
+  }
 }
 
 void Session::release_transport() {
@@ -382,6 +521,16 @@ void Session::release_transport() {
 bool Session::lingering_done(uint64_t now) const {
   return conn_ && is_terminal(info_.state) && now > info_.finished_ns &&
          now - info_.finished_ns > cfg_.dead_timeout_ns;
+}
+
+uint64_t Session::pages() const {
+  if (!conn_) return final_counters_.pages.pages;
+  uint64_t n = 0;
+  for (const auto& src : sources_) {
+    if (src) n += src->stats().pages;
+  }
+  for (const auto& rb : rebuilders_) n += rb->stats().pages;
+  return n;
 }
 
 uint64_t Session::qemu_bytes_in() const {
@@ -418,6 +567,7 @@ SessionInfo Session::info() const {
     c.main_page_records = observer_->page_records();
   }
   c.late_channels = late_channels_;
+
   if (conn_) {
     c.conn = conn_->stats();
     for (uint16_t s = 0; s < conn_->streams(); ++s) {
@@ -427,7 +577,33 @@ SessionInfo Session::info() const {
   } else {
     c = final_counters_;
   }
+  const bool main = home() && info_.started_ns != 0;
+  i.parts = {PartInfo{worker_, uint16_t(c.multifd_channels + (main ? 1 : 0)), c.pages.pages}};
   return i;
+}
+
+void SessionInfo::merge(const SessionInfo& part) {
+  SessionCounters& c = counters;
+  const SessionCounters& o = part.counters;
+  c.qemu_bytes_in += o.qemu_bytes_in;
+  c.qemu_bytes_out += o.qemu_bytes_out;
+  c.conn.packets_tx += o.conn.packets_tx;
+  c.conn.packets_rx += o.conn.packets_rx;
+  c.conn.wire_bytes_tx += o.conn.wire_bytes_tx;
+  c.conn.wire_bytes_rx += o.conn.wire_bytes_rx;
+  c.conn.probes_tx += o.conn.probes_tx;
+  c.conn.probes_rx += o.conn.probes_rx;
+  c.conn.bad_stream += o.conn.bad_stream;
+  c.conn.bad_ack += o.conn.bad_ack;
+  c.tx += o.tx;
+  c.rx += o.rx;
+  c.rejected_channels += o.rejected_channels;
+  c.multifd_channels += o.multifd_channels;
+  c.pages += o.pages;
+  c.passthrough_channels += o.passthrough_channels;
+  c.empty_packets_dropped += o.empty_packets_dropped;
+  parts.insert(parts.end(), part.parts.begin(), part.parts.end());
+  if (error.empty() && !part.error.empty()) error = part.error;
 }
 
 }  // namespace mm::engine

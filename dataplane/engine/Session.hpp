@@ -3,13 +3,16 @@
 // that owns it touches it; the control plane gets SessionInfo snapshots.
 #pragma once
 
+#include <bitset>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "dataplane/engine/PageChannels.hpp"
+#include "dataplane/engine/SessionShare.hpp"
 #include "dataplane/pages/PagePipeline.hpp"
 #include "dataplane/pages/UnchangedFilter.hpp"
 #include "dataplane/qemu/ChannelClassifier.hpp"
@@ -59,8 +62,21 @@ struct SessionCounters {
   uint64_t late_channels = 0;      // multifd channels that appeared after setup
 };
 
+// One worker's part of a session: which worker, how many of the session's
+// QEMU channels it carries and the pages its flows handled.
+struct PartInfo {
+  uint16_t worker = 0;
+  uint16_t channels = 0;  // QEMU connections attached to it (main + multifd)
+  uint64_t pages = 0;
+};
+
 struct SessionInfo {
   uint32_t id = 0;
+  // The part this snapshot is of: the home part (the coordinator; the
+  // state below is the session's) or one holding other streams. merge()
+  // adds the others' counters into the home's.
+  bool home = true;
+  std::vector<PartInfo> parts;
   Role role = Role::source;
   SessionState state = SessionState::prepared;
   std::string error;
@@ -75,6 +91,10 @@ struct SessionInfo {
   std::string main_channel_note;
   uint64_t created_ns = 0, started_ns = 0, finished_ns = 0;
   SessionCounters counters;
+
+  // Adds another part's counters and PartInfo to this (the home's) snapshot;
+  // its error becomes the session's if the home has none.
+  void merge(const SessionInfo& part);
 };
 
 struct SessionParams {
@@ -86,6 +106,29 @@ struct SessionParams {
   uint64_t max_bandwidth = 0;   // pacer for what this side sends, wire bytes/s (0: none)
   std::optional<wire::AuthSecret> auth;  // from the peer channel's session key
   pages::PagePolicy pages;                // source: page pipeline policy
+  // The peer's queue count: stream s goes to its UDP port base +
+  // wire::stream_queue(id, s, peer_queues) (peer.udp_port / peer_udp_port
+  // are then its base port). 0 or 1: every stream to that one port.
+  uint16_t peer_queues = 0;
+};
+
+// Whether a session's streams may be spread over the workers: not for a
+// source whose unchanged filter is on (every multifd channel reads and
+// writes it: it needs one owner).
+bool spreads(const SessionParams& p);
+
+class Session;
+// How a part reaches the parts of its session on other workers: a task
+// for that worker's loop (the Engine's task ring), never a shared lock.
+// Cold path only: channel hand-over, failures, the end of the session.
+class PartLink {
+ public:
+  virtual ~PartLink() = default;
+  // Runs fn(part, now) on worker's loop if it still has the part of the
+  // session `share` belongs to; else if_gone (there, or here when the
+  // worker's ring is full).
+  virtual void post(uint16_t worker, const SessionShare* share,
+                    std::function<void(Session&, uint64_t)> fn, std::function<void()> if_gone = {}) = 0;
 };
 
 class Session {
@@ -97,12 +140,18 @@ class Session {
 
   // Throws std::invalid_argument / std::runtime_error on a bad URI or a
   // socket that cannot be opened: the control plane reports it.
-  // codecs: the worker's (outlives the session).
+  // codecs: the worker's (outlives the session). share, worker, link: the
+  // session's parts on all workers, this one's worker, how to reach the
+  // others; without a share the session is one part holding every stream.
   Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now,
-          CodecSet* codecs = nullptr);
+          CodecSet* codecs = nullptr, std::shared_ptr<SessionShare> share = {}, uint16_t worker = 0,
+          PartLink* link = nullptr);
   ~Session();
 
   uint32_t id() const { return info_.id; }
+  bool home() const { return worker_ == share_->home(); }
+  bool owns(uint16_t stream) const { return share_->owner(stream) == worker_; }
+  const SessionShare* share() const { return share_.get(); }
   SessionState state() const { return info_.state; }
   transport::Connection* connection() { return conn_.get(); }
 
@@ -124,14 +173,24 @@ class Session {
   void release_transport();
 
   SessionInfo info() const;
+  // Pages this part's flows took apart or rebuilt so far.
+  uint64_t pages() const;
   uint64_t qemu_bytes_in() const;
   uint64_t qemu_bytes_out() const;
   // The state changed since the last call (for events).
   bool take_state_change() {
     const bool c = state_changed_;
     state_changed_ = false;
-    return c;
+    return c && home();
   }
+
+  // Another worker's part: the home hands it a QEMU channel it accepted
+  // (source), or tells it the session ended; a part tells the home it
+  // failed or heard the peer close.
+  void attach_handed(uint16_t stream, int fd, uint64_t now);
+  void end(uint64_t now, SessionState s, const std::string& why);
+  void part_failed(uint64_t now, uint16_t worker, const std::string& why);
+  void peer_closed(uint64_t now, wire::CloseReason reason, const std::string& text);
 
  private:
   void fail(uint64_t now, const std::string& why);
@@ -142,9 +201,23 @@ class Session {
   void finish(uint64_t now, SessionState s);
   bool may_skip_unchanged(uint32_t epoch) const;
   uint32_t read_ahead() const;
+  // Home: the newest packet from the peer over all parts; whether any
+  // part has heard from it; whether every other part is done.
+  uint64_t last_rx_all() const;
+  bool heard_any() const;
+  bool others_done() const;
+  // This part's slot in the share, and the pacer's share of the session
+  // rate (source, parts on several workers): by the parts' backlogs.
+  void publish_part();
+  void share_pacer();
   struct MainSink;
 
   SessionInfo info_;
+  std::shared_ptr<SessionShare> share_;
+  uint16_t worker_ = 0;
+  PartLink* link_ = nullptr;
+  std::bitset<kStreams> handed_;  // source home: streams handed to another worker's part
+  uint64_t session_rate_ = 0;     // max_bandwidth of the whole session
   transport::TransportConfig cfg_;
   std::unique_ptr<transport::Connection> conn_;
   qemu::UnixListener listener_;  // source only

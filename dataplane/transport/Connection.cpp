@@ -27,6 +27,14 @@ Connection::Connection(const TransportConfig& cfg, uint32_t session, uint16_t st
     receivers_.push_back(std::make_unique<StreamReceiver>(cfg, max_message));
   }
   priority_.assign(streams, false);
+  stream_peers_.resize(streams);
+}
+
+void Connection::address_streams() {
+  for (uint16_t s = 0; s < stream_peers_.size(); ++s) {
+    stream_peers_[s] = peer_;
+    if (peer_queues_ > 1) stream_peers_[s].udp_port = uint16_t(peer_.udp_port + wire::stream_queue(session_, s, peer_queues_));
+  }
 }
 
 uint16_t Connection::src_port(uint16_t stream) const {
@@ -105,13 +113,13 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
     h.stream = stream;
     auto hdr = std::span<uint8_t, wire::kHeaderSize>(ctl[n].data(), wire::kHeaderSize);
     wire::seal_header(h, body, hdr, auth_.get());
-    batch[n] = TxDatagram{&peer_, src_port(stream), ctl[n].data(), uint32_t(wire::kHeaderSize),
+    batch[n] = TxDatagram{&stream_peers_[stream], src_port(stream), ctl[n].data(), uint32_t(wire::kHeaderSize),
                           body_store, uint32_t(body.size())};
     ++n;
   };
 
   if (close_copies_ > 0) {
-    add_ctl(wire::PacketType::close, 0, {close_payload_.data(), close_len_}, close_payload_.data());
+    add_ctl(wire::PacketType::close, control_stream_, {close_payload_.data(), close_len_}, close_payload_.data());
     --close_copies_;
   }
   for (uint16_t s = 0; s < receivers_.size() && n < kCtlBurst; ++s) {
@@ -131,7 +139,7 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
   if (keepalive_ && n < kCtlBurst && now > last && now - last >= probe_every) {
     uint8_t* body = ctl[n].data() + wire::kHeaderSize;
     wire::put_be64(body, now);
-    add_ctl(wire::PacketType::probe, 0, {body, wire::kProbeSize}, body);
+    add_ctl(wire::PacketType::probe, control_stream_, {body, wire::kProbeSize}, body);
     last_probe_ns_ = now;
     ++stats_.probes_tx;
   }
@@ -147,7 +155,7 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
     for (uint16_t s = 0; s < senders_.size(); ++s) {
       if (priority_[s] != (pass == 0)) continue;
       const SenderStats before = senders_[s]->stats();
-      const uint32_t k = senders_[s]->flush(now, port, peer_, src_port(s), budget);
+      const uint32_t k = senders_[s]->flush(now, port, stream_peers_[s], src_port(s), budget);
       if (k == 0) continue;
       sent += k;
       const SenderStats& after = senders_[s]->stats();

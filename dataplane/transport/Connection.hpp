@@ -45,12 +45,26 @@ class Connection {
   const StreamSender& sender(uint16_t s) const { return *senders_[s]; }
   const StreamReceiver& receiver(uint16_t s) const { return *receivers_[s]; }
 
+  // The peer's address; with set_peer_queues(q > 1) its udp_port is the
+  // peer's base port and stream s goes to base + wire::stream_queue(session,
+  // s, q), the peer worker that owns it.
   void set_peer(const PeerAddress& p) {
     peer_ = p;
     has_peer_ = true;
+    address_streams();
+  }
+  void set_peer_queues(uint16_t queues) {
+    peer_queues_ = queues;
+    address_streams();
   }
   bool has_peer() const { return has_peer_; }
   const PeerAddress& peer() const { return peer_; }
+  const PeerAddress& peer_of(uint16_t stream) const { return stream_peers_[stream]; }
+
+  // The stream this side's PROBEs and CLOSE travel on (default 0): a
+  // worker that holds only some of a session's streams sends them on one
+  // of its own, so they reach the peer worker that shares that stream.
+  void set_control_stream(uint16_t s) { control_stream_ = s; }
 
   // Handles one packet of this session that passed wire validation. Returns
   // false when the packet breaks the protocol (error() says how); the
@@ -73,6 +87,9 @@ class Connection {
   // Paces this session's data to `bytes_per_s` wire bytes (0: unlimited).
   // Control packets (ACK, PROBE, CLOSE) are small and not paced.
   void set_max_bandwidth(uint64_t bytes_per_s) { pacer_.set_rate(bytes_per_s); }
+  // A new rate for the same pacer, keeping what it has saved up (a share
+  // of a session's rate that moves between workers as their backlog does).
+  void retune_bandwidth(uint64_t bytes_per_s) { pacer_.retune(bytes_per_s); }
   uint64_t max_bandwidth() const { return pacer_.rate(); }
   // A priority stream (postcopy page requests and answers) is served, and
   // paced, before every bulk stream.
@@ -111,6 +128,7 @@ class Connection {
 
  private:
   uint16_t src_port(uint16_t stream) const;
+  void address_streams();
   void account_tx(uint32_t datagram_bytes) {
     ++stats_.packets_tx;
     stats_.wire_bytes_tx += datagram_bytes + wire::kIpUdpOverhead + kEthOverhead;
@@ -121,6 +139,9 @@ class Connection {
   std::vector<std::unique_ptr<StreamSender>> senders_;
   std::vector<std::unique_ptr<StreamReceiver>> receivers_;
   PeerAddress peer_;
+  std::vector<PeerAddress> stream_peers_;  // peer_ with each stream's UDP port
+  uint16_t peer_queues_ = 0;
+  uint16_t control_stream_ = 0;
   bool has_peer_ = false;
   bool keepalive_ = true;
   TokenBucket pacer_;

@@ -22,6 +22,14 @@ class TokenBucket {
     burst_ = std::max<uint64_t>(burst ? burst : rate_ / 100, 65536);
     tokens_ = burst_;
   }
+  // A new rate that keeps the tokens saved (up to the new burst).
+  void retune(uint64_t rate_bytes_per_s) {
+    if (rate_bytes_per_s == rate_) return;
+    const bool was_unlimited = unlimited();
+    const uint64_t saved = tokens_;
+    set_rate(rate_bytes_per_s);
+    if (!was_unlimited) tokens_ = std::min(saved, burst_);
+  }
   bool unlimited() const { return rate_ == 0; }
   uint64_t rate() const { return rate_; }
 

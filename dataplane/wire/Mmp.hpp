@@ -19,6 +19,15 @@ inline constexpr size_t kIpUdpOverhead = 28;
 // Largest MMP payload we accept at all (MTU 9600 minus IP/UDP/MMP headers).
 inline constexpr size_t kMaxPayload = 9600 - kIpUdpOverhead - kHeaderSize;
 
+// MMP.md "Encapsulation": the queue (worker) of a host with `queues` of
+// them that owns stream `stream` of session `session`. Stream 0 (the main
+// channel, PROBE, CLOSE) belongs to the session's home queue,
+// session % queues; the others follow round the queues from there, so one
+// session's streams spread over every worker.
+inline constexpr uint16_t stream_queue(uint32_t session, uint16_t stream, uint16_t queues) {
+  return queues <= 1 ? 0 : uint16_t((uint64_t(session) + stream) % queues);
+}
+
 enum class PacketType : uint8_t { data = 1, ack = 2, probe = 3, close = 4 };
 
 // MMP.md header flags.

@@ -86,6 +86,8 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
                             f"destination {cd['qemu_bytes_out']}")
         if a.multifd and not problems:
             problems += check_pages(s_src, s_dst, a)
+        if a.expect_workers and not problems:
+            problems += check_workers(f, s_src, s_dst, a.expect_workers)
         if a.multifd and not problems:
             # A finished session frees its buffers once its linger (the dead
             # timeout, 5 s) is over: dictionaries alone are tens of MiB per
@@ -110,6 +112,26 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
                   f"pages_unchanged {cd['pages_unchanged']}, empty_packets_dropped {cd['empty_packets_dropped']}; "
                   f"policy {s_src.get('pages')}")
         return report(problems, f.logs() if problems else "")
+
+
+def check_workers(f: Fabric, s_src: dict, s_dst: dict, n: int) -> list[str]:
+    """One session's pages must have been handled by every worker on both
+    sides: the session's per-worker parts and each worker's page counter."""
+    out = []
+    for d, s in ((f.src_daemon, s_src), (f.dst_daemon, s_dst)):
+        parts = {p["worker"]: p for p in s.get("workers", [])}
+        busy = sorted(w for w, p in parts.items() if p["pages"] > 0)
+        per_worker = [w["pages"] for w in d.stats()["workers"]]
+        split = ", ".join(f"worker {w}: {p['pages']} pages on {p['channels']} channels" for w, p in sorted(parts.items()))
+        print(f"  {d.name}: session 7 over workers: {split}; worker page counters {per_worker}")
+        if len(busy) != n:
+            out.append(f"{d.name}: the session's pages went through workers {busy}, expected {n} workers")
+        if sum(p["pages"] for p in parts.values()) != s["counters"]["pages_in"]:
+            out.append(f"{d.name}: the parts' pages {[p['pages'] for p in parts.values()]} do not add up to "
+                       f"pages_in {s['counters']['pages_in']}")
+        if len(per_worker) != n or min(per_worker) == 0:
+            out.append(f"{d.name}: worker page counters {per_worker}, expected {n} workers with pages")
+    return out
 
 
 def check_pages(s_src: dict, s_dst: dict, a) -> list[str]:
@@ -199,6 +221,8 @@ def main() -> int:
     ap.add_argument("--expect-unchanged", action="store_true",
                     help="fail unless the unchanged filter skipped pages")
     ap.add_argument("--kill-destination-daemon", action="store_true")
+    ap.add_argument("--expect-workers", type=int, default=0,
+                    help="fail unless the session's pages went through this many workers on each side")
     a = ap.parse_args()
     kernel, initrd = ensure_guest(a.build)
     with Fabric(a.build, a.kind) as f:
