@@ -44,24 +44,29 @@ namespace {
 // Input is read in chunks of at most this much per read() (one QEMU 7.2
 // packet is 1344 + 128 x 4096 bytes).
 constexpr size_t kReadChunk = 256 << 10;
-// The input buffer: room for several QEMU 7.2 packets, so the read cursor
-// runs over many packets before the unconsumed tail is moved to the front.
-constexpr size_t kQemuPacket = qemu::kMultifdHeaderFixed + 8 * 128 + 128 * qemu::kTargetPageSize;
-constexpr size_t kInputBuffer = 4 * kQemuPacket;
+// The input buffer: room for several of the format's usual packets, so the
+// read cursor runs over many packets before the unconsumed tail is moved
+// to the front.
+size_t input_buffer(const qemu::StreamFormat& f) {
+  const size_t pages = f.typical_pages_per_packet();
+  return 4 * (f.max_header_size() + pages * f.page_size());
+}
 // Messages one pump() may queue, so that one busy channel cannot starve
 // the others of the worker.
 constexpr int kMessagesPerPump = 4;
 }  // namespace
 
 MultifdSource::MultifdSource(uint16_t channel, const pages::PagePolicy& policy, pages::PageCodec* codec,
-                             pages::UnchangedFilter* filter, size_t max_message, pages::PageCodec* heavy)
-    : channel_(channel),
+                             pages::UnchangedFilter* filter, size_t max_message, pages::PageCodec* heavy,
+                             const qemu::StreamFormat& format)
+    : format_(format),
+      channel_(channel),
       max_message_(max_message),
       encoder_(policy, codec, filter),
       light_(policy.codec == pages::CodecKind::raw ? nullptr : codec),
       heavy_(policy.auto_codec ? heavy : nullptr),
-      in_(kInputBuffer),
-      offsets_(std::make_unique<uint64_t[]>(qemu::kMultifdMaxPagesAlloc)) {}
+      in_(input_buffer(format)),
+      offsets_(std::make_unique<uint64_t[]>(format.max_pages_per_packet())) {}
 
 void MultifdSource::consume(size_t n) {
   in_head_ += n;
@@ -77,40 +82,34 @@ void MultifdSource::make_room(size_t n) {
   if (n > in_.size()) in_.resize(n + kReadChunk);
 }
 
-bool MultifdSource::message_writer(transport::StreamSender& tx, size_t bound, wire::RecordWriter& w) {
-  const uint32_t payload = tx.max_payload();
+bool MultifdSource::message_writer(transport::MessageSender& tx, size_t bound, wire::RecordWriter& w) {
+  const uint32_t payload = tx.slot_size();
   const size_t packets = std::max<size_t>(1, (bound + payload - 1) / payload);
   if (packets > tx.free_slots() || packets > kMaxMessageSlots) return false;
+  tx.reserve_slots({slots_.data(), packets});
   // One buffer when the slots lie back to back (checked, never assumed),
   // else the list of them.
-  const std::span<uint8_t> first = tx.reserve_at(0);
-  const std::span<uint8_t> last = tx.reserve_at(uint32_t(packets - 1));
+  const std::span<uint8_t> first = slots_[0];
+  const std::span<uint8_t> last = slots_[packets - 1];
   if (first.size() == payload && last.size() == payload &&
       last.data() == first.data() + (packets - 1) * size_t(payload)) {
     w = wire::RecordWriter(std::span<uint8_t>(first.data(), packets * size_t(payload)));
     return true;
   }
-  for (size_t i = 0; i < packets; ++i) slots_[i] = tx.reserve_at(uint32_t(i));
   w = wire::RecordWriter(std::span<const std::span<uint8_t>>(slots_.data(), packets));
   return true;
 }
 
-MultifdSource::Parsed MultifdSource::finish_message(transport::StreamSender& tx, size_t len) {
+MultifdSource::Parsed MultifdSource::finish_message(transport::MessageSender& tx, size_t len) {
   // The framing submit_message() gives: full packets, then the rest.
-  const uint32_t payload = tx.max_payload();
-  size_t off = 0;
-  do {
-    const size_t n = std::min<size_t>(payload, len - off);
-    uint16_t f = 0;
-    if (off == 0) f |= wire::flag::first;
-    if (off + n == len) f |= wire::flag::last;
-    tx.commit(uint32_t(n), f);
-    off += n;
-  } while (off < len);
+  const uint32_t payload = tx.slot_size();
+  size_t k = 0;
+  for (size_t off = 0; off < len || k == 0; off += payload) lens_[k++] = uint32_t(std::min<size_t>(payload, len - off));
+  tx.commit_slots({lens_.data(), k}, /*each_a_message=*/false);
   return Parsed::queued;
 }
 
-MultifdSource::Parsed MultifdSource::bytes_message(transport::StreamSender& tx, size_t n) {
+MultifdSource::Parsed MultifdSource::bytes_message(transport::MessageSender& tx, size_t n) {
   wire::RecordWriter w{std::span<uint8_t>()};
   if (!message_writer(tx, n + wire::kBytesRecordOverhead, w)) return Parsed::no_room;
   w.put_bytes({in_.data() + in_head_, n});
@@ -118,17 +117,18 @@ MultifdSource::Parsed MultifdSource::bytes_message(transport::StreamSender& tx, 
   return finish_message(tx, w.size());
 }
 
-MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::StreamSender& tx) {
+MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::MessageSender& tx) {
   const uint8_t* in = in_.data() + in_head_;
   if (step_ == Step::init) {
-    if (in_len_ < qemu::kMultifdInitSize) return Parsed::need_input;
+    const size_t init_size = format_.init_size();
+    if (in_len_ < init_size) return Parsed::need_input;
     qemu::MultifdInit init;
-    const auto e = qemu::parse_multifd_init({in, qemu::kMultifdInitSize}, init);
+    const auto e = format_.parse_init({in, init_size}, init);
     if (e != qemu::MultifdError::ok) {
       fail("MultiFDInit: " + std::string(qemu::to_string(e)));
       return Parsed::error;
     }
-    const Parsed r = bytes_message(tx, qemu::kMultifdInitSize);  // the destination QEMU checks it as is
+    const Parsed r = bytes_message(tx, init_size);  // the destination QEMU checks it as is
     if (r != Parsed::no_room) step_ = Step::packets;
     return r;
   }
@@ -137,7 +137,7 @@ MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::StreamSe
     return bytes_message(tx, std::min(in_len_, max_message_ - wire::kBytesRecordOverhead));
   }
   size_t hsize = 0;
-  auto e = qemu::multifd_header_size({in, in_len_}, hsize);
+  auto e = format_.header_size({in, in_len_}, hsize);
   if (e == qemu::MultifdError::need_more) return Parsed::need_input;
   if (e != qemu::MultifdError::ok) {
     fail("packet header: " + std::string(qemu::to_string(e)));
@@ -148,12 +148,12 @@ MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::StreamSe
     return Parsed::need_input;
   }
   qemu::MultifdHeaderView h;
-  e = qemu::parse_multifd_header({in, hsize}, h);
+  e = format_.parse_header({in, hsize}, h);
   if (e != qemu::MultifdError::ok) {
     fail("packet header: " + std::string(qemu::to_string(e)));
     return Parsed::error;
   }
-  if (h.compressed()) {
+  if (format_.compressed_by_qemu(h)) {
     // QEMU compresses each channel as one stream across packets: its
     // pages cannot be taken apart, so the channel is relayed as bytes.
     step_ = Step::passthrough;
@@ -184,12 +184,12 @@ MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::StreamSe
   const uint32_t epoch = syncs_;
   choose_codec();
   encoder_.encode(v, epoch, gate && gate(epoch), w);
-  if (h.flags & qemu::multifd_flag::sync) ++syncs_;
+  if (format_.is_sync(h)) ++syncs_;
   consume(total);
   return finish_message(tx, w.size());
 }
 
-bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::StreamSender& tx, const Gate& gate, bool& work,
+bool MultifdSource::pump(qemu::ChannelRelay& relay, transport::MessageSender& tx, const Gate& gate, bool& work,
                          uint32_t ahead) {
   qemu::ByteChannel* ch = relay.channel();
   if (!ch || relay.local_fin_queued()) return true;
@@ -247,8 +247,9 @@ void MultifdSource::choose_codec() {
   }
 }
 
-MultifdRebuilder::MultifdRebuilder(CodecSet* codecs)
-    : decoder_(
+MultifdRebuilder::MultifdRebuilder(CodecSet* codecs, const qemu::StreamFormat& format)
+    : format_(format),
+      decoder_(
           [codecs](pages::CodecKind k, std::string* why) -> pages::PageCodec* {
             if (!codecs) {
               if (why) *why = "no codecs";
@@ -257,8 +258,8 @@ MultifdRebuilder::MultifdRebuilder(CodecSet* codecs)
             return codecs->get(k, why);
           },
           /*in_place=*/true),
-      header_(std::make_unique<uint8_t[]>(qemu::kMultifdHeaderFixed + 8 * size_t(qemu::kMultifdMaxPagesAlloc))) {
-  parts_.reserve(1 + qemu::kMultifdMaxPagesAlloc);
+      header_(std::make_unique<uint8_t[]>(format.max_header_size())) {
+  parts_.reserve(1 + format.max_pages_per_packet());
 }
 
 std::string MultifdRebuilder::rebuild(std::span<const uint8_t> message,
@@ -266,24 +267,27 @@ std::string MultifdRebuilder::rebuild(std::span<const uint8_t> message,
   parts = {};
   std::string why = decoder_.decode(message, packet_);
   if (!why.empty()) return why;
-  if (packet_.flags & (qemu::multifd_flag::zlib | qemu::multifd_flag::zstd)) {
-    return "page message for a packet QEMU compressed itself";
-  }
+  qemu::MultifdHeaderView h;
+  h.flags = packet_.flags;
+  if (format_.compressed_by_qemu(h)) return "page message for a packet QEMU compressed itself";
   const size_t n = packet_.offsets.size();
-  if (n == 0 && packet_.omitted > 0 && !(packet_.flags & qemu::multifd_flag::sync)) {
+  if (n == 0 && packet_.omitted > 0 && !format_.is_sync(h)) {
     // Every page was unchanged: QEMU would do nothing with the packet.
     // (A packet QEMU sent empty itself is rebuilt as it was.)
     ++dropped_empty_;
     return {};
   }
-  qemu::MultifdHeaderView h;
-  h.flags = packet_.flags;
+  if (packet_.pages_alloc > format_.max_pages_per_packet() || n > packet_.pages_alloc) {
+    return "page message for a packet of " + std::to_string(n) + " of " + std::to_string(packet_.pages_alloc) +
+           " page slots (" + std::string(format_.name()) + " takes at most " +
+           std::to_string(format_.max_pages_per_packet()) + ")";
+  }
   h.pages_alloc = packet_.pages_alloc;
   h.normal_pages = uint32_t(n);
   h.next_packet_size = uint32_t(n * pages::kPageSize);
   h.packet_num = packet_.packet_num;
   h.ramblock = packet_.ramblock;
-  encode_multifd_header(h, packet_.offsets, {header_.get(), h.header_size()});
+  format_.encode_header(h, packet_.offsets, {header_.get(), h.header_size()});
   parts_.clear();
   parts_.push_back({header_.get(), h.header_size()});
   for (size_t k = 0; k < n; ++k) {

@@ -16,7 +16,8 @@
 #include "dataplane/pages/Codecs.hpp"
 #include "dataplane/pages/PagePipeline.hpp"
 #include "dataplane/qemu/ChannelRelay.hpp"
-#include "dataplane/transport/StreamSender.hpp"
+#include "dataplane/qemu/StreamFormat.hpp"
+#include "dataplane/transport/MessageStream.hpp"
 
 namespace mm::engine {
 
@@ -47,15 +48,17 @@ class MultifdSource {
   // heavy: with the policy's auto codec, the codec for packets of a flow
   // the link holds back (zstd); codec is then the one for a flow the CPU
   // holds back.
+  // format: how the QEMU on this channel lays out its stream.
   MultifdSource(uint16_t channel, const pages::PagePolicy& policy, pages::PageCodec* codec,
-                pages::UnchangedFilter* filter, size_t max_message, pages::PageCodec* heavy = nullptr);
+                pages::UnchangedFilter* filter, size_t max_message, pages::PageCodec* heavy = nullptr,
+                const qemu::StreamFormat& format = qemu::qemu_7_2());
 
   // Reads QEMU's bytes from relay's channel, and queues page messages (or
   // BYTES, see passthrough()) on tx. Returns whether it did work; false and
   // error() set on a stream that is not valid multifd.
   // ahead: packets that may be unacknowledged before it takes another
   // QEMU packet (the session's read-ahead budget).
-  bool pump(qemu::ChannelRelay& relay, transport::StreamSender& tx, const Gate& gate, bool& work,
+  bool pump(qemu::ChannelRelay& relay, transport::MessageSender& tx, const Gate& gate, bool& work,
             uint32_t ahead = UINT32_MAX);
 
   uint32_t epoch() const { return syncs_; }
@@ -71,16 +74,16 @@ class MultifdSource {
   // Turns buffered bytes into the next message, if a whole unit is there,
   // written straight into tx's free packet slots (queued); no_room: fewer
   // free slots than the message may take.
-  Parsed parse(const Gate& gate, transport::StreamSender& tx);
+  Parsed parse(const Gate& gate, transport::MessageSender& tx);
   // A writer for a message of at most `bound` bytes over the free slots
   // from tx.reserve() on: one buffer when they lie back to back (a heap
   // window), else the list of them (a window of NIC buffers: records
   // straddle slots as they straddle packets). False: no room.
-  bool message_writer(transport::StreamSender& tx, size_t bound, wire::RecordWriter& w);
+  bool message_writer(transport::MessageSender& tx, size_t bound, wire::RecordWriter& w);
   // Queues a message written by message_writer(): commits its slots with
   // the framing submit_message() would give.
-  Parsed finish_message(transport::StreamSender& tx, size_t len);
-  Parsed bytes_message(transport::StreamSender& tx, size_t n);
+  Parsed finish_message(transport::MessageSender& tx, size_t len);
+  Parsed bytes_message(transport::MessageSender& tx, size_t n);
   // The auto codec's choice for the next packet, from the share of recent
   // packets taken while earlier ones still waited to be transmitted.
   void choose_codec();
@@ -93,6 +96,7 @@ class MultifdSource {
     return false;
   }
 
+  const qemu::StreamFormat& format_;
   uint16_t channel_;
   size_t max_message_;
   pages::PageEncoder encoder_;
@@ -110,6 +114,7 @@ class MultifdSource {
   // the largest message over the smallest payload a profile may have.
   static constexpr size_t kMaxMessageSlots = 1024;
   std::array<std::span<uint8_t>, kMaxMessageSlots> slots_{};
+  std::array<uint32_t, kMaxMessageSlots> lens_{};
   bool eof_ = false;
   uint32_t syncs_ = 0;
   std::string error_;
@@ -117,15 +122,18 @@ class MultifdSource {
 
 class MultifdRebuilder final : public qemu::PageMessageHandler {
  public:
-  explicit MultifdRebuilder(CodecSet* codecs);
+  // format: how the destination QEMU expects its multifd packets.
+  explicit MultifdRebuilder(CodecSet* codecs, const qemu::StreamFormat& format = qemu::qemu_7_2());
   // The rebuilt packet as parts: its header (rebuilt here), then its
   // pages where the decoder left them (see DecodedPacket::page_at).
   std::string rebuild(std::span<const uint8_t> message,
                       std::span<const std::span<const uint8_t>>& parts) override;
+  size_t rebuilt_bound(uint32_t pages_alloc) const override { return format_.rebuilt_bound(pages_alloc); }
   const pages::PageStats& stats() const { return decoder_.stats(); }
   uint64_t dropped_empty() const { return dropped_empty_; }
 
  private:
+  const qemu::StreamFormat& format_;
   pages::PageDecoder decoder_;
   pages::DecodedPacket packet_;
   std::unique_ptr<uint8_t[]> header_;            // the largest header QEMU 7.2 reads

@@ -15,8 +15,7 @@ namespace {
 // What is buffered toward a slow destination QEMU (it must hold one whole
 // message, and on a multifd channel the largest rebuilt packet).
 constexpr size_t kQemuOutBuffer = 5 << 20;
-static_assert(kQemuOutBuffer >= kMaxMessage && kQemuOutBuffer >= qemu::kRebuiltMax,
-              "a destination relay must hold the largest message and the largest rebuilt multifd packet");
+static_assert(kQemuOutBuffer >= kMaxMessage, "a destination relay must hold the largest message");
 // The source QEMU is written to only on its main channel (the return
 // path), and never more than one message at a time is held for it; its
 // multifd channels are only read, so they get no buffer at all.
@@ -102,14 +101,17 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
     // what QEMU sent there); only the unchanged filter depends on it.
     if (home()) {
       main_sink_ = std::make_unique<MainSink>(*this);
-      observer_ = std::make_unique<qemu::MainChannelObserver>(*main_sink_);
+      observer_ = format_.observe_main(*main_sink_);
       relays_[0]->set_tap([this](std::span<const uint8_t> b) { observer_->feed(b); });
     }
     if (!p.pages.unchanged) info_.unchanged_note = "off by policy";
   } else {
+    if (format_.rebuilt_bound(format_.max_pages_per_packet()) > kQemuOutBuffer) {
+      throw std::logic_error(std::string(format_.name()) + "'s largest multifd packet does not fit a channel's buffer");
+    }
     for (uint16_t i = 1; i < kStreams; ++i) {
       if (!owns(i)) continue;
-      rebuilders_.push_back(std::make_unique<MultifdRebuilder>(codecs_));
+      rebuilders_.push_back(std::make_unique<MultifdRebuilder>(codecs_, format_));
       relays_[i]->set_page_handler(rebuilders_.back().get());
     }
   }
@@ -205,7 +207,7 @@ void Session::attach(uint16_t stream, int fd, uint64_t now) {
   if (stream > 0 && info_.role == Role::source) {
     sources_[stream] = std::make_unique<MultifdSource>(uint16_t(stream - 1), info_.pages, codec_,
                                                        info_.pages.unchanged ? &filter_ : nullptr, kMaxMessage,
-                                                       heavy_codec_);
+                                                       heavy_codec_, format_);
     if (channels_frozen_) {
       // QEMU opened this channel after setup: which epochs its packets
       // belong to is unknown, so nothing is skipped from now on.
@@ -230,14 +232,15 @@ bool Session::accept_channels(uint64_t now) {
   // carries them): the main channel's QEVM header or a MultiFDInit packet.
   for (size_t i = 0; i < unclassified_.size();) {
     const int fd = unclassified_[i];
-    uint8_t b[qemu::kMultifdIdOffset + 1];
-    const ssize_t n = ::recv(fd, b, sizeof b, MSG_PEEK | MSG_DONTWAIT);
+    uint8_t b[64];
+    const size_t want = std::min(sizeof b, format_.classify_size());
+    const ssize_t n = ::recv(fd, b, want, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
       ::close(fd);  // connected and gone without a word
       unclassified_.erase(unclassified_.begin() + long(i));
       continue;
     }
-    const auto kind = qemu::classify_channel({b, n > 0 ? size_t(n) : 0});
+    const auto kind = format_.classify({b, n > 0 ? size_t(n) : 0});
     if (kind.type == qemu::ChannelKind::need_more) {
       ++i;
       continue;
@@ -281,11 +284,11 @@ bool Session::accept_channels(uint64_t now) {
 bool Session::connect_channels(uint64_t now) {
   // QEMU 7.2 takes the first connection as the main channel, so multifd
   // channels are opened only once the main one is (their data waits in
-  // the receive window meanwhile).
+  // the receive window meanwhile); the format says whether it must.
   bool work = false;
   for (uint16_t s = 0; s < kStreams; ++s) {
     if (!owns(s) || relays_[s]->attached() || conn_->receiver(s).drained()) continue;
-    if (s > 0 && !share_->main_attached.load(std::memory_order_acquire)) break;
+    if (s > 0 && format_.main_channel_first() && !share_->main_attached.load(std::memory_order_acquire)) break;
     const int fd = qemu::connect_unix(qemu_path_);
     if (fd == -EAGAIN) {
       // QEMU's listen backlog is its channel count and it accepts in its

@@ -213,6 +213,8 @@ class Session {
   struct MainSink;
 
   SessionInfo info_;
+  // The QEMU stream format both QEMUs speak (one built: 7.2).
+  const qemu::StreamFormat& format_ = qemu::qemu_7_2();
   std::shared_ptr<SessionShare> share_;
   uint16_t worker_ = 0;
   PartLink* link_ = nullptr;

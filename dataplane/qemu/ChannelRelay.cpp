@@ -29,14 +29,15 @@ bool ChannelRelay::deliver_pages(std::span<const uint8_t> message) {
   }
   // A pages_alloc no QEMU packet has is refused here: its bound might
   // never fit the buffer, and the message would wait forever.
-  if (rec.begin.pages_alloc == 0 || rec.begin.pages_alloc > kMultifdMaxPagesAlloc) {
-    error_ = "channel: MULTIFD_BEGIN pages_alloc " + std::to_string(rec.begin.pages_alloc) + " outside 1.." +
-             std::to_string(kMultifdMaxPagesAlloc);
+  const size_t bound = pages_->rebuilt_bound(rec.begin.pages_alloc);
+  if (bound == 0) {
+    error_ = "channel: MULTIFD_BEGIN pages_alloc " + std::to_string(rec.begin.pages_alloc) +
+             " that no packet of the destination QEMU has";
     return false;
   }
   // Decoding changes the dedupe dictionary, so it happens only once QEMU
   // can take whatever the message may turn into.
-  if (rebuilt_bound(rec.begin.pages_alloc) > chan_->out_room()) return false;  // QEMU is slow: later
+  if (bound > chan_->out_room()) return false;  // QEMU is slow: later
   std::span<const std::span<const uint8_t>> parts;
   const std::string why = pages_->rebuild(message, parts);
   if (!why.empty()) {
@@ -52,7 +53,7 @@ bool ChannelRelay::deliver_pages(std::span<const uint8_t> message) {
   return true;
 }
 
-bool ChannelRelay::send_fin(transport::StreamSender& tx) {
+bool ChannelRelay::send_fin(transport::MessageSender& tx) {
   if (local_fin_) return true;
   uint8_t fin[wire::kFinRecordSize];
   wire::RecordWriter w(fin);
@@ -62,16 +63,16 @@ bool ChannelRelay::send_fin(transport::StreamSender& tx) {
   return true;
 }
 
-size_t ChannelRelay::pump_in(transport::StreamSender& tx, uint32_t ahead) {
+size_t ChannelRelay::pump_in(transport::MessageSender& tx, uint32_t ahead) {
   if (!chan_ || local_fin_ || !chan_->is_open()) return 0;
   const uint32_t room = tx.unacked() >= ahead ? 0 : ahead - tx.unacked();
   const uint32_t slots = std::min({tx.free_slots(), kReadSlots, room});
   if (slots == 0) return 0;
+  std::array<std::span<uint8_t>, kReadSlots> slot;
   std::array<std::span<uint8_t>, kReadSlots> bufs;
-  const size_t cap = tx.max_payload() - wire::kBytesRecordOverhead;
-  for (uint32_t i = 0; i < slots; ++i) {
-    bufs[i] = tx.reserve_at(i).subspan(wire::kBytesRecordOverhead, cap);
-  }
+  const size_t cap = tx.slot_size() - wire::kBytesRecordOverhead;
+  tx.reserve_slots({slot.data(), slots});
+  for (uint32_t i = 0; i < slots; ++i) bufs[i] = slot[i].subspan(wire::kBytesRecordOverhead, cap);
   const ssize_t r = chan_->read_into({bufs.data(), slots});
   if (r == ByteChannel::kAgain) return 0;
   if (r == ByteChannel::kEof || r == ByteChannel::kError) {
@@ -82,20 +83,23 @@ size_t ChannelRelay::pump_in(transport::StreamSender& tx, uint32_t ahead) {
   // Each filled slot becomes a one-packet message with one BYTES record;
   // the bytes are already in place behind the record header.
   size_t left = size_t(r);
-  for (uint32_t i = 0; left > 0; ++i) {
+  std::array<uint32_t, kReadSlots> lens;
+  uint32_t filled = 0;
+  for (; left > 0; ++filled) {
     const size_t n = std::min(left, cap);
-    if (tap_) tap_(bufs[i].first(n));
-    wire::RecordWriter w(tx.reserve());
+    if (tap_) tap_(bufs[filled].first(n));
+    wire::RecordWriter w(slot[filled]);
     w.put_bytes_header(n);
-    tx.commit(uint32_t(w.size()), wire::flag::first | wire::flag::last);
+    lens[filled] = uint32_t(w.size());
     left -= n;
   }
+  tx.commit_slots({lens.data(), filled}, /*each_a_message=*/true);
   return size_t(r);
 }
 
-bool ChannelRelay::pump_out(transport::StreamReceiver& rx) {
+bool ChannelRelay::pump_out(transport::MessageReceiver& rx) {
   if (!chan_) return true;
-  const int delivered = rx.deliver([&](std::span<const uint8_t> message) {
+  auto sink = [&](std::span<const uint8_t> message) {
     if (!message.empty() && message[0] == uint8_t(wire::RecordType::multifd_begin)) {
       return deliver_pages(message);  // false: error_ says why, or (no error) QEMU is slow
     }
@@ -139,7 +143,8 @@ bool ChannelRelay::pump_out(transport::StreamReceiver& rx) {
     }
     if (fin) remote_fin_ = true;
     return true;
-  });
+  };
+  const int delivered = rx.deliver_to(sink);
   if (delivered < 0) {
     error_ = std::string("channel: ") + rx.error();
     return false;

@@ -17,10 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/qemu/MultifdPacket.hpp"
 #include "dataplane/qemu/UnixSocket.hpp"
-#include "dataplane/transport/StreamReceiver.hpp"
-#include "dataplane/transport/StreamSender.hpp"
+#include "dataplane/transport/MessageStream.hpp"
 
 namespace mm::qemu {
 
@@ -34,14 +32,12 @@ class PageMessageHandler {
   // is refused -- then nothing of it reaches QEMU.
   virtual std::string rebuild(std::span<const uint8_t> message,
                               std::span<const std::span<const uint8_t>>& parts) = 0;
+  // The most bytes a message announcing pages_alloc page slots rebuilds
+  // into (header and pages); 0 when the destination QEMU's format has no
+  // packet of that size.
+  virtual size_t rebuilt_bound(uint32_t pages_alloc) const = 0;
 };
 
-// What a rebuilt QEMU 7.2 packet takes at most: header with pages_alloc
-// offsets, then as many pages.
-inline constexpr size_t rebuilt_bound(uint32_t pages_alloc) {
-  return kMultifdHeaderFixed + 8 * size_t(pages_alloc) + size_t(pages_alloc) * kTargetPageSize;
-}
-inline constexpr size_t kRebuiltMax = rebuilt_bound(kMultifdMaxPagesAlloc);
 
 class ChannelRelay {
  public:
@@ -63,15 +59,15 @@ class ChannelRelay {
   // QEMU's side ended: queues the stream's FIN record (pump_in() does this
   // itself; another reader of the channel calls it). False while the
   // stream's window is full: call again later.
-  bool send_fin(transport::StreamSender& tx);
+  bool send_fin(transport::MessageSender& tx);
 
   // QEMU -> stream: reads as much as free packet slots hold, keeping at
   // most `ahead` packets unacknowledged; on EOF queues a FIN record.
   // Returns bytes read (0 when there was nothing to do).
-  size_t pump_in(transport::StreamSender& tx, uint32_t ahead = UINT32_MAX);
+  size_t pump_in(transport::MessageSender& tx, uint32_t ahead = UINT32_MAX);
   // Stream -> QEMU: delivers complete messages while QEMU takes the bytes.
   // Returns false on a broken record stream or socket error (see error()).
-  bool pump_out(transport::StreamReceiver& rx);
+  bool pump_out(transport::MessageReceiver& rx);
 
   bool local_fin_queued() const { return local_fin_; }
   bool remote_fin_seen() const { return remote_fin_; }

@@ -75,6 +75,13 @@ struct MultifdHeaderView : MultifdHeaderFields {
   const uint8_t* offsets_be = nullptr;  // normal_pages offsets, big-endian, as QEMU wrote them
 };
 
+// What a rebuilt QEMU 7.2 packet takes at most: header with pages_alloc
+// offsets, then as many pages.
+inline constexpr size_t rebuilt_bound(uint32_t pages_alloc) {
+  return kMultifdHeaderFixed + 8 * size_t(pages_alloc) + size_t(pages_alloc) * kTargetPageSize;
+}
+inline constexpr size_t kRebuiltMax = rebuilt_bound(kMultifdMaxPagesAlloc);
+
 MultifdError parse_multifd_init(std::span<const uint8_t> in, MultifdInit& out);
 void encode_multifd_init(const MultifdInit& in, std::span<uint8_t, kMultifdInitSize> out);
 

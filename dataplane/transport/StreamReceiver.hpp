@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "dataplane/transport/MessageStream.hpp"
 #include "dataplane/transport/TransportConfig.hpp"
 #include "dataplane/wire/Mmp.hpp"
 
@@ -36,7 +37,7 @@ struct ReceiverStats {
   }
 };
 
-class StreamReceiver {
+class StreamReceiver final : public MessageReceiver {
  public:
   enum class Accept { stored, duplicate, out_of_window };
 
@@ -55,6 +56,7 @@ class StreamReceiver {
   // (segments out of order, wrong message number, message too large).
   template <class Sink>
   int deliver(Sink&& sink);
+  int deliver_to(MessageSink sink) override { return deliver(sink); }
 
   bool ack_due(uint64_t now) const {
     return ack_now_ || pending_ >= cfg_.ack_every ||
@@ -62,9 +64,9 @@ class StreamReceiver {
   }
   wire::AckPayload make_ack();
   uint32_t credits() const { return deliv_ + cfg_.window - next_; }
-  bool drained() const { return deliv_ == next_; }
+  bool drained() const override { return deliv_ == next_; }
   const ReceiverStats& stats() const { return stats_; }
-  const char* error() const { return error_; }
+  const char* error() const override { return error_; }
 
  private:
   struct Slot {

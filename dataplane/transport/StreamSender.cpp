@@ -54,6 +54,19 @@ void StreamSender::commit(uint32_t len, uint16_t flags) {
   ++next_;
 }
 
+void StreamSender::reserve_slots(std::span<std::span<uint8_t>> out) {
+  for (uint32_t i = 0; i < out.size(); ++i) out[i] = reserve_at(i);
+}
+
+void StreamSender::commit_slots(std::span<const uint32_t> lens, bool each_a_message) {
+  for (size_t i = 0; i < lens.size(); ++i) {
+    uint16_t f = 0;
+    if (each_a_message || i == 0) f |= wire::flag::first;
+    if (each_a_message || i + 1 == lens.size()) f |= wire::flag::last;
+    commit(lens[i], f);
+  }
+}
+
 bool StreamSender::submit_message(std::span<const uint8_t> message) {
   const size_t packets = std::max<size_t>(1, (message.size() + cfg_.max_payload - 1) / cfg_.max_payload);
   if (packets > free_slots()) return false;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "dataplane/transport/DatagramPort.hpp"
+#include "dataplane/transport/MessageStream.hpp"
 #include "dataplane/transport/TransportConfig.hpp"
 #include "dataplane/wire/AuthTag.hpp"
 #include "dataplane/wire/Mmp.hpp"
@@ -53,7 +54,7 @@ struct SenderStats {
   }
 };
 
-class StreamSender {
+class StreamSender final : public MessageSender {
  public:
   StreamSender(const TransportConfig& cfg, uint32_t session, uint16_t stream);
   ~StreamSender();
@@ -67,11 +68,12 @@ class StreamSender {
   bool zero_copy() const { return !bufs_.empty(); }
 
   // Packets that can still be queued (free slots of the window).
-  uint32_t free_slots() const { return cfg_.window - (next_ - una_); }
+  uint32_t free_slots() const override { return cfg_.window - (next_ - una_); }
   // Packets queued and not yet acknowledged (sent or waiting to be).
-  uint32_t unacked() const { return next_ - una_; }
+  uint32_t unacked() const override { return next_ - una_; }
   // Payload capacity of one packet.
   uint32_t max_payload() const { return cfg_.max_payload; }
+  uint32_t slot_size() const override { return cfg_.max_payload; }
 
   // Zero-copy queueing of a packet: fill the span from reserve() (empty when
   // the window is full), then commit() how many bytes were written.
@@ -83,7 +85,10 @@ class StreamSender {
   void commit(uint32_t len, uint16_t flags);
   // Queues a whole message, split into packets; false (nothing queued) when
   // it does not fit into the free slots.
-  bool submit_message(std::span<const uint8_t> message);
+  bool submit_message(std::span<const uint8_t> message) override;
+  // MessageSender: reserve_at() and commit() over a batch of slots.
+  void reserve_slots(std::span<std::span<uint8_t>> out) override;
+  void commit_slots(std::span<const uint32_t> lens, bool each_a_message) override;
 
   // Transmits what is due: retransmissions first, then new packets within
   // min(cwnd, receiver credits) and `budget` wire bytes (the pacer's; each
@@ -109,7 +114,7 @@ class StreamSender {
 
   bool idle() const { return una_ == next_; }  // everything acknowledged
   bool has_unsent() const { return nxt_tx_ != next_; }
-  uint32_t unsent() const { return next_ - nxt_tx_; }  // queued, never transmitted yet
+  uint32_t unsent() const override { return next_ - nxt_tx_; }  // queued, never transmitted yet
   bool blocked_by_credits() const { return has_unsent() && !seq_lt(nxt_tx_, right_edge_); }
   uint64_t last_progress_ns() const { return last_progress_ns_; }
   uint64_t rto_ns() const { return rto_ns_; }

@@ -450,3 +450,50 @@ TEST(LossRecovery, AProbeTheReceiverDidNotNeedMakesTheNextOneWaitLonger) {
   EXPECT_EQ(st.tail_probes, 1u);  // the same spell no longer fires a probe
   EXPECT_TRUE(p.a.conn.sender(0).idle());
 }
+
+// The page path's view of a stream (MessageStream.hpp): slots reserved and
+// committed in batches, as one message or one message each, arrive as the
+// same messages through the receiver's interface.
+TEST(MessageStream, SlotsCommittedInBatchesArriveAsTheMessagesTheyFramed) {
+  Pair p({}, 3);
+  transport::MessageSender& tx = p.a.conn.sender(0);
+  transport::MessageReceiver& rx = p.b.conn.receiver(0);
+  const uint32_t slot = tx.slot_size();
+  ASSERT_GE(tx.free_slots(), 8u);
+  std::array<std::span<uint8_t>, 8> slots;
+  tx.reserve_slots({slots.data(), 5});
+  std::array<uint32_t, 5> lens{};
+  for (uint32_t i = 0; i < 5; ++i) {
+    ASSERT_EQ(slots[i].size(), slot);
+    lens[i] = i == 4 ? 17 : slot;  // one message: four full slots and a tail
+    std::fill_n(slots[i].data(), lens[i], uint8_t(i + 1));
+  }
+  tx.commit_slots(lens, /*each_a_message=*/false);
+  EXPECT_EQ(tx.unsent(), 5u);
+  tx.reserve_slots({slots.data(), 3});
+  for (uint32_t i = 0; i < 3; ++i) std::fill_n(slots[i].data(), 100 + i, uint8_t(0xA0 + i));
+  const std::array<uint32_t, 3> each{100, 101, 102};
+  tx.commit_slots(each, /*each_a_message=*/true);
+  EXPECT_EQ(tx.unacked(), 8u);
+
+  std::vector<std::vector<uint8_t>> got;
+  auto sink = [&](std::span<const uint8_t> m) {
+    got.emplace_back(m.begin(), m.end());
+    return true;
+  };
+  for (int step = 0; step < 1000 && got.size() < 4; ++step) {
+    p.link.advance(10'000);
+    p.a.conn.flush(p.link.now(), p.a.port);
+    receive(p.b, p.link.now());
+    ASSERT_GE(rx.deliver_to(sink), 0) << rx.error();
+  }
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].size(), 4 * size_t(slot) + 17);
+  EXPECT_EQ(got[0][0], 1);
+  EXPECT_EQ(got[0][4 * size_t(slot)], 5);
+  for (uint32_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(got[1 + i].size(), 100u + i);
+    EXPECT_EQ(got[1 + i][0], uint8_t(0xA0 + i));
+  }
+  EXPECT_TRUE(rx.drained());
+}
