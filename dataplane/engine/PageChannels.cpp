@@ -262,6 +262,52 @@ MultifdRebuilder::MultifdRebuilder(CodecSet* codecs, const qemu::StreamFormat& f
   parts_.reserve(1 + format.max_pages_per_packet());
 }
 
+bool MultifdRebuilder::pump(transport::MessageReceiver& rx, qemu::ChannelRelay& relay) {
+  if (!relay.attached()) return true;
+  auto sink = [&](std::span<const uint8_t> message) {
+    if (message.empty() || message[0] != uint8_t(wire::RecordType::multifd_begin)) {
+      return relay.write_records(message);  // false: relay.error() says why, or QEMU is slow
+    }
+    if (relay.remote_fin_seen()) {
+      error_ = "channel: data after FIN";
+      return false;
+    }
+    wire::Record rec;
+    if (wire::RecordReader(message).next(rec) != wire::RecordError::ok) {
+      error_ = "channel: page message does not start with a well-formed MULTIFD_BEGIN";
+      return false;
+    }
+    // A pages_alloc no QEMU packet has is refused here: its bound might
+    // never fit the buffer, and the message would wait forever.
+    const size_t bound = format_.rebuilt_bound(rec.begin.pages_alloc);
+    if (bound == 0) {
+      error_ = "channel: MULTIFD_BEGIN pages_alloc " + std::to_string(rec.begin.pages_alloc) +
+               " that no packet of " + std::string(format_.name()) + " has";
+      return false;
+    }
+    // Decoding changes the dedupe dictionary, so it happens only once QEMU
+    // can take whatever the message may turn into.
+    if (bound > relay.out_room()) return false;  // QEMU is slow: later
+    std::span<const std::span<const uint8_t>> parts;
+    const std::string why = rebuild(message, parts);
+    if (!why.empty()) {
+      error_ = "channel: " + why;
+      return false;
+    }
+    return relay.write_packet(parts);
+  };
+  if (rx.deliver_to(sink) < 0) {
+    error_ = std::string("channel: ") + rx.error();
+    return false;
+  }
+  if (!error_.empty()) return false;
+  if (!relay.flush_out()) {
+    error_ = relay.error();
+    return false;
+  }
+  return true;
+}
+
 std::string MultifdRebuilder::rebuild(std::span<const uint8_t> message,
                                       std::span<const std::span<const uint8_t>>& parts) {
   parts = {};

@@ -120,15 +120,22 @@ class MultifdSource {
   std::string error_;
 };
 
-class MultifdRebuilder final : public qemu::PageMessageHandler {
+class MultifdRebuilder {
  public:
   // format: how the destination QEMU expects its multifd packets.
   explicit MultifdRebuilder(CodecSet* codecs, const qemu::StreamFormat& format = qemu::qemu_7_2());
+  // Stream -> QEMU for one multifd stream: takes the complete messages
+  // from rx while QEMU has room, rebuilds each page message into a QEMU
+  // packet written to relay's channel, and hands the others (the init's
+  // BYTES, FIN) to the relay. False (error() set) on a message that is
+  // refused -- nothing of it reaches QEMU -- or a broken channel.
+  bool pump(transport::MessageReceiver& rx, qemu::ChannelRelay& relay);
   // The rebuilt packet as parts: its header (rebuilt here), then its
-  // pages where the decoder left them (see DecodedPacket::page_at).
-  std::string rebuild(std::span<const uint8_t> message,
-                      std::span<const std::span<const uint8_t>>& parts) override;
-  size_t rebuilt_bound(uint32_t pages_alloc) const override { return format_.rebuilt_bound(pages_alloc); }
+  // pages where the decoder left them (see DecodedPacket::page_at);
+  // empty when there is nothing to write. Returns why the message is
+  // refused, or the empty string.
+  std::string rebuild(std::span<const uint8_t> message, std::span<const std::span<const uint8_t>>& parts);
+  const std::string& error() const { return error_; }
   const pages::PageStats& stats() const { return decoder_.stats(); }
   uint64_t dropped_empty() const { return dropped_empty_; }
 
@@ -139,6 +146,7 @@ class MultifdRebuilder final : public qemu::PageMessageHandler {
   std::unique_ptr<uint8_t[]> header_;            // the largest header QEMU 7.2 reads
   std::vector<std::span<const uint8_t>> parts_;  // header + runs of adjacent pages
   uint64_t dropped_empty_ = 0;
+  std::string error_;
 };
 
 }  // namespace mm::engine

@@ -83,6 +83,7 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
     relays_.push_back(std::make_unique<qemu::ChannelRelay>(owns(i) ? qemu_out_buffer(p.role, i) : 0));
   }
   sources_.resize(kStreams);
+  rebuilders_.resize(kStreams);
   info_.pages = p.pages;
   info_.home = home();
   if (p.role == Role::source) {
@@ -110,9 +111,7 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
       throw std::logic_error(std::string(format_.name()) + "'s largest multifd packet does not fit a channel's buffer");
     }
     for (uint16_t i = 1; i < kStreams; ++i) {
-      if (!owns(i)) continue;
-      rebuilders_.push_back(std::make_unique<MultifdRebuilder>(codecs_, format_));
-      relays_[i]->set_page_handler(rebuilders_.back().get());
+      if (owns(i)) rebuilders_[i] = std::make_unique<MultifdRebuilder>(codecs_, format_);
     }
   }
   info_.id = p.id;
@@ -406,8 +405,10 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
         }
       }
       const uint64_t out_before = r.bytes_to_qemu();
-      if (!r.pump_out(conn_->receiver(s)) || !r.error().empty()) {
-        fail(now, (s == 0 ? "main channel: " : "multifd channel " + std::to_string(s - 1) + ": ") + r.error());
+      const bool out_ok = rebuilders_[s] ? rebuilders_[s]->pump(conn_->receiver(s), r) : r.pump_out(conn_->receiver(s));
+      if (!out_ok || !r.error().empty()) {
+        const std::string why = rebuilders_[s] && !rebuilders_[s]->error().empty() ? rebuilders_[s]->error() : r.error();
+        fail(now, (s == 0 ? "main channel: " : "multifd channel " + std::to_string(s - 1) + ": ") + why);
         return true;
       }
       if (r.bytes_to_qemu() != out_before) work = true;
@@ -515,7 +516,7 @@ void Session::release_transport() {
   // relays first.
   for (auto& r : relays_) r = std::make_unique<qemu::ChannelRelay>(0);
   for (auto& s : sources_) s.reset();
-  rebuilders_.clear();
+  for (auto& rb : rebuilders_) rb.reset();
   observer_.reset();
   main_sink_.reset();
   filter_ = pages::UnchangedFilter();
@@ -532,7 +533,9 @@ uint64_t Session::pages() const {
   for (const auto& src : sources_) {
     if (src) n += src->stats().pages;
   }
-  for (const auto& rb : rebuilders_) n += rb->stats().pages;
+  for (const auto& rb : rebuilders_) {
+    if (rb) n += rb->stats().pages;
+  }
   return n;
 }
 
@@ -561,6 +564,7 @@ SessionInfo Session::info() const {
     if (src->passthrough()) ++c.passthrough_channels;
   }
   for (const auto& rb : rebuilders_) {
+    if (!rb) continue;
     c.pages += rb->stats();
     c.empty_packets_dropped += rb->dropped_empty();
   }

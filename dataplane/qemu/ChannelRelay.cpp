@@ -12,40 +12,13 @@ namespace {
 constexpr uint32_t kReadSlots = 32;  // packets one readv() may fill
 }  // namespace
 
-bool ChannelRelay::deliver_pages(std::span<const uint8_t> message) {
-  if (!pages_) {
-    error_ = "channel: page records on a stream that carries none";
-    return false;
-  }
+bool ChannelRelay::write_packet(std::span<const std::span<const uint8_t>> parts) {
   if (remote_fin_) {
     error_ = "channel: data after FIN";
     return false;
   }
-  wire::Record rec;
-  if (wire::RecordReader(message).next(rec) != wire::RecordError::ok ||
-      rec.type != wire::RecordType::multifd_begin) {
-    error_ = "channel: page message does not start with a well-formed MULTIFD_BEGIN";
-    return false;
-  }
-  // A pages_alloc no QEMU packet has is refused here: its bound might
-  // never fit the buffer, and the message would wait forever.
-  const size_t bound = pages_->rebuilt_bound(rec.begin.pages_alloc);
-  if (bound == 0) {
-    error_ = "channel: MULTIFD_BEGIN pages_alloc " + std::to_string(rec.begin.pages_alloc) +
-             " that no packet of the destination QEMU has";
-    return false;
-  }
-  // Decoding changes the dedupe dictionary, so it happens only once QEMU
-  // can take whatever the message may turn into.
-  if (bound > chan_->out_room()) return false;  // QEMU is slow: later
-  std::span<const std::span<const uint8_t>> parts;
-  const std::string why = pages_->rebuild(message, parts);
-  if (!why.empty()) {
-    error_ = "channel: " + why;
-    return false;
-  }
   // Written from where the parts are; only what the socket leaves is
-  // copied into the channel's buffer (checked above to have room).
+  // copied into the channel's buffer (the caller checked out_room()).
   if (!parts.empty() && !chan_->send(parts)) {
     error_ = "channel: rebuilt packet larger than its bound";
     return false;
@@ -97,58 +70,54 @@ size_t ChannelRelay::pump_in(transport::MessageSender& tx, uint32_t ahead) {
   return size_t(r);
 }
 
-bool ChannelRelay::pump_out(transport::MessageReceiver& rx) {
-  if (!chan_) return true;
-  auto sink = [&](std::span<const uint8_t> message) {
-    if (!message.empty() && message[0] == uint8_t(wire::RecordType::multifd_begin)) {
-      return deliver_pages(message);  // false: error_ says why, or (no error) QEMU is slow
-    }
-    // Check the whole message first so it is taken all or nothing.
-    wire::RecordReader reader(message);
-    wire::Record rec;
-    size_t bytes = 0;
-    bool fin = false;
-    for (;;) {
-      const wire::RecordError e = reader.next(rec);
-      if (e == wire::RecordError::end) break;
-      if (e != wire::RecordError::ok) {
-        error_ = "channel: " + std::string(wire::to_string(e)) + " at offset " +
-                 std::to_string(reader.offset());
-        return false;
-      }
-      if (fin) {
-        error_ = "channel: records after FIN";
-        return false;
-      }
-      if (rec.type == wire::RecordType::bytes) bytes += rec.body.size();
-      if (rec.type == wire::RecordType::fin) fin = true;
-      if (rec.type != wire::RecordType::bytes && rec.type != wire::RecordType::fin &&
-          rec.type != wire::RecordType::sync) {
-        error_ = "channel: record type " + std::to_string(int(rec.type)) + " outside a multifd packet";
-        return false;
-      }
-    }
-    if (remote_fin_ && (bytes > 0 || fin)) {
-      error_ = "channel: data after FIN";
-      return false;
-    }
-    if (bytes > 0 && out_capacity_ == 0) {
-      error_ = "channel: the peer sent bytes for a QEMU channel that is only read";
-      return false;
-    }
-    if (bytes > chan_->out_room()) return false;  // QEMU is slow: try later
-    wire::RecordReader again(message);
-    while (again.next(rec) == wire::RecordError::ok) {
-      if (rec.type == wire::RecordType::bytes) chan_->send(rec.body);
-    }
-    if (fin) remote_fin_ = true;
-    return true;
-  };
-  const int delivered = rx.deliver_to(sink);
-  if (delivered < 0) {
-    error_ = std::string("channel: ") + rx.error();
+bool ChannelRelay::write_records(std::span<const uint8_t> message) {
+  if (!message.empty() && message[0] == uint8_t(wire::RecordType::multifd_begin)) {
+    error_ = "channel: page records on a stream that carries none";
     return false;
   }
+  // Check the whole message first so it is taken all or nothing.
+  wire::RecordReader reader(message);
+  wire::Record rec;
+  size_t bytes = 0;
+  bool fin = false;
+  for (;;) {
+    const wire::RecordError e = reader.next(rec);
+    if (e == wire::RecordError::end) break;
+    if (e != wire::RecordError::ok) {
+      error_ = "channel: " + std::string(wire::to_string(e)) + " at offset " + std::to_string(reader.offset());
+      return false;
+    }
+    if (fin) {
+      error_ = "channel: records after FIN";
+      return false;
+    }
+    if (rec.type == wire::RecordType::bytes) bytes += rec.body.size();
+    if (rec.type == wire::RecordType::fin) fin = true;
+    if (rec.type != wire::RecordType::bytes && rec.type != wire::RecordType::fin &&
+        rec.type != wire::RecordType::sync) {
+      error_ = "channel: record type " + std::to_string(int(rec.type)) + " outside a multifd packet";
+      return false;
+    }
+  }
+  if (remote_fin_ && (bytes > 0 || fin)) {
+    error_ = "channel: data after FIN";
+    return false;
+  }
+  if (bytes > 0 && out_capacity_ == 0) {
+    error_ = "channel: the peer sent bytes for a QEMU channel that is only read";
+    return false;
+  }
+  if (bytes > chan_->out_room()) return false;  // QEMU is slow: try later
+  wire::RecordReader again(message);
+  while (again.next(rec) == wire::RecordError::ok) {
+    if (rec.type == wire::RecordType::bytes) chan_->send(rec.body);
+  }
+  if (fin) remote_fin_ = true;
+  return true;
+}
+
+bool ChannelRelay::flush_out() {
+  if (!chan_) return true;
   if (!error_.empty()) return false;
   if (!chan_->flush()) {
     error_ = chan_->error_text();
@@ -159,6 +128,16 @@ bool ChannelRelay::pump_out(transport::MessageReceiver& rx) {
     shut_wr_ = true;
   }
   return true;
+}
+
+bool ChannelRelay::pump_out(transport::MessageReceiver& rx) {
+  if (!chan_) return true;
+  auto sink = [&](std::span<const uint8_t> message) { return write_records(message); };
+  if (rx.deliver_to(sink) < 0) {
+    error_ = std::string("channel: ") + rx.error();
+    return false;
+  }
+  return flush_out();
 }
 
 }  // namespace mm::qemu

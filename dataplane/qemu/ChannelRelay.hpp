@@ -4,11 +4,13 @@
 // packet slots; records arriving from the peer are written to QEMU; EOF
 // travels as a FIN record.
 //
-// A destination multifd stream also carries page messages (MULTIFD_BEGIN ..
-// MULTIFD_END, MMP.md "Page records"): the relay hands each to its
-// PageMessageHandler, which checks it whole and rebuilds the QEMU multifd
-// packet that is then written to QEMU. A source multifd channel is read by
-// the engine's MultifdSource instead of pump_in() (it needs the packets).
+// A multifd stream's page messages (MULTIFD_BEGIN .. MULTIFD_END, MMP.md
+// "Page records") are the engine's: at the destination its
+// MultifdRebuilder takes them from the stream, rebuilds QEMU's packets and
+// writes them here (write_packet), and hands everything else to
+// write_records(); at the source its MultifdSource reads the channel
+// instead of pump_in(). The page path thus flows one way on each side:
+// QEMU -> engine -> stream, stream -> engine -> QEMU.
 #pragma once
 
 #include <cstdint>
@@ -22,23 +24,6 @@
 
 namespace mm::qemu {
 
-class PageMessageHandler {
- public:
-  virtual ~PageMessageHandler() = default;
-  // Rebuilds the QEMU bytes of one page message as `parts` to be written
-  // in order (empty: nothing to write): views of the handler's own buffers,
-  // of the message itself and of its dictionary, valid until the next call
-  // and while the message is. Returns the empty string, or why the message
-  // is refused -- then nothing of it reaches QEMU.
-  virtual std::string rebuild(std::span<const uint8_t> message,
-                              std::span<const std::span<const uint8_t>>& parts) = 0;
-  // The most bytes a message announcing pages_alloc page slots rebuilds
-  // into (header and pages); 0 when the destination QEMU's format has no
-  // packet of that size.
-  virtual size_t rebuilt_bound(uint32_t pages_alloc) const = 0;
-};
-
-
 class ChannelRelay {
  public:
   // out_capacity bounds what is buffered toward a slow QEMU; it must hold
@@ -51,8 +36,6 @@ class ChannelRelay {
   bool attached() const { return chan_ != nullptr; }
   ByteChannel* channel() { return chan_.get(); }
 
-  // Destination multifd streams: who rebuilds page messages (not owned).
-  void set_page_handler(PageMessageHandler* h) { pages_ = h; }
   // Sees every byte read from QEMU by pump_in(), in order (the source's
   // main-channel observer).
   void set_tap(std::function<void(std::span<const uint8_t>)> tap) { tap_ = std::move(tap); }
@@ -68,6 +51,16 @@ class ChannelRelay {
   // Stream -> QEMU: delivers complete messages while QEMU takes the bytes.
   // Returns false on a broken record stream or socket error (see error()).
   bool pump_out(transport::MessageReceiver& rx);
+  // One message of BYTES / SYNC / FIN records for QEMU, taken all or
+  // nothing: false with error() set when it is malformed (a page message
+  // included), without when QEMU cannot take it yet.
+  bool write_records(std::span<const uint8_t> message);
+  // A rebuilt multifd packet as parts, written in order; the caller checked
+  // that out_room() holds it. False (error() set) after FIN.
+  bool write_packet(std::span<const std::span<const uint8_t>> parts);
+  size_t out_room() const { return chan_ ? chan_->out_room() : 0; }
+  // Sends what is buffered for QEMU; shuts its side once FIN was written.
+  bool flush_out();
 
   bool local_fin_queued() const { return local_fin_; }
   bool remote_fin_seen() const { return remote_fin_; }
@@ -83,12 +76,8 @@ class ChannelRelay {
 
  private:
   size_t out_capacity_;
-  // False with error_ set on a refused message, without it when QEMU
-  // cannot take the rebuilt packet yet.
-  bool deliver_pages(std::span<const uint8_t> message);
 
   std::unique_ptr<ByteChannel> chan_;
-  PageMessageHandler* pages_ = nullptr;
   std::function<void(std::span<const uint8_t>)> tap_;
   bool local_fin_ = false;
   bool remote_fin_ = false;

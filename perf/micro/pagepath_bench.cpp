@@ -3,7 +3,7 @@
 // pages made with qemu/MultifdPacket's encoder) written into a socketpair
 // -> the source path (MultifdSource: parse, page records straight into the
 // stream's slots; StreamSender) -> MMP frames over a net_ring port pair ->
-// the destination path (StreamReceiver, ChannelRelay, MultifdRebuilder:
+// the destination path (StreamReceiver, MultifdRebuilder, ChannelRelay:
 // decode, hash check, packet rebuilt and written from its parts) -> bytes
 // read from a socketpair and checked byte-identical against the input.
 // Each side's calls are timed separately; allocations are counted over the
@@ -159,7 +159,6 @@ void BM_PagePath(benchmark::State& st) {
   engine::MultifdSource source(0, pol, codecs.get(pol.codec, nullptr), nullptr, 1 << 20);
   qemu::ChannelRelay src_relay(0), dst_relay(5 << 20);
   engine::MultifdRebuilder rebuilder(&codecs);
-  dst_relay.set_page_handler(&rebuilder);
   int qin[2], qout[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, qin) != 0 ||
       ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, qout) != 0) {
@@ -199,7 +198,7 @@ void BM_PagePath(benchmark::State& st) {
     tx_flush(*g_a);
     const uint64_t t1 = now_ns();
     receive(*g_b, cb, t1);
-    if (!dst_relay.pump_out(cb.receiver(0))) broken = true;
+    if (!rebuilder.pump(cb.receiver(0), dst_relay)) broken = true;
     cb.flush(t1, *g_b);
     tx_flush(*g_b);
     const uint64_t t2 = now_ns();
@@ -236,7 +235,7 @@ void BM_PagePath(benchmark::State& st) {
   allocs = test::AllocationCounter::stop();
   ::close(qin[0]);
   ::close(qout[1]);
-  if (broken) return st.SkipWithError(("page path broken: " + source.error() + dst_relay.error()).c_str());
+  if (broken) return st.SkipWithError(("page path broken: " + source.error() + rebuilder.error()).c_str());
   if (packets == 0) return st.SkipWithError("no packet came through");
   const double pages = double(packets * kPacketPages);
   const double src = double(src_ns) / pages, dst = double(dst_ns) / pages;

@@ -67,7 +67,6 @@ struct PagePath {
     if (dst_sndbuf) ::setsockopt(qout[0], SOL_SOCKET, SO_SNDBUF, &dst_sndbuf, sizeof dst_sndbuf);
     src_relay.attach(qin[1]);
     dst_relay.attach(qout[0]);
-    dst_relay.set_page_handler(&rebuilder);
   }
   ~PagePath() {
     ::close(qin[0]);
@@ -86,7 +85,7 @@ struct PagePath {
     test::AllocationCounter::pause();
     lb.step(++now);
     if (counting) test::AllocationCounter::resume();
-    ASSERT_TRUE(dst_relay.pump_out(lb.b.receiver(0))) << dst_relay.error();
+    ASSERT_TRUE(rebuilder.pump(lb.b.receiver(0), dst_relay)) << rebuilder.error();
     test::AllocationCounter::pause();
     uint8_t buf[65536];
     while (read_max > 0) {
@@ -227,7 +226,7 @@ TEST(PageChannels, SteadyStateAllocatesNothingOnEitherSide) {
     p.counting = false;
     const uint64_t allocs = test::AllocationCounter::stop();
     expect_identical(p);
-    EXPECT_EQ(allocs, 0u) << to_string(codec) << ": allocations in MultifdSource::pump / ChannelRelay::pump_out";
+    EXPECT_EQ(allocs, 0u) << to_string(codec) << ": allocations in MultifdSource::pump / MultifdRebuilder::pump";
   }
 }
 
@@ -287,7 +286,7 @@ TEST(PageChannels, AutoCodecShrinksHarderOnlyWhileTheLinkHoldsTheFlow) {
     ASSERT_TRUE(q.source.pump(q.src_relay, q.lb.a.sender(0), {}, work)) << q.source.error();
     q.now += 100'000;
     q.lb.step(q.now);
-    ASSERT_TRUE(q.dst_relay.pump_out(q.lb.b.receiver(0))) << q.dst_relay.error();
+    ASSERT_TRUE(q.rebuilder.pump(q.lb.b.receiver(0), q.dst_relay)) << q.rebuilder.error();
     uint8_t buf[65536];
     for (ssize_t r; (r = ::read(q.qout[1], buf, sizeof buf)) > 0;) q.output.insert(q.output.end(), buf, buf + r);
   }
