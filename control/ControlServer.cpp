@@ -225,13 +225,7 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     } catch (const std::invalid_argument& e) {
       throw CommandError("InvalidParameter", e.what());
     }
-    try {
-      add_session_parts(p);
-    } catch (const std::invalid_argument& e) {
-      throw CommandError("InvalidParameter", e.what());
-    } catch (const std::exception& e) {
-      throw CommandError("GenericError", e.what());
-    }
+    add_session_parts(p);
     json r = {{"session", p.id}, {"state", "prepared"}};
     if (source) r["migrate-uri"] = p.qemu_uri;
     return r;
@@ -359,8 +353,7 @@ void ControlServer::add_session_parts(const engine::SessionParams& p) {
       engine::Engine* h = engines_[order[0]];
       h->run_on_worker([h, id = p.id, why] { h->cancel_session(id, "setting up failed: " + why); }, kWorkerTimeout);
     }
-    if (*invalid) throw std::invalid_argument(why);
-    throw std::runtime_error(why);
+    throw CommandError(*invalid ? "InvalidParameter" : "GenericError", why);
   }
 }
 
@@ -455,13 +448,7 @@ json ControlServer::migrate(const json& args) {
   } catch (const std::invalid_argument& e) {
     throw CommandError("PeerError", std::string("the destination's fabric address: ") + e.what());
   }
-  try {
-    add_session_parts(p);
-  } catch (const std::invalid_argument& e) {
-    throw CommandError("InvalidParameter", e.what());
-  } catch (const std::exception& e) {
-    throw CommandError("GenericError", e.what());
-  }
+  add_session_parts(p);
   m.phase = "prepared";
   if (has_src_qmp) {
     try {
@@ -528,7 +515,7 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     p.peer_udp_port = fab.value("udp_port", id_.udp_base_port);
     try {
       add_session_parts(p);
-    } catch (const std::exception& e) {
+    } catch (const CommandError& e) {
       throw PeerError("PeerError", e.what());
     }
     // QEMU listens only once the session exists, so the dataplane finds it.

@@ -72,8 +72,9 @@ class ControlServer {
     return *engines_[engine::Engine::owner(session, uint16_t(engines_.size()))];
   }
   // Adds a session's part on every worker that holds some of its streams
-  // (the home part first). Throws std::invalid_argument for parameters a
-  // worker refused, std::runtime_error when one did not answer.
+  // (the home part first). Throws CommandError: InvalidParameter for
+  // parameters a worker refused, GenericError when one failed or did not
+  // answer (the parts already added are cancelled).
   void add_session_parts(const engine::SessionParams& p);
   // Every session, each as one snapshot: its home part with the other
   // parts' counters merged in.
