@@ -417,7 +417,11 @@ SimulationMetrics ClusterSimulator::run(ClusterModel& model) {
         for (const auto& mig : migrations)
           std::fprintf(stderr, "%d %d %d %d\n", k, mig.vm, mig.src, mig.dst);
     }
-    account_interval(model, k, migrations);
+    if ((k > 0 && k + 1 < config_.samples) || config_.account_edge_intervals) {
+      const double before = energy_ws_;
+      account_interval(model, k, migrations);
+      if (std::getenv("MM_CLUSTER_TRACE")) std::fprintf(stderr, "E %d %.2f\n", k, energy_ws_ - before);
+    }
     int active = 0;
     for (const auto& h : model.hosts) {
       const double u = std::min(h.allocated_mips() / h.total_mips, 1.0);

@@ -41,6 +41,11 @@ struct SimulationConfig {
   // whose trace is 0 at a sample and at the next. True reproduces CloudSim's
   // numbers; false keeps idle VMs, as a real data center does.
   bool drop_idle_vms = false;
+  // CloudSim accounts neither the first interval (its first update, at
+  // 300.1 s, finds every host's previous utilization 0 and charges nothing
+  // from 0) nor the last (the next update would be past its 86400 s limit).
+  // True (the default) accounts every interval.
+  bool account_edge_intervals = true;
   int samples = kSamplesPerDay;
   SlaAccounting sla = SlaAccounting::cloudsim;
   bool keep_active_hosts_series = true;

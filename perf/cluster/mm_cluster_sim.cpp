@@ -89,8 +89,9 @@ int main(int argc, char** argv) {
   app.add_flag("--listing-order", listing_order,
                "take a day's files in the order the file system lists them (as CloudSim does) instead of by name");
   app.add_flag("--cloudsim-clock", cloudsim_clock,
-               "CloudSim's clock: decide 0.1 s after each sample, and remove for good a VM that "
-               "requests 0 MIPS then (CloudSim 3's getCompletedVms); for the validation");
+               "CloudSim's clock: decide 0.1 s after each sample, remove for good a VM that "
+               "requests 0 MIPS then (CloudSim 3's getCompletedVms), account neither the first "
+               "nor the last interval; for the validation");
   app.add_flag("--ram-binds", ram_binds,
                "VMs keep their RAM and bandwidth after creation (CloudSim's example drops them)");
   app.add_flag("--series", series, "include active hosts per interval");
@@ -137,6 +138,7 @@ int main(int argc, char** argv) {
     config.keep_active_hosts_series = series;
     config.drop_idle_vms = cloudsim_clock;
     config.decision_offset_s = cloudsim_clock ? 0.1 : 0.0;
+    config.account_edge_intervals = !cloudsim_clock;
 
     // With --vms the days' traces form one pool to sample from.
     const FileOrder order = listing_order ? FileOrder::listing : FileOrder::by_name;

@@ -218,6 +218,7 @@ TEST(ClusterSimulator, CloudSimClockDecidesJustAfterTheSampleAndDropsIdleVms) {
     SimulationConfig c;
     c.drop_idle_vms = cloudsim_clock;
     c.decision_offset_s = cloudsim_clock ? 0.1 : 0;
+    c.account_edge_intervals = !cloudsim_clock;
     ClusterSimulator sim(c, make_detector("thr", 0.8, cost), make_selector("mmt"), cost);
     auto model = build();
     auto r = sim.run(model);
@@ -234,4 +235,14 @@ TEST(ClusterSimulator, CloudSimClockDecidesJustAfterTheSampleAndDropsIdleVms) {
   EXPECT_GE(cs_model.vms[2].host, 0);
   // A VM that is gone uses no energy afterwards: less than with it kept.
   EXPECT_LT(cs.energy_kwh, plain.energy_kwh);
+  // Without the first and the last interval: exactly their host time less.
+  SimulationConfig c;
+  c.account_edge_intervals = false;
+  ClusterSimulator sim(c, make_detector("thr", 0.8, cost), make_selector("mmt"), cost);
+  auto model = build();
+  const auto short_run = sim.run(model);
+  ASSERT_GT(plain.active_hosts.back(), 0);
+  EXPECT_NEAR(plain.active_host_s - short_run.active_host_s,
+              (plain.active_hosts.front() + plain.active_hosts.back()) * kSampleSeconds, 1e-6);
+  EXPECT_LT(short_run.energy_kwh, plain.energy_kwh);
 }
