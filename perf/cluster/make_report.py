@@ -451,10 +451,10 @@ plot 'active-hosts.dat' using 1:2 with lines title 'THR-MMT-0.8', '' using 1:3 w
 # (found by comparing the two decision by decision on the vendored subset;
 # see perf/cluster/README.md, "Validation").
 REASONS = {
-    "energy_kwh": "ties in the power increase of candidate hosts (same linear SPECpower segment) are decided by floating-point rounding, differently here: placements drift apart after the first decisions (per-interval energy agrees to 0.02-1 % while the decisions are the same)",
-    "migrations": "the same drift in placement; and CloudSim re-places VMs that the same decision had just planned onto an underloaded host (two entries for one VM), which this simulator does not",
+    "energy_kwh": "ties in the power increase of candidate hosts (same linear SPECpower segment) are decided by floating-point rounding, differently here: placements drift apart after the first decisions (per-interval energy agrees to 0.02-1.1 % while the decisions are the same)",
+    "migrations": "the same drift in placement; CloudSim can also re-place, in the same decision, a VM it had just planned onto a host it then takes as underloaded (its excluded-host list misses the overload destinations), which this simulator does not",
     "slatah": "CloudSim re-samples every host at every migration end anywhere (state changes mid-interval), here only hosts a migration touches; the drift in placement",
-    "pdm": "follows the migration count and which VMs move (RAM decides the time)",
+    "pdm": "which VMs move and for how long (RAM sets the time): the drift in placement",
     "slav": "the product of SLATAH and PDM: their differences add",
 }
 CS_METRICS = ["energy_kwh", "migrations", "slatah", "pdm", "slav"]
