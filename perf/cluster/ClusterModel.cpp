@@ -129,8 +129,11 @@ void ClusterModel::refresh_sums() {
   }
 }
 
-void ClusterModel::set_demands(int sample) {
-  for (Vm& v : vms) v.requested_mips = v.trace->utilization(sample) * v.mips;
+void ClusterModel::set_demands(int sample, double alpha) {
+  for (Vm& v : vms) {
+    const double u0 = v.trace->utilization(sample);
+    v.requested_mips = (u0 + (v.trace->utilization(sample + 1) - u0) * alpha) * v.mips;
+  }
   refresh_sums();
 }
 

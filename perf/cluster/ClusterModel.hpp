@@ -119,7 +119,9 @@ class ClusterModel {
   void detach(int host, int vm);
   // Recomputes every host's sums from its VM list (after demands change).
   void refresh_sums();
-  void set_demands(int sample);
+  // Demands at sample + alpha of the way to the next one (the trace is
+  // linearly interpolated, as CloudSim's UtilizationModelPlanetLabInMemory).
+  void set_demands(int sample, double alpha = 0);
   // Recomputes the hosts' history sums after the VMs' histories changed.
   void refresh_history_sums();
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <stdexcept>
 
@@ -22,7 +24,9 @@ int ClusterSimulator::find_host(ClusterModel& model, int vm, const std::vector<c
   double best_diff = std::numeric_limits<double>::max();
   // CloudSim scans hosts in index order and keeps the first strictly
   // smaller power increase: the minimum of (increase, index), which does not
-  // depend on the order the candidates are looked at.
+  // depend on the order the candidates are looked at. Increases within one
+  // linear segment of the SPECpower table are equal but for rounding, which
+  // then decides in CloudSim and here alike, not always the same way.
   auto consider = [&](int h) {
     if (excluded[size_t(h)]) return;
     Host& host = model.hosts[size_t(h)];
@@ -334,6 +338,7 @@ SimulationMetrics combine_cells(const std::vector<SimulationMetrics>& cells,
     t.migrations += m.migrations;
     t.migrations_clamped += m.migrations_clamped;
     t.vms_not_placed += m.vms_not_placed;
+    t.vms_dropped_idle += m.vms_dropped_idle;
     t.mean_active_hosts += m.mean_active_hosts;
     t.max_active_hosts += m.max_active_hosts;  // an upper bound: peaks need not coincide
     t.wall_s += m.wall_s;
@@ -384,8 +389,17 @@ SimulationMetrics ClusterSimulator::run(ClusterModel& model) {
 
   std::vector<Migration> migrations;
   for (int k = 0; k < config_.samples; ++k) {
-    model.set_demands(k);
+    model.set_demands(k, k > 0 ? config_.decision_offset_s / config_.interval_s : 0.0);
     migrations.clear();
+    if (k > 0 && config_.drop_idle_vms) {
+      for (int vm = 0; vm < static_cast<int>(model.vms.size()); ++vm) {
+        Vm& v = model.vms[size_t(vm)];
+        if (v.host < 0 || v.requested_mips != 0) continue;
+        model.detach(v.host, vm);
+        v.host = -1;
+        ++m.vms_dropped_idle;
+      }
+    }
     if (k > 0) {
       for (auto& v : model.vms)
         if (v.host >= 0) v.push_history(v.utilization());
@@ -399,8 +413,15 @@ SimulationMetrics ClusterSimulator::run(ClusterModel& model) {
         migration_s_sum += mig.cost.total_s;
       }
       m.migrations += static_cast<long>(migrations.size());
+      if (std::getenv("MM_CLUSTER_TRACE"))
+        for (const auto& mig : migrations)
+          std::fprintf(stderr, "%d %d %d %d\n", k, mig.vm, mig.src, mig.dst);
     }
-    account_interval(model, k, migrations);
+    if ((k > 0 && k + 1 < config_.samples) || config_.account_edge_intervals) {
+      const double before = energy_ws_;
+      account_interval(model, k, migrations);
+      if (std::getenv("MM_CLUSTER_TRACE")) std::fprintf(stderr, "E %d %.2f\n", k, energy_ws_ - before);
+    }
     int active = 0;
     for (const auto& h : model.hosts) {
       const double u = std::min(h.allocated_mips() / h.total_mips, 1.0);

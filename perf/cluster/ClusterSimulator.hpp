@@ -29,6 +29,23 @@ enum class SlaAccounting {
 
 struct SimulationConfig {
   double interval_s = kSampleSeconds;
+  // CloudSim's datacenter takes its decisions at 300 k + 0.1 s (its first
+  // event is 0.1 s in), where the interpolated trace already leans 0.1 / 300
+  // towards the next sample: a VM at 0 % whose next sample is not 0 still
+  // has a demand, so its host is neither off nor skipped by consolidation.
+  // 0 (the default) decides on the samples themselves; 0.1 is CloudSim's.
+  double decision_offset_s = 0;
+  // CloudSim's PowerDatacenter removes for good every VM that is not
+  // migrating and requests 0 MIPS at an update (HostDynamicWorkload
+  // .getCompletedVms takes it for finished): with the offset above, a VM
+  // whose trace is 0 at a sample and at the next. True reproduces CloudSim's
+  // numbers; false keeps idle VMs, as a real data center does.
+  bool drop_idle_vms = false;
+  // CloudSim accounts neither the first interval (its first update, at
+  // 300.1 s, finds every host's previous utilization 0 and charges nothing
+  // from 0) nor the last (the next update would be past its 86400 s limit).
+  // True (the default) accounts every interval.
+  bool account_edge_intervals = true;
   int samples = kSamplesPerDay;
   SlaAccounting sla = SlaAccounting::cloudsim;
   bool keep_active_hosts_series = true;
@@ -49,6 +66,7 @@ struct SimulationMetrics {
   double mean_active_hosts = 0;
   int max_active_hosts = 0;
   int vms_not_placed = 0;  // initial placement failures (CloudSim drops them)
+  int vms_dropped_idle = 0;  // removed by drop_idle_vms
   double mean_migration_s = 0;
   double wall_s = 0;
   std::vector<int> active_hosts;  // per interval

@@ -27,8 +27,10 @@ std::optional<double> AdaptiveThresholdDetector::threshold(const ClusterModel& m
                                                            int host) const {
   std::array<double, kHistoryLength> buf{};
   const int n = model.host_history(host, buf);
-  const std::span<const double> h(buf.data(), size_t(n));
-  if (count_up_to_last_nonzero(h) < 12) return std::nullopt;
+  // PowerHostUtilizationHistory.getUtilizationHistory trims the zeros at the
+  // old end (MathUtil.trimZeroTail): the spread is of what is left.
+  const std::span<const double> h(buf.data(), size_t(count_up_to_last_nonzero({buf.data(), size_t(n)})));
+  if (h.size() < 12) return std::nullopt;
   const double spread =
       spread_ == Spread::iqr ? interquartile_range(h) : median_absolute_deviation(h);
   return 1 - safety_ * spread;
@@ -44,7 +46,8 @@ std::optional<double> LocalRegressionDetector::predicted(const ClusterModel& mod
                                                         int host) const {
   constexpr int kLength = 10;  // CloudSim: short enough to follow the latest values
   std::array<double, kHistoryLength> buf{};
-  const int n = model.host_history(host, buf);
+  // Trimmed of the zeros at the old end, as CloudSim's history is.
+  const int n = count_up_to_last_nonzero({buf.data(), size_t(model.host_history(host, buf))});
   if (n < kLength) return std::nullopt;
   std::array<double, kLength> oldest_first{};
   for (int i = 0; i < kLength; ++i) oldest_first[size_t(i)] = buf[size_t(kLength - 1 - i)];

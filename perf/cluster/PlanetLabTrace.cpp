@@ -44,7 +44,7 @@ VmTrace read_planetlab_file(const std::filesystem::path& file) {
   return trace;
 }
 
-std::vector<VmTrace> read_planetlab_day(const std::filesystem::path& folder) {
+std::vector<VmTrace> read_planetlab_day(const std::filesystem::path& folder, FileOrder order) {
   if (!std::filesystem::is_directory(folder))
     throw std::runtime_error("trace folder " + folder.string() + " is not a directory");
   std::vector<std::filesystem::path> files;
@@ -52,7 +52,7 @@ std::vector<VmTrace> read_planetlab_day(const std::filesystem::path& folder) {
     if (entry.is_regular_file() && entry.path().filename().string()[0] != '.' &&
         entry.path().filename() != "README.md")
       files.push_back(entry.path());
-  std::sort(files.begin(), files.end());
+  if (order == FileOrder::by_name) std::sort(files.begin(), files.end());
   if (files.empty()) throw std::runtime_error("trace folder " + folder.string() + " is empty");
   std::vector<VmTrace> traces;
   traces.reserve(files.size());

@@ -31,8 +31,11 @@ class TraceFormatError : public std::runtime_error {
 // range) or std::runtime_error (cannot open).
 VmTrace read_planetlab_file(const std::filesystem::path& file);
 
-// Every regular file of a day folder, sorted by file name (CloudSim takes
-// the directory listing order, which the file system decides).
-std::vector<VmTrace> read_planetlab_day(const std::filesystem::path& folder);
+// Every regular file of a day folder, sorted by file name, or in the order
+// the file system lists them (what CloudSim's File.listFiles gives, which
+// decides which trace gets which VM type; used to compare with CloudSim).
+enum class FileOrder { by_name, listing };
+std::vector<VmTrace> read_planetlab_day(const std::filesystem::path& folder,
+                                        FileOrder order = FileOrder::by_name);
 
 }  // namespace mm::cluster

@@ -28,6 +28,7 @@ nlohmann::json to_json(const SimulationMetrics& m, bool series) {
                       {"mean_active_hosts", m.mean_active_hosts},
                       {"max_active_hosts", m.max_active_hosts},
                       {"vms_not_placed", m.vms_not_placed},
+                      {"vms_dropped_idle", m.vms_dropped_idle},
                       {"mean_migration_s", m.mean_migration_s},
                       {"wall_s", m.wall_s}};
   if (series) j["active_hosts"] = m.active_hosts;
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
   uint64_t seed = 1;
   double link_gbps = 1;
   bool series = false, weighted = false, fit_only = false, ram_binds = false;
+  bool listing_order = false, cloudsim_clock = false;
   bool cloudsim_cpu = false;
   app.add_option("--traces", traces_root, "folder holding the day folders (planetlab/)")->required();
   app.add_option("--days", days, "comma-separated day folders, or 'all'");
@@ -84,6 +86,12 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "seed for sampling and RS");
   app.add_option("--sla", sla, "cloudsim or physical SLA accounting");
   app.add_flag("--weighted-regression", weighted, "LR/LRR with the paper's tricube weights");
+  app.add_flag("--listing-order", listing_order,
+               "take a day's files in the order the file system lists them (as CloudSim does) instead of by name");
+  app.add_flag("--cloudsim-clock", cloudsim_clock,
+               "CloudSim's clock: decide 0.1 s after each sample, remove for good a VM that "
+               "requests 0 MIPS then (CloudSim 3's getCompletedVms), account neither the first "
+               "nor the last interval; for the validation");
   app.add_flag("--ram-binds", ram_binds,
                "VMs keep their RAM and bandwidth after creation (CloudSim's example drops them)");
   app.add_flag("--series", series, "include active hosts per interval");
@@ -128,19 +136,23 @@ int main(int argc, char** argv) {
     SimulationConfig config;
     config.sla = sla == "physical" ? SlaAccounting::physical : SlaAccounting::cloudsim;
     config.keep_active_hosts_series = series;
+    config.drop_idle_vms = cloudsim_clock;
+    config.decision_offset_s = cloudsim_clock ? 0.1 : 0.0;
+    config.account_edge_intervals = !cloudsim_clock;
 
     // With --vms the days' traces form one pool to sample from.
+    const FileOrder order = listing_order ? FileOrder::listing : FileOrder::by_name;
     std::vector<std::pair<std::string, std::vector<VmTrace>>> workloads;
     if (vms > 0) {
       std::vector<VmTrace> pool;
       for (const auto& d : day_list) {
-        auto t = read_planetlab_day(std::filesystem::path(traces_root) / d);
+        auto t = read_planetlab_day(std::filesystem::path(traces_root) / d, order);
         pool.insert(pool.end(), std::make_move_iterator(t.begin()), std::make_move_iterator(t.end()));
       }
       workloads.emplace_back("sampled", std::move(pool));
     } else {
       for (const auto& d : day_list)
-        workloads.emplace_back(d, read_planetlab_day(std::filesystem::path(traces_root) / d));
+        workloads.emplace_back(d, read_planetlab_day(std::filesystem::path(traces_root) / d, order));
     }
     for (const auto& [day, traces] : workloads)
       for (const auto& cost : costs)
@@ -183,6 +195,8 @@ int main(int argc, char** argv) {
               j["cells"] = n_cells;
               j["sla_accounting"] = sla;
               j["ram_binds"] = ram_binds;
+              j["cloudsim_clock"] = cloudsim_clock;
+              j["file_order"] = listing_order ? "listing" : "name";
               if (auto* c = dynamic_cast<const CloudSimMigrationCost*>(cost.get())) {
                 j["time_factor"] = c->time_factor();
                 j["downtime_s"] = c->downtime_s();

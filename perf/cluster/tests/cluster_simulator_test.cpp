@@ -196,3 +196,53 @@ TEST(ClusterSimulator, IndependentCellsCombineIntoTheSumsAndTheirRatios) {
   EXPECT_NEAR(both.mean_active_hosts, 2 * one.mean_active_hosts, 1e-9);
   EXPECT_EQ(both.active_hosts[5], 2 * one.active_hosts[5]);
 }
+
+TEST(ClusterSimulator, CloudSimClockDecidesJustAfterTheSampleAndDropsIdleVms) {
+  TraceHolder t;
+  // VM 0 idles at samples 1 and 2; VM 1 is 0 at sample 1 only, busy after.
+  auto build = [&] {
+    auto m = cluster_with_hosts({1, 1, 1});
+    m.add_vm(3, t.series({20, 0, 0, 20}));
+    m.add_vm(3, t.series({20, 0, 40}));
+    m.add_vm(3, t.constant(20));
+    return m;
+  };
+  // The interpolated demand: 0.1 s of 300 towards the next sample.
+  auto m = build();
+  m.set_demands(1, 0.1 / 300);
+  EXPECT_DOUBLE_EQ(m.vms[0].requested_mips, 0);
+  EXPECT_NEAR(m.vms[1].requested_mips, 500 * 0.40 * 0.1 / 300, 1e-12);
+
+  auto cost = std::make_shared<CloudSimMigrationCost>();
+  auto run = [&](bool cloudsim_clock) {
+    SimulationConfig c;
+    c.drop_idle_vms = cloudsim_clock;
+    c.decision_offset_s = cloudsim_clock ? 0.1 : 0;
+    c.account_edge_intervals = !cloudsim_clock;
+    ClusterSimulator sim(c, make_detector("thr", 0.8, cost), make_selector("mmt"), cost);
+    auto model = build();
+    auto r = sim.run(model);
+    return std::make_pair(r, model);
+  };
+  const auto [plain, plain_model] = run(false);
+  const auto [cs, cs_model] = run(true);
+  EXPECT_EQ(plain.vms_dropped_idle, 0);
+  for (const auto& v : plain_model.vms) EXPECT_GE(v.host, 0);
+  // Only VM 0 (0 at sample 1 and 2) is gone, at the first decision, for good.
+  EXPECT_EQ(cs.vms_dropped_idle, 1);
+  EXPECT_EQ(cs_model.vms[0].host, -1);
+  EXPECT_GE(cs_model.vms[1].host, 0);
+  EXPECT_GE(cs_model.vms[2].host, 0);
+  // A VM that is gone uses no energy afterwards: less than with it kept.
+  EXPECT_LT(cs.energy_kwh, plain.energy_kwh);
+  // Without the first and the last interval: exactly their host time less.
+  SimulationConfig c;
+  c.account_edge_intervals = false;
+  ClusterSimulator sim(c, make_detector("thr", 0.8, cost), make_selector("mmt"), cost);
+  auto model = build();
+  const auto short_run = sim.run(model);
+  ASSERT_GT(plain.active_hosts.back(), 0);
+  EXPECT_NEAR(plain.active_host_s - short_run.active_host_s,
+              (plain.active_hosts.front() + plain.active_hosts.back()) * kSampleSeconds, 1e-6);
+  EXPECT_LT(short_run.energy_kwh, plain.energy_kwh);
+}

@@ -60,6 +60,15 @@ TEST(OverloadDetector, AdaptiveThresholdsNeedTwelveSamplesThenUseTheSpread) {
   std::vector<double> zeros(5, 0.0);
   for (int i = 0; i < 11; ++i) zeros.push_back(0.5);
   EXPECT_FALSE(iqr.threshold(host_with_history(t, zeros), 0));
+  // Zeros at the old end are not part of the spread either (CloudSim's
+  // trimZeroTail): 12 samples alternating, then 6 older zeros, give the same
+  // threshold as the 12 alone (with the zeros the quartiles would differ).
+  std::vector<double> padded(6, 0.0);
+  padded.insert(padded.end(), alt.begin(), alt.end());
+  const auto thr_padded = iqr.threshold(host_with_history(t, padded), 0);
+  ASSERT_TRUE(thr_padded);
+  EXPECT_NEAR(*thr_padded, *thr, 1e-12);
+  EXPECT_NEAR(*mad.threshold(host_with_history(t, padded), 0), *mad.threshold(m2, 0), 1e-12);
 }
 
 TEST(OverloadDetector, LocalRegressionForecastsOneMigrationAhead) {
@@ -85,4 +94,8 @@ TEST(OverloadDetector, LocalRegressionForecastsOneMigrationAhead) {
   EXPECT_FALSE(lr.predicted(m9, 0));
   LocalRegressionDetector lrr(true, 1.2, 300, no_time);
   EXPECT_FALSE(lrr.is_overloaded(m9, 0));
+  // Nine samples after an old zero: still too short once the zero is trimmed.
+  std::vector<double> zero_then_nine{0.0};
+  zero_then_nine.insert(zero_then_nine.end(), rising.begin(), rising.end());
+  EXPECT_FALSE(lr.predicted(host_with_history(t, zero_then_nine), 0));
 }

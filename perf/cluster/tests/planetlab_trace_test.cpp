@@ -64,3 +64,18 @@ TEST(PlanetLabTrace, RefusesMalformedFilesNamingFileAndLine) {
                TraceFormatError);
   EXPECT_THROW(read_planetlab_file("/nonexistent/trace"), std::runtime_error);
 }
+
+TEST(PlanetLabTrace, ListingOrderIsTheFileSystemsOrderOfTheSameFiles) {
+  const auto by_name = read_planetlab_day(MM_CLUSTER_TRACE_DIR);
+  const auto listed = read_planetlab_day(MM_CLUSTER_TRACE_DIR, FileOrder::listing);
+  ASSERT_EQ(listed.size(), by_name.size());
+  std::vector<std::string> want;
+  for (const auto& e : std::filesystem::directory_iterator(MM_CLUSTER_TRACE_DIR))
+    if (e.path().filename() != "README.md") want.push_back(e.path().filename().string());
+  for (size_t i = 0; i < listed.size(); ++i) EXPECT_EQ(listed[i].name, want[i]);
+  std::vector<std::string> a, b;
+  for (const auto& t : listed) a.push_back(t.name);
+  for (const auto& t : by_name) b.push_back(t.name);
+  std::sort(a.begin(), a.end());
+  EXPECT_EQ(a, b);
+}

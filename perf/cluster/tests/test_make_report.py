@@ -24,6 +24,27 @@ def run_row(group, det, param, tf, slav, util, slatah=0.04, day="20110303", **ex
     return row
 
 
+class CloudSimComparison(unittest.TestCase):
+    def test_differences_and_a_reason_above_five_percent(self):
+        with tempfile.TemporaryDirectory() as d:
+            json.dump({"day": "20110303", "runs": [
+                {"detector": "thr", "selector": "mmt", "parameter": 0.8, "energy_kwh": 200.0,
+                 "migrations": 1000, "slatah": 0.05, "slav": 4e-5}]},
+                open(os.path.join(d, "cloudsim-reference.json"), "w"))
+            ours = [run_row("validation-cloudsim", "thr", 0.8, 1, 4.1e-5, 0.3, slatah=0.05,
+                            energy_kwh=220.0, migrations=1020)]
+            rows = {r[1]: r for r in mr.cloudsim_comparison(d, ours)}
+            self.assertAlmostEqual(rows["energy_kwh"][4], 10.0)
+            self.assertTrue(rows["energy_kwh"][5])  # above 5 %: a reason
+            self.assertAlmostEqual(rows["migrations"][4], 2.0)
+            self.assertEqual(rows["migrations"][5], "")
+            self.assertAlmostEqual(rows["pdm"][2], 4e-5 / 0.05)  # derived from SLAV / SLATAH
+            self.assertTrue(os.path.exists(os.path.join(d, "validation-cloudsim.csv")))
+            # No reference file: no rows.
+            os.remove(os.path.join(d, "cloudsim-reference.json"))
+            self.assertEqual(mr.cloudsim_comparison(d, ours), [])
+
+
 class BestUnderBudget(unittest.TestCase):
     def test_takes_the_most_utilized_parameter_within_budget(self):
         rows = [run_row("x", "thr", 0.8, 1, 2e-5, 0.30), run_row("x", "thr", 0.9, 1, 3e-5, 0.33),
