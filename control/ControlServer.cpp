@@ -277,7 +277,8 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     return {{"port", id_.port_stats ? id_.port_stats() : json::object()},
             {"queues", id_.queue_stats ? id_.queue_stats() : json::array()},
             {"peer", {{"auth_failures", peer_server_ ? peer_server_->auth_failures() : 0},
-                      {"sessions_accepted", peer_server_ ? peer_server_->sessions_accepted() : 0}}},
+                      {"sessions_accepted", peer_server_ ? peer_server_->sessions_accepted() : 0},
+                      {"encrypt_refusals", encrypt_refusals_.load()}}},
             {"engine", sum_json(workers)},
             {"workers", workers},
             {"port-description", id_.port_description}};
@@ -313,7 +314,7 @@ json ControlServer::session_json(const engine::SessionInfo& info) {
 
 json ControlServer::migrate(const json& args) {
   no_other_args(args, {"session", "peer", "src-qmp", "dst-qmp", "dst-incoming", "listen", "max-bandwidth",
-                       "downtime-limit", "postcopy-after", "multifd-channels", "pages"});
+                       "downtime-limit", "postcopy-after", "multifd-channels", "pages", "encrypt"});
   const uint32_t id = session_arg(args);
   const std::string peer = string_arg(args, "peer");
   const bool has_src_qmp = args.contains("src-qmp");
@@ -345,6 +346,12 @@ json ControlServer::migrate(const json& args) {
   if (id_.key.empty()) {
     throw CommandError("AuthError", "this daemon has no pre-shared key (--key-file): it cannot authenticate to a peer");
   }
+  bool encrypt = id_.encrypt;
+  if (args.contains("encrypt")) {
+    const std::string e = string_arg(args, "encrypt");
+    if (e != "required" && e != "off") throw CommandError("InvalidParameter", "'encrypt' must be 'required' or 'off'");
+    encrypt = e == "required";
+  }
   if (migrations_.count(id) && !migrations_[id].done) {
     throw CommandError("InvalidParameter", "session " + std::to_string(id) + " is already migrating");
   }
@@ -362,6 +369,7 @@ json ControlServer::migrate(const json& args) {
                 {"postcopy", postcopy_after > 0},
                 {"multifd-channels", multifd},
                 {"pages", to_json(policy)},
+                {"encrypt", encrypt ? "required" : "off"},
                 {"fabric", {{"ip", id_.caps.ip}, {"mac", id_.caps.mac}, {"udp_port", id_.caps.udp_port},
                             {"queues", id_.caps.queues}}}};
   if (args.contains("dst-qmp")) offer["dst-qmp"] = string_arg(args, "dst-qmp");
@@ -373,13 +381,26 @@ json ControlServer::migrate(const json& args) {
     throw CommandError(e.error_class(), e.what());
   }
   const json fab = r.accept.value("fabric", json::object());
+  // The destination said yes to what we asked, or the session does not
+  // start: a reply without the same "encrypt" is not taken as consent.
+  const std::string agreed = r.accept.contains("encrypt") && r.accept["encrypt"].is_string()
+                                 ? r.accept["encrypt"].get<std::string>() : "off";
+  if (agreed != (encrypt ? "required" : "off")) {
+    encrypt_refusals_.fetch_add(1, std::memory_order_relaxed);
+    throw CommandError("PeerError", std::string("the destination answered encrypt '") + agreed + "' to an offer of '" +
+                                        (encrypt ? "required" : "off") + "'");
+  }
   engine::SessionParams p;
   p.id = id;
   p.role = engine::Role::source;
   p.qemu_uri = listen;
   p.max_bandwidth = max_bw;
   p.pages = policy;
-  p.auth = derive_auth_secret(r.session_key);
+  if (encrypt) {
+    p.keys = derive_session_keys(r.session_key, true);
+  } else {
+    p.auth = derive_auth_secret(r.session_key);
+  }
   try {
     p.peer.ip = parse_ipv4(fab.value("ip", ""));
     p.peer.mac = parse_mac(fab.value("mac", ""));
@@ -436,6 +457,15 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
                                    "(NIC profile [offload] compressdev)");
     }
   }
+  // Both sides' --encrypt must agree (an offer without the member is from
+  // a peer that does not encrypt): refused, never silently followed.
+  const std::string asked = offer.contains("encrypt") && offer["encrypt"].is_string()
+                                ? offer["encrypt"].get<std::string>() : "off";
+  const std::string ours = id_.encrypt ? "required" : "off";
+  if (asked != ours) {
+    encrypt_refusals_.fetch_add(1, std::memory_order_relaxed);
+    throw PeerError("PeerError", "the source offers encrypt '" + asked + "', this destination has --encrypt " + ours);
+  }
   const uint32_t id = uint32_t(id64);
   const json fab = offer.value("fabric", json::object());
   std::string uri;
@@ -455,7 +485,11 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     p.id = id;
     p.role = engine::Role::destination;
     p.qemu_uri = uri;
-    p.auth = derive_auth_secret(session_key);
+    if (id_.encrypt) {
+      p.keys = derive_session_keys(session_key, false);
+    } else {
+      p.auth = derive_auth_secret(session_key);
+    }
     // Answers go to the source's worker that owns the session.
     const uint16_t src_queues = std::max<uint16_t>(1, fab.value("queues", uint16_t(1)));
     p.peer_udp_port = uint16_t(fab.value("udp_port", id_.udp_base_port) + id % src_queues);
@@ -481,6 +515,7 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
   }
   return {{"session", id},
           {"incoming-uri", uri},
+          {"encrypt", ours},
           {"fabric", {{"ip", id_.caps.ip}, {"mac", id_.caps.mac}, {"udp_port", id_.caps.udp_port},
                       {"queues", id_.caps.queues}}}};
 }
@@ -584,6 +619,7 @@ std::string ControlServer::metrics_text() {
     emit(out, "memmotion_peer_auth_failures_total", "", peer_server_->auth_failures(), typed);
     emit(out, "memmotion_peer_sessions_accepted_total", "", peer_server_->sessions_accepted(), typed);
   }
+  emit(out, "memmotion_peer_encrypt_refusals_total", "", encrypt_refusals_.load(), typed);
   for (engine::Engine* e : engines_) {
     auto infos = std::make_shared<std::vector<engine::SessionInfo>>();
     try {

@@ -43,6 +43,10 @@ struct DaemonIdentity {
   std::string metrics_listen;  // ip:port of the Prometheus endpoint ("" = none)
   std::string run_dir;      // where per-session sockets go
   std::string compressdev;  // compressdev for DEFLATE pages ("" = none)
+  // --encrypt: sessions negotiated over the peer channel are AES-256-GCM
+  // encrypted ("required", the default) or not ("off"); a peer that asks
+  // for the other is refused, never silently followed.
+  bool encrypt = true;
 };
 
 class ControlServer {
@@ -99,6 +103,9 @@ class ControlServer {
   int listen_fd_ = -1;
   int metrics_fd_ = -1;
   std::unique_ptr<PeerServer> peer_server_;
+  // Peer-channel offers refused because the two sides' --encrypt differed
+  // (written by the peer thread and the control thread).
+  std::atomic<uint64_t> encrypt_refusals_{0};
   std::map<uint32_t, Migration> migrations_;
   uint64_t last_tick_ns_ = 0;
   int epoll_fd_ = -1;

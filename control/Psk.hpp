@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dataplane/wire/AuthTag.hpp"
+#include "dataplane/wire/PacketCipher.hpp"
 
 namespace mm::control {
 
@@ -28,5 +29,15 @@ bool equal_secret(const std::string& a, const std::string& b);
 // HMAC-SHA256 counter-mode expansion of a session key into the MMP auth
 // secret.
 wire::AuthSecret derive_auth_secret(const Bytes& session_key);
+
+// HKDF-SHA256 (RFC 5869) of `secret` (`salt` may be empty) into `n` bytes
+// for `info`.
+Bytes hkdf_sha256(const Bytes& secret, const std::string& salt, const std::string& info, size_t n);
+
+// The AES-256-GCM keys of an encrypted session (dataplane/wire/MMP.md
+// "Encryption"): one per direction, HKDF-SHA256 of the session key; the
+// source sends with the source-to-destination key, the destination with
+// the other.
+wire::SessionKeys derive_session_keys(const Bytes& session_key, bool source);
 
 }  // namespace mm::control

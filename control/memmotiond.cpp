@@ -65,6 +65,7 @@ struct Settings {
   std::string control = "/run/memmotion/control.sock";
   std::string name = "memmotiond";
   std::string key_file, peer_listen, metrics, run_dir;
+  std::string encrypt = "required";
 };
 
 void load_config(const std::string& path, Settings& s) {
@@ -88,6 +89,7 @@ void load_config(const std::string& path, Settings& s) {
     else if (k == "peer_listen") s.peer_listen = str();
     else if (k == "metrics") s.metrics = str();
     else if (k == "run_dir") s.run_dir = str();
+    else if (k == "encrypt") s.encrypt = str();
     else if (k == "udp_port") {
       if (!v.is_integer()) throw std::invalid_argument(path + ": udp_port: must be an integer");
       s.udp_port = int(v.as_integer());
@@ -99,7 +101,7 @@ void load_config(const std::string& path, Settings& s) {
       }
     } else {
       throw std::invalid_argument(path + ": " + k + ": unknown key (known: profile, ip, udp_port, control, "
-                                  "name, key_file, peer_listen, metrics, run_dir, set)");
+                                  "name, key_file, peer_listen, metrics, run_dir, encrypt, set)");
     }
   }
 }
@@ -116,7 +118,7 @@ int main(int argc, char** argv) {
   CLI::App app{"memmotiond: the MemoryMotion migration dataplane"};
   Settings cfg;
   std::string config_path, profile_name, ip_text, control_path, name, key_file, peer_listen, metrics,
-      run_dir;
+      run_dir, encrypt;
   std::vector<std::string> sets;
   int udp_port = -1;
   app.add_option("--config", config_path, "TOML settings file (command-line options override it)");
@@ -130,6 +132,8 @@ int main(int argc, char** argv) {
   app.add_option("--peer-listen", peer_listen, "ip:port where peers reach this daemon");
   app.add_option("--metrics", metrics, "ip:port of the Prometheus endpoint (e.g. 127.0.0.1:9470)");
   app.add_option("--run-dir", run_dir, "directory for per-session sockets (default: the control socket's)");
+  app.add_option("--encrypt", encrypt, "AES-256-GCM for sessions negotiated over the peer channel: required "
+                                       "(default) or off; a peer with the other setting is refused");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -150,6 +154,10 @@ int main(int argc, char** argv) {
     if (!peer_listen.empty()) cfg.peer_listen = peer_listen;
     if (!metrics.empty()) cfg.metrics = metrics;
     if (!run_dir.empty()) cfg.run_dir = run_dir;
+    if (!encrypt.empty()) cfg.encrypt = encrypt;
+    if (cfg.encrypt != "required" && cfg.encrypt != "off") {
+      throw std::invalid_argument("--encrypt must be 'required' or 'off', not '" + cfg.encrypt + "'");
+    }
     if (cfg.run_dir.empty()) cfg.run_dir = std::filesystem::path(cfg.control).parent_path().string();
     for (const auto& s : sets) {
       const auto eq = s.find('=');
@@ -272,6 +280,7 @@ int main(int argc, char** argv) {
       id.peer_listen = cfg.peer_listen;
       id.metrics_listen = cfg.metrics;
       id.run_dir = cfg.run_dir;
+      id.encrypt = cfg.encrypt == "required";
       mm::control::ControlServer server(control_path, engine_ptrs, id);
       for (size_t w = 0; w < engines.size(); ++w) {
         rte_eal_remote_launch(worker_main, engines[w].get(), lcores[w]);

@@ -109,11 +109,19 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
   info_.qemu_uri = p.qemu_uri;
   info_.created_ns = now;
   qemu_path_ = qemu::unix_path_from_uri(p.qemu_uri);
-  conn_ = std::make_unique<transport::Connection>(cfg, p.id, kStreams, kMaxMessage, now);
+  // An encrypted session's packets carry the GCM tag after their payload.
+  transport::TransportConfig conn_cfg = cfg;
+  if (p.keys) conn_cfg.max_payload -= uint32_t(wire::kTagSize);
+  conn_ = std::make_unique<transport::Connection>(conn_cfg, p.id, kStreams, kMaxMessage, now);
   conn_->set_max_bandwidth(p.max_bandwidth);
   info_.max_bandwidth = p.max_bandwidth;
-  if (p.auth) conn_->set_auth(*p.auth);
-  info_.authenticated = p.auth.has_value();
+  if (p.keys) {
+    conn_->set_cipher(*p.keys);
+  } else if (p.auth) {
+    conn_->set_auth(*p.auth);
+  }
+  info_.authenticated = p.auth.has_value() || p.keys.has_value();
+  info_.encrypted = p.keys.has_value();
   if (p.role == Role::source) {
     listener_ = qemu::UnixListener(qemu_path_);
     conn_->set_peer(p.peer);
