@@ -132,9 +132,10 @@ ControlServer::ControlServer(const std::string& path, std::vector<engine::Engine
     ev.data.fd = metrics_fd_;
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, metrics_fd_, &ev);
   }
+  if (!id_.peer_creds.empty()) peer_client_tls_ = std::make_unique<TlsContext>(id_.peer_creds, false);
   if (!id_.peer_listen.empty()) {
     peer_server_ = std::make_unique<PeerServer>(
-        id_.peer_listen, id_.key, id_.caps,
+        id_.peer_listen, id_.peer_creds, id_.caps,
         [this](const json& offer, const Bytes& key) { return accept_offer(offer, key); });
   }
 }
@@ -276,7 +277,11 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     for (engine::Engine* e : engines_) workers.push_back(to_json(e->stats()));
     return {{"port", id_.port_stats ? id_.port_stats() : json::object()},
             {"queues", id_.queue_stats ? id_.queue_stats() : json::array()},
-            {"peer", {{"auth_failures", peer_server_ ? peer_server_->auth_failures() : 0},
+            {"peer", {{"auth", id_.peer_creds.empty() ? "none" : id_.peer_creds.describe()},
+                      {"auth_failures", peer_server_ ? peer_server_->auth_failures() : 0},
+                      {"timeouts", peer_server_ ? peer_server_->timeouts() : 0},
+                      {"busy_refusals", peer_server_ ? peer_server_->busy_refusals() : 0},
+                      {"handshakes", peer_server_ ? peer_server_->handshakes_done() : 0},
                       {"sessions_accepted", peer_server_ ? peer_server_->sessions_accepted() : 0},
                       {"encrypt_refusals", encrypt_refusals_.load()}}},
             {"engine", sum_json(workers)},
@@ -343,8 +348,9 @@ json ControlServer::migrate(const json& args) {
   if (multifd > 0 && postcopy_after > 0) {
     throw CommandError("InvalidParameter", "multifd-channels and postcopy-after cannot be combined (QEMU 7.2)");
   }
-  if (id_.key.empty()) {
-    throw CommandError("AuthError", "this daemon has no pre-shared key (--key-file): it cannot authenticate to a peer");
+  if (!peer_client_tls_) {
+    throw CommandError("AuthError", "this daemon has no pre-shared key (--key-file) or certificates (--x509-dir): "
+                                    "it cannot authenticate to a peer");
   }
   bool encrypt = id_.encrypt;
   if (args.contains("encrypt")) {
@@ -376,7 +382,7 @@ json ControlServer::migrate(const json& args) {
   if (args.contains("dst-incoming")) offer["dst-incoming"] = string_arg(args, "dst-incoming");
   OfferResult r;
   try {
-    r = offer_session(peer, id_.key, id_.caps, offer);
+    r = offer_session(peer, *peer_client_tls_, id_.caps, offer);
   } catch (const PeerError& e) {
     throw CommandError(e.error_class(), e.what());
   }
@@ -618,6 +624,9 @@ std::string ControlServer::metrics_text() {
   if (peer_server_) {
     emit(out, "memmotion_peer_auth_failures_total", "", peer_server_->auth_failures(), typed);
     emit(out, "memmotion_peer_sessions_accepted_total", "", peer_server_->sessions_accepted(), typed);
+    emit(out, "memmotion_peer_timeouts_total", "", peer_server_->timeouts(), typed);
+    emit(out, "memmotion_peer_busy_refusals_total", "", peer_server_->busy_refusals(), typed);
+    emit(out, "memmotion_peer_handshakes_total", "", peer_server_->handshakes_done(), typed);
   }
   emit(out, "memmotion_peer_encrypt_refusals_total", "", encrypt_refusals_.load(), typed);
   for (engine::Engine* e : engines_) {

@@ -1,10 +1,8 @@
 #include "control/Psk.hpp"
 
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/kdf.h>
-#include <openssl/rand.h>
 #include <sys/stat.h>
 
 #include <fstream>
@@ -52,16 +50,6 @@ std::string to_hex(const Bytes& b) {
     s += d[x & 15];
   }
   return s;
-}
-
-Bytes random_bytes(size_t n) {
-  Bytes b(n);
-  if (RAND_bytes(b.data(), int(n)) != 1) throw std::runtime_error("RAND_bytes failed");
-  return b;
-}
-
-bool equal_secret(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 wire::AuthSecret derive_auth_secret(const Bytes& session_key) {

@@ -1,6 +1,7 @@
-// Pre-shared key for the peer channel: loading it safely, HMAC-SHA256
-// proofs for the mutual challenge-response, nonces, and the per-session
-// secrets (MMP auth tags) derived from it. OpenSSL underneath.
+// Pre-shared key for the peer channel: loading it safely, HKDF and HMAC,
+// and the per-session secrets MMP derives from the session key the peer
+// channel's TLS exports (AES-256-GCM keys, or the keyed-XXH3 tag secret).
+// OpenSSL underneath.
 #pragma once
 
 #include <array>
@@ -22,9 +23,6 @@ Bytes load_key_file(const std::string& path);
 
 Bytes hmac_sha256(const Bytes& key, const std::string& data);
 std::string to_hex(const Bytes& b);
-Bytes random_bytes(size_t n);
-// Compares in constant time (proofs must not leak through timing).
-bool equal_secret(const std::string& a, const std::string& b);
 
 // HMAC-SHA256 counter-mode expansion of a session key into the MMP auth
 // secret.

@@ -258,7 +258,6 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
         batch[i] = TxDatagram{&to, src_port, header(seq), uint32_t(wire::kHeaderSize), out, s.len + tag_bytes_,
                               own_frames ? frames[i].handle : nullptr, own_frames};
       }
-      if (own_frames) stats_.sealed_in_frame += n;
     } else {
       for (uint32_t i = 0; i < n; ++i) {
         const uint32_t seq = seqs[i];
@@ -269,7 +268,10 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
       }
     }
     const uint32_t sent = port.tx_burst({batch, n});
-    if (own_frames && sent < n) port.free_tx_buffers({frames + sent, n - sent});
+    if (own_frames) {
+      stats_.sealed_in_frame += sent;
+      if (sent < n) port.free_tx_buffers({frames + sent, n - sent});  // not taken: still ours
+    }
     return sent;
   };
   auto mark_sent = [&](uint32_t seq) {

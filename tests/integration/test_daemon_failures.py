@@ -258,30 +258,39 @@ sys.stdout.buffer.write(pickle.dumps(frames))
 """
 
 
+def captured_session(f: Fabric):
+    """Runs session 31 (8 MiB, source to destination) while capturing its
+    first 40 DATA frames on the source's veth; returns the destination's
+    session at the end, the frames and the two stand-in QEMUs."""
+    from streampeers import DestinationPeer, connect_source
+    sniff = subprocess.Popen(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", SNIFFER,
+                              f.src.iface], stdout=subprocess.PIPE)
+    time.sleep(0.5)
+    dest = DestinationPeer(str(f.workdir / "d.sock"), seed=3, send_bytes=1 << 16)
+    f.start_session(31, f"unix:{f.workdir}/s.sock", f"unix:{f.workdir}/d.sock")
+    src = connect_source(str(f.workdir / "s.sock"), seed=4, send_bytes=8 << 20)
+    s1 = f.dst_daemon.wait_session(31, 60)
+    frames = pickle.loads(sniff.communicate(timeout=60)[0])
+    src.join(10)
+    check(s1["state"] == "completed" and len(frames) == 40, f"a session ran and {len(frames)} DATA frames were captured")
+    return s1, frames, src, dest
+
+
+def inject(f: Fabric, frames: list[bytes]) -> None:
+    """Sends raw Ethernet frames from the source host's veth."""
+    code = ("import socket,sys,pickle\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
+            f"s.bind(('{f.src.iface}',0))\n"
+            "for fr in pickle.loads(sys.stdin.buffer.read()): s.send(fr)\n")
+    subprocess.run(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", code],
+                   input=pickle.dumps(frames), check=True, timeout=30)
+    time.sleep(0.5)
+
+
 def case_replay(build: Path) -> None:
     print("replay:")
-    from streampeers import DestinationPeer, connect_source
     with Fabric(build, "af_packet-veth") as f:
-        sniff = subprocess.Popen(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", SNIFFER,
-                                  f.src.iface], stdout=subprocess.PIPE)
-        time.sleep(0.5)
-        dest = DestinationPeer(str(f.workdir / "d.sock"), seed=3, send_bytes=1 << 16)
-        f.start_session(31, f"unix:{f.workdir}/s.sock", f"unix:{f.workdir}/d.sock")
-        src = connect_source(str(f.workdir / "s.sock"), seed=4, send_bytes=8 << 20)
-        s1 = f.dst_daemon.wait_session(31, 60)
-        frames = pickle.loads(sniff.communicate(timeout=60)[0])
-        src.join(10)
-        check(s1["state"] == "completed" and len(frames) == 40, f"a session ran and {len(frames)} DATA frames were captured")
-
-        def replay() -> None:
-            code = ("import socket,sys,pickle\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
-                    f"s.bind(('{f.src.iface}',0))\n"
-                    "for fr in pickle.loads(sys.stdin.buffer.read()): s.send(fr)\n")
-            subprocess.run(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", code],
-                           input=pickle.dumps(frames), check=True, timeout=30)
-            time.sleep(0.5)
-
-        replay()  # while the session lingers, its transport sees old sequence numbers
+        s1, frames, src, dest = captured_session(f)
+        inject(f, frames)  # while the session lingers, its transport sees old sequence numbers
         s2 = f.dst_daemon.session(31)
         dup = s2["counters"]["duplicates_rx"] - s1["counters"]["duplicates_rx"]
         check(dup == len(frames), f"replayed DATA counted as duplicates: {dup} of {len(frames)}")
@@ -289,7 +298,7 @@ def case_replay(build: Path) -> None:
               "nothing replayed reached QEMU")
         time.sleep(6)  # past the linger: the session's transport is gone
         late0 = f.dst_daemon.stats()["engine"]["rx_late"]
-        replay()
+        inject(f, frames)
         late = f.dst_daemon.stats()["engine"]["rx_late"] - late0
         check(late == len(frames), f"replayed after the session ended counted as late: {late}")
         src.close()
@@ -298,19 +307,10 @@ def case_replay(build: Path) -> None:
 
 def case_encrypted(build: Path) -> None:
     print("encrypted:")
-    from streampeers import QEMU_MAGIC, DestinationPeer, connect_source, pattern
+    from streampeers import QEMU_MAGIC, pattern
     with Fabric(build, "af_packet-veth", peer_channel="required") as f:
-        sniff = subprocess.Popen(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", SNIFFER,
-                                  f.src.iface], stdout=subprocess.PIPE)
-        time.sleep(0.5)
-        dest = DestinationPeer(str(f.workdir / "d.sock"), seed=3, send_bytes=1 << 16)
-        f.start_session(31, f"unix:{f.workdir}/s.sock", f"unix:{f.workdir}/d.sock")
-        src = connect_source(str(f.workdir / "s.sock"), seed=4, send_bytes=8 << 20)
-        s1 = f.dst_daemon.wait_session(31, 60)
-        frames = pickle.loads(sniff.communicate(timeout=60)[0])
-        src.join(10)
+        s1, frames, src, dest = captured_session(f)
         ss = f.src_daemon.session(31)
-        check(s1["state"] == "completed" and len(frames) == 40, f"a session ran and {len(frames)} DATA frames were captured")
         check(s1["encrypted"] and ss["encrypted"], f"both sides encrypted: {ss['encrypted']} / {s1['encrypted']}")
         check(dest.pump is not None and dest.pump.received == 8 << 20, "every byte arrived")
         check(ss["counters"]["sealed_in_frame_tx"] > 0, "the source sealed transmissions straight into port frames")
@@ -324,14 +324,6 @@ def case_encrypted(build: Path) -> None:
               f"no captured frame carries the stream in the clear ({len(clear)} of {len(long_frames)} do)")
         eng0 = f.dst_daemon.stats()["engine"]
 
-        def inject(raw: list[bytes]) -> None:
-            code = ("import socket,sys,pickle\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
-                    f"s.bind(('{f.src.iface}',0))\n"
-                    "for fr in pickle.loads(sys.stdin.buffer.read()): s.send(fr)\n")
-            subprocess.run(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", code],
-                           input=pickle.dumps(raw), check=True, timeout=30)
-            time.sleep(0.5)
-
         def resealed(fr: bytes, tx: int, flip: int | None) -> bytes:
             """The frame with another transmission number (and a flipped
             ciphertext byte), its CRC made right again: only GCM can tell."""
@@ -343,11 +335,11 @@ def case_encrypted(build: Path) -> None:
             b[42 + 28:42 + 32] = struct.pack(">I", crc32c(bytes(b[42:])))
             return bytes(b)
 
-        inject(frames)  # while the session lingers
-        forged = [resealed(frames[5], 0x7FFFFF00, None), resealed(frames[6], 0x7FFFFF01, 130),
+        inject(f, frames)  # while the session lingers
+        forged = [resealed(long_frames[0], 0x7FFFFF00, None), resealed(long_frames[1], 0x7FFFFF01, 130),
                   frame(f.dst.mac, f.src.mac, "10.77.1.1", "10.77.1.2", 7470,
                         mmp(31, bytes(64), auth=0x7FFFFF02))]
-        inject(forged)
+        inject(f, forged)
         eng1 = f.dst_daemon.stats()["engine"]
         s2 = f.dst_daemon.session(31)
         replayed = eng1["rx_replayed"] - eng0["rx_replayed"]
