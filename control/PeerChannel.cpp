@@ -127,11 +127,14 @@ OfferResult offer_session(const std::string& peer, const TlsContext& tls, const 
     // Every step has timeout_ms (the destination's answer to the offer may
     // wait for its QEMU).
     const auto step = [&] { io->set_deadline(TlsLines::Clock::now() + std::chrono::milliseconds(timeout_ms)); };
-    io->write({{"type", "hello"}, {"caps", ours.to_json()}});
-    step();
+    // The destination speaks first inside TLS: a certificate it refused
+    // shows as an alert on this first read (TLS 1.3 ends the client's
+    // handshake before the server checked it).
     const json hello = io->read();
     raise_if_error(hello);
     check_compatible(ours, hello.value("caps", json::object()), true);
+    step();
+    io->write({{"type", "hello"}, {"caps", ours.to_json()}});
     json msg = offer;
     msg["type"] = "session-offer";
     step();
@@ -223,10 +226,10 @@ void PeerServer::serve(int fd) {
   try {
     io = std::make_unique<TlsLines>(*tls_, fd, true, deadline());
     ++handshakes_;
+    io->write({{"type", "hello"}, {"caps", ours_.to_json()}});
     const json hello = io->read();
     if (hello.value("type", "") != "hello") throw PeerError("PeerError", "expected hello");
     check_compatible(ours_, hello.value("caps", json::object()), false);
-    io->write({{"type", "hello"}, {"caps", ours_.to_json()}});
     const json offer = io->read();
     if (offer.value("type", "") != "session-offer" || !offer.contains("session")) {
       throw PeerError("PeerError", "expected a session offer");
@@ -238,9 +241,9 @@ void PeerServer::serve(int fd) {
       reply = handler_(offer, key);
     }
     reply["type"] = "session-accept";
+    ++accepted_;
     io->set_deadline(deadline());
     io->write(reply);
-    ++accepted_;
   } catch (const TlsAuthError&) {
     ++auth_failures_;  // the TLS alert told the other side
   } catch (const TlsTimeout&) {
