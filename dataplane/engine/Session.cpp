@@ -308,6 +308,9 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
         state_changed_ = true;
       }
     }
+    if (!is_terminal(info_.state) && conn_->nonces_exhausted()) {
+      fail(now, "the session used up its AES-GCM nonces (2^32 transmissions on a stream); a new session gets new keys");
+    }
     const bool liveness_applies = info_.role == Role::source || heard_from_peer_;
     if (!is_terminal(info_.state) && liveness_applies && conn_->peer_silent(now)) {
       fail(now, "no packet from the peer " + info_.peer + " for " +

@@ -152,7 +152,10 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
     auto hdr = std::span<uint8_t, wire::kHeaderSize>(ctl[n].data(), wire::kHeaderSize);
     if (tx_cipher_) {
       // Sealed into the slot's own body area (in place for ACK and PROBE).
-      if (ctl_seals_ > UINT32_MAX) return;  // no nonce left: nothing more is sent
+      if (ctl_seals_ > UINT32_MAX) {  // no nonce left: nothing more is sent
+        nonces_out_ = true;
+        return;
+      }
       h.auth = uint32_t(ctl_seals_++);
       uint8_t* out = ctl[n].data() + wire::kHeaderSize;
       if (!tx_cipher_->seal(h, body, out, hdr)) return;
@@ -204,7 +207,10 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
       if (priority_[s] != (pass == 0)) continue;
       const SenderStats before = senders_[s]->stats();
       const uint32_t k = senders_[s]->flush(now, port, peer_, src_port(s), budget);
-      if (k == 0) continue;
+      if (k == 0) {
+        nonces_out_ |= senders_[s]->nonces_exhausted();
+        continue;
+      }
       sent += k;
       const SenderStats& after = senders_[s]->stats();
       const uint64_t pkts = (after.packets - before.packets) + (after.retransmits - before.retransmits);

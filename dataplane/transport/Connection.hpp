@@ -81,6 +81,9 @@ class Connection {
   // whose max_payload leaves room for the tag (see kTagSize).
   void set_cipher(const wire::SessionKeys& keys);
   bool encrypted() const { return tx_cipher_ != nullptr; }
+  // A stream (or the control packets) ran out of nonces: nothing more can
+  // be sent under these keys.
+  bool nonces_exhausted() const { return nonces_out_; }
   enum class Open { ok, forged, replayed };
   // Authenticates and decrypts a datagram of an encrypted session that
   // passed decode_packet; on ok, `payload` is replaced by the plaintext.
@@ -155,6 +158,7 @@ class Connection {
   std::vector<wire::ReplayWindow> rx_data_replay_;  // per stream
   wire::ReplayWindow rx_ctl_replay_;    // ACK, PROBE, CLOSE share one count
   uint64_t ctl_seals_ = 0;              // transmission number of our next control packet
+  bool nonces_out_ = false;
   std::vector<bool> priority_;
   uint64_t last_rx_ns_;
   uint64_t last_tx_ns_;

@@ -242,7 +242,10 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
   auto send = [&](uint32_t n) -> uint32_t {
     bool own_frames = false;
     if (cipher_) {
-      if (seals_ + n > uint64_t(UINT32_MAX) + 1) return 0;  // no nonce left: stop rather than reuse one
+      if (seals_ + n > uint64_t(UINT32_MAX) + 1) {  // no nonce left: stop rather than reuse one
+        nonces_out_ = true;
+        return 0;
+      }
       const uint32_t room = cfg_.max_payload + tag_bytes_;
       own_frames = port.alloc_tx_frames({frames, n}, room) == n;
       for (uint32_t i = 0; i < n; ++i) {

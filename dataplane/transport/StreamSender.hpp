@@ -122,9 +122,12 @@ class StreamSender {
     tag_bytes_ = tx ? uint32_t(wire::kTagSize) : 0;
   }
   // Transmissions sealed so far (the next nonce's transmission number).
-  // At 2^32 the stream stops sending rather than reuse a nonce.
+  // At 2^32 the stream stops sending rather than reuse a nonce, and says
+  // so (the session then fails: a new one gets new keys).
   uint64_t seals() const { return seals_; }
-  bool nonces_exhausted() const { return seals_ > UINT32_MAX; }
+  bool nonces_exhausted() const { return nonces_out_; }
+  // Tests of that limit start the count elsewhere than 0.
+  void start_seals_at(uint64_t n) { seals_ = n; }
 
   bool idle() const { return una_ == next_; }  // everything acknowledged
   bool has_unsent() const { return nxt_tx_ != next_; }
@@ -179,6 +182,7 @@ class StreamSender {
   uint8_t* staging_ = nullptr;
   uint32_t tag_bytes_ = 0;
   uint64_t seals_ = 0;
+  bool nonces_out_ = false;
   uint32_t session_;
   uint16_t stream_;
   uint32_t mask_;

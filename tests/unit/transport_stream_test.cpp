@@ -618,3 +618,24 @@ TEST(EncryptedStream, TheOtherDirectionsKeyOpensNothing) {
   EXPECT_GT(b.conn.stats().rx_bad_tag, 0u);
   EXPECT_EQ(b.conn.stats().packets_rx, 0u);
 }
+
+TEST(EncryptedStream, AStreamOutOfNoncesStopsSendingAndSaysSo) {
+  Pair p({}, 25, 3000, 256, true);
+  std::mt19937 rng(25);
+  p.a.conn.sender(0).start_seals_at(uint64_t(UINT32_MAX) - 2);  // three transmission numbers left
+  std::vector<uint8_t> msg(8000, 7);                              // six packets
+  ASSERT_TRUE(p.a.conn.sender(0).submit_message(msg));
+  for (int i = 0; i < 50; ++i) {
+    p.link.advance(100'000);
+    receive(p.b, p.link.now());
+    p.b.conn.flush(p.link.now(), p.b.port);
+    receive(p.a, p.link.now());
+    p.a.conn.flush(p.link.now(), p.a.port);
+  }
+  // The first burst would need six numbers: not one is used twice, none
+  // is sent, and the connection reports it (the session fails on it).
+  EXPECT_LE(p.a.conn.sender(0).seals(), uint64_t(UINT32_MAX) + 1);
+  EXPECT_EQ(p.a.conn.sender(0).stats().packets, 0u);
+  EXPECT_TRUE(p.a.conn.nonces_exhausted());
+  EXPECT_FALSE(p.b.conn.nonces_exhausted());
+}
