@@ -132,9 +132,10 @@ ControlServer::ControlServer(const std::string& path, std::vector<engine::Engine
     ev.data.fd = metrics_fd_;
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, metrics_fd_, &ev);
   }
+  if (!id_.peer_creds.empty()) peer_client_tls_ = std::make_unique<TlsContext>(id_.peer_creds, false);
   if (!id_.peer_listen.empty()) {
     peer_server_ = std::make_unique<PeerServer>(
-        id_.peer_listen, id_.key, id_.caps,
+        id_.peer_listen, id_.peer_creds, id_.caps,
         [this](const json& offer, const Bytes& key) { return accept_offer(offer, key); });
   }
 }
@@ -266,8 +267,13 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     for (engine::Engine* e : engines_) workers.push_back(to_json(e->stats()));
     return {{"port", id_.port_stats ? id_.port_stats() : json::object()},
             {"queues", id_.queue_stats ? id_.queue_stats() : json::array()},
-            {"peer", {{"auth_failures", peer_server_ ? peer_server_->auth_failures() : 0},
-                      {"sessions_accepted", peer_server_ ? peer_server_->sessions_accepted() : 0}}},
+            {"peer", {{"auth", id_.peer_creds.empty() ? "none" : id_.peer_creds.describe()},
+                      {"auth_failures", peer_server_ ? peer_server_->auth_failures() : 0},
+                      {"timeouts", peer_server_ ? peer_server_->timeouts() : 0},
+                      {"busy_refusals", peer_server_ ? peer_server_->busy_refusals() : 0},
+                      {"handshakes", peer_server_ ? peer_server_->handshakes_done() : 0},
+                      {"sessions_accepted", peer_server_ ? peer_server_->sessions_accepted() : 0},
+                      {"encrypt_refusals", encrypt_refusals_.load()}}},
             {"engine", sum_json(workers)},
             {"workers", workers},
             {"port-description", id_.port_description}};
@@ -373,7 +379,7 @@ json ControlServer::session_json(const engine::SessionInfo& info) {
 
 json ControlServer::migrate(const json& args) {
   no_other_args(args, {"session", "peer", "src-qmp", "dst-qmp", "dst-incoming", "listen", "max-bandwidth",
-                       "downtime-limit", "postcopy-after", "multifd-channels", "pages"});
+                       "downtime-limit", "postcopy-after", "multifd-channels", "pages", "encrypt"});
   const uint32_t id = session_arg(args);
   const std::string peer = string_arg(args, "peer");
   const bool has_src_qmp = args.contains("src-qmp");
@@ -402,8 +408,15 @@ json ControlServer::migrate(const json& args) {
   if (multifd > 0 && postcopy_after > 0) {
     throw CommandError("InvalidParameter", "multifd-channels and postcopy-after cannot be combined (QEMU 7.2)");
   }
-  if (id_.key.empty()) {
-    throw CommandError("AuthError", "this daemon has no pre-shared key (--key-file): it cannot authenticate to a peer");
+  if (!peer_client_tls_) {
+    throw CommandError("AuthError", "this daemon has no pre-shared key (--key-file) or certificates (--x509-dir): "
+                                    "it cannot authenticate to a peer");
+  }
+  bool encrypt = id_.encrypt;
+  if (args.contains("encrypt")) {
+    const std::string e = string_arg(args, "encrypt");
+    if (e != "required" && e != "off") throw CommandError("InvalidParameter", "'encrypt' must be 'required' or 'off'");
+    encrypt = e == "required";
   }
   if (migrations_.count(id) && !migrations_[id].done) {
     throw CommandError("InvalidParameter", "session " + std::to_string(id) + " is already migrating");
@@ -422,24 +435,38 @@ json ControlServer::migrate(const json& args) {
                 {"postcopy", postcopy_after > 0},
                 {"multifd-channels", multifd},
                 {"pages", to_json(policy)},
+                {"encrypt", encrypt ? "required" : "off"},
                 {"fabric", {{"ip", id_.caps.ip}, {"mac", id_.caps.mac}, {"udp_port", id_.caps.udp_port},
                             {"queues", id_.caps.queues}}}};
   if (args.contains("dst-qmp")) offer["dst-qmp"] = string_arg(args, "dst-qmp");
   if (args.contains("dst-incoming")) offer["dst-incoming"] = string_arg(args, "dst-incoming");
   OfferResult r;
   try {
-    r = offer_session(peer, id_.key, id_.caps, offer);
+    r = offer_session(peer, *peer_client_tls_, id_.caps, offer);
   } catch (const PeerError& e) {
     throw CommandError(e.error_class(), e.what());
   }
   const json fab = r.accept.value("fabric", json::object());
+  // The destination said yes to what we asked, or the session does not
+  // start: a reply without the same "encrypt" is not taken as consent.
+  const std::string agreed = r.accept.contains("encrypt") && r.accept["encrypt"].is_string()
+                                 ? r.accept["encrypt"].get<std::string>() : "off";
+  if (agreed != (encrypt ? "required" : "off")) {
+    encrypt_refusals_.fetch_add(1, std::memory_order_relaxed);
+    throw CommandError("PeerError", std::string("the destination answered encrypt '") + agreed + "' to an offer of '" +
+                                        (encrypt ? "required" : "off") + "'");
+  }
   engine::SessionParams p;
   p.id = id;
   p.role = engine::Role::source;
   p.qemu_uri = listen;
   p.max_bandwidth = max_bw;
   p.pages = policy;
-  p.auth = derive_auth_secret(r.session_key);
+  if (encrypt) {
+    p.keys = derive_session_keys(r.session_key, true);
+  } else {
+    p.auth = derive_auth_secret(r.session_key);
+  }
   try {
     p.peer.ip = parse_ipv4(fab.value("ip", ""));
     p.peer.mac = parse_mac(fab.value("mac", ""));
@@ -490,6 +517,15 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
                                    "(NIC profile [offload] compressdev)");
     }
   }
+  // Both sides' --encrypt must agree (an offer without the member is from
+  // a peer that does not encrypt): refused, never silently followed.
+  const std::string asked = offer.contains("encrypt") && offer["encrypt"].is_string()
+                                ? offer["encrypt"].get<std::string>() : "off";
+  const std::string ours = id_.encrypt ? "required" : "off";
+  if (asked != ours) {
+    encrypt_refusals_.fetch_add(1, std::memory_order_relaxed);
+    throw PeerError("PeerError", "the source offers encrypt '" + asked + "', this destination has --encrypt " + ours);
+  }
   const uint32_t id = uint32_t(id64);
   const json fab = offer.value("fabric", json::object());
   std::string uri;
@@ -509,7 +545,11 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     p.id = id;
     p.role = engine::Role::destination;
     p.qemu_uri = uri;
-    p.auth = derive_auth_secret(session_key);
+    if (id_.encrypt) {
+      p.keys = derive_session_keys(session_key, false);
+    } else {
+      p.auth = derive_auth_secret(session_key);
+    }
     // Answers go to the source's workers that own the streams.
     p.peer_queues = std::max<uint16_t>(1, fab.value("queues", uint16_t(1)));
     p.peer_udp_port = fab.value("udp_port", id_.udp_base_port);
@@ -527,6 +567,7 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
   }
   return {{"session", id},
           {"incoming-uri", uri},
+          {"encrypt", ours},
           {"fabric", {{"ip", id_.caps.ip}, {"mac", id_.caps.mac}, {"udp_port", id_.caps.udp_port},
                       {"queues", id_.caps.queues}}}};
 }
@@ -629,7 +670,11 @@ std::string ControlServer::metrics_text() {
   if (peer_server_) {
     emit(out, "memmotion_peer_auth_failures_total", "", peer_server_->auth_failures(), typed);
     emit(out, "memmotion_peer_sessions_accepted_total", "", peer_server_->sessions_accepted(), typed);
+    emit(out, "memmotion_peer_timeouts_total", "", peer_server_->timeouts(), typed);
+    emit(out, "memmotion_peer_busy_refusals_total", "", peer_server_->busy_refusals(), typed);
+    emit(out, "memmotion_peer_handshakes_total", "", peer_server_->handshakes_done(), typed);
   }
+  emit(out, "memmotion_peer_encrypt_refusals_total", "", encrypt_refusals_.load(), typed);
   std::vector<engine::SessionInfo> infos;
   try {
     infos = all_session_infos();

@@ -38,11 +38,15 @@ struct DaemonIdentity {
   std::function<nlohmann::json()> queue_stats;  // the same per queue (a list)
   std::string port_description;
   Capabilities caps;        // what the peer channel announces
-  Bytes key;                // pre-shared key (empty: peer sessions refused)
+  PeerCredentials peer_creds;  // pre-shared key or X.509 dir (none: peer sessions refused)
   std::string peer_listen;  // ip:port for the peer channel ("" = none)
   std::string metrics_listen;  // ip:port of the Prometheus endpoint ("" = none)
   std::string run_dir;      // where per-session sockets go
   std::string compressdev;  // compressdev for DEFLATE pages ("" = none)
+  // --encrypt: sessions negotiated over the peer channel are AES-256-GCM
+  // encrypted ("required", the default) or not ("off"); a peer that asks
+  // for the other is refused, never silently followed.
+  bool encrypt = true;
 };
 
 class ControlServer {
@@ -107,6 +111,10 @@ class ControlServer {
   int listen_fd_ = -1;
   int metrics_fd_ = -1;
   std::unique_ptr<PeerServer> peer_server_;
+  std::unique_ptr<TlsContext> peer_client_tls_;  // for migrate (source side)
+  // Peer-channel offers refused because the two sides' --encrypt differed
+  // (written by the peer thread and the control thread).
+  std::atomic<uint64_t> encrypt_refusals_{0};
   std::map<uint32_t, Migration> migrations_;
   uint64_t last_tick_ns_ = 0;
   int epoll_fd_ = -1;

@@ -19,18 +19,28 @@ JsonLines::~JsonLines() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+bool take_json_line(std::string& buf, nlohmann::json& out, size_t max_line) {
+  const auto nl = buf.find('\n');
+  if (nl == std::string::npos) {
+    if (buf.size() > max_line) {
+      throw std::runtime_error("a line of over " + std::to_string(max_line >> 10) + " KiB from the other side");
+    }
+    return false;
+  }
+  std::string line = buf.substr(0, nl);
+  buf.erase(0, nl + 1);
+  try {
+    out = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::parse_error&) {
+    throw std::runtime_error("malformed JSON from the other side: " + line.substr(0, 120));
+  }
+  return true;
+}
+
 nlohmann::json JsonLines::read() {
   for (;;) {
-    if (auto nl = buf_.find('\n'); nl != std::string::npos) {
-      std::string line = buf_.substr(0, nl);
-      buf_.erase(0, nl + 1);
-      try {
-        return nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error&) {
-        throw std::runtime_error("malformed JSON from the other side: " + line.substr(0, 120));
-      }
-    }
-    if (buf_.size() > (1u << 20)) throw std::runtime_error("a line of over 1 MiB from the other side");
+    nlohmann::json j;
+    if (take_json_line(buf_, j, 1u << 20)) return j;
     pollfd p{fd_, POLLIN, 0};
     const int r = ::poll(&p, 1, timeout_ms_);
     if (r == 0) throw std::runtime_error("no answer within " + std::to_string(timeout_ms_) + " ms");

@@ -12,6 +12,11 @@ namespace mm::control {
 // the socket is full. False on error or timeout (errno says which).
 bool send_json_line(int fd, const nlohmann::json& j, int timeout_ms);
 
+// Takes the first complete line out of `buf` into `out`; false when there
+// is none yet. Throws std::runtime_error when the line is not JSON or
+// `buf` holds more than max_line bytes without a newline.
+bool take_json_line(std::string& buf, nlohmann::json& out, size_t max_line);
+
 class JsonLines {
  public:
   // Takes ownership of fd.

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "control/JsonLines.hpp"
@@ -51,13 +52,8 @@ void check_compatible(const Capabilities& ours, const json& theirs, bool we_are_
 
 namespace {
 
-std::string proof(const Bytes& key, const char* role, const std::string& cn, const std::string& sn) {
-  return to_hex(hmac_sha256(key, std::string("mm-") + role + "|" + cn + "|" + sn));
-}
-
-Bytes session_key(const Bytes& key, const std::string& cn, const std::string& sn, uint64_t id) {
-  return hmac_sha256(key, "mm-session|" + cn + "|" + sn + "|" + std::to_string(id));
-}
+// RFC 8446 7.5 exporter label of the session key (context: the session id).
+constexpr const char* kSessionKeyLabel = "EXPORTER-memmotion-session-key";
 
 void raise_if_error(const json& m) {
   if (m.value("type", "") == "error") {
@@ -65,49 +61,105 @@ void raise_if_error(const json& m) {
   }
 }
 
+// The destination's plain banner, before TLS: only for clear errors (what
+// it says is checked by the TLS handshake that follows, never trusted).
+json read_banner(int fd, int timeout_ms) {
+  std::string line;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (line.size() < 512) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    pollfd p{fd, POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, int(left)) <= 0) throw std::runtime_error("no banner within " + std::to_string(timeout_ms) + " ms");
+    char c;
+    if (::recv(fd, &c, 1, 0) != 1) throw std::runtime_error("the destination closed the connection");
+    if (c == '\n') {
+      try {
+        return json::parse(line);
+      } catch (const json::parse_error&) {
+        break;
+      }
+    }
+    line += c;
+  }
+  throw std::runtime_error("the destination does not speak the peer protocol: " + line.substr(0, 80));
+}
+
 }  // namespace
 
-OfferResult offer_session(const std::string& peer, const Bytes& key, const Capabilities& ours,
+OfferResult offer_session(const std::string& peer, const TlsContext& tls, const Capabilities& ours,
                           const json& offer, int timeout_ms) {
-  std::unique_ptr<JsonLines> io;
+  int fd = -1;
   try {
-    io = std::make_unique<JsonLines>(JsonLines::connect_tcp(peer, timeout_ms), timeout_ms);
+    fd = JsonLines::connect_tcp(peer, timeout_ms);
   } catch (const std::exception& e) {
     throw PeerError("PeerError", std::string("peer channel: ") + e.what());
   }
+  std::unique_ptr<TlsLines> io;
+  std::function<PeerError(const TlsAuthError&)> auth_failed;
   try {
-    const std::string cn = to_hex(random_bytes(16));
-    io->write({{"type", "hello"}, {"nonce", cn}, {"caps", ours.to_json()}});
+    json banner;
+    try {
+      banner = read_banner(fd, timeout_ms);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    raise_if_error(banner);
+    if (banner.value("peer", 0) != kPeerProtocol) {
+      ::close(fd);
+      throw PeerError("VersionMismatch", "peer protocol mismatch: source " + std::to_string(kPeerProtocol) +
+                                             ", destination " + banner.value("peer", json(nullptr)).dump());
+    }
+    const std::string mode = banner.value("auth", "");
+    const std::string ours_mode = tls.psk().empty() ? "x509" : "psk";
+    if (mode != ours_mode) {
+      ::close(fd);
+      throw PeerError("AuthError", "peer authentication mismatch: the source uses " + ours_mode +
+                                       ", the destination " + peer + " " + mode);
+    }
+    auth_failed = [&](const TlsAuthError& e) {
+      return PeerError("AuthError", "peer authentication failed: the destination " + peer +
+                                        (mode == "psk" ? " does not hold our pre-shared key"
+                                                       : " and we do not trust each other's certificates") +
+                                        " (" + e.what() + ")");
+    };
+    io = std::make_unique<TlsLines>(tls, fd, false, TlsLines::Clock::now() + std::chrono::milliseconds(timeout_ms));
+    // Every step has timeout_ms (the destination's answer to the offer may
+    // wait for its QEMU).
+    const auto step = [&] { io->set_deadline(TlsLines::Clock::now() + std::chrono::milliseconds(timeout_ms)); };
+    // The destination speaks first inside TLS: a certificate it refused
+    // shows as an alert on this first read (TLS 1.3 ends the client's
+    // handshake before the server checked it).
     const json hello = io->read();
     raise_if_error(hello);
-    const std::string sn = hello.value("nonce", "");
-    // The destination proves it holds the key before we prove anything.
-    if (sn.size() != 32 || !equal_secret(hello.value("proof", ""), proof(key, "server", cn, sn))) {
-      throw PeerError("AuthError", "peer authentication failed: the destination " + peer +
-                                       " does not hold our pre-shared key");
-    }
     check_compatible(ours, hello.value("caps", json::object()), true);
-    io->write({{"type", "auth"}, {"proof", proof(key, "client", cn, sn)}});
-    raise_if_error(io->read());
+    step();
+    io->write({{"type", "hello"}, {"caps", ours.to_json()}});
     json msg = offer;
     msg["type"] = "session-offer";
+    step();
     io->write(msg);
+    step();
     json accept = io->read();
     raise_if_error(accept);
     if (accept.value("type", "") != "session-accept") {
       throw PeerError("PeerError", "unexpected answer to the offer: " + accept.dump().substr(0, 200));
     }
-    return {accept, session_key(key, cn, sn, offer.value("session", 0ull))};
+    return {accept, io->export_key(kSessionKeyLabel, std::to_string(offer.value("session", 0ull)), 32)};
   } catch (const PeerError&) {
     throw;
+  } catch (const TlsAuthError& e) {
+    throw auth_failed(e);
   } catch (const std::exception& e) {
     throw PeerError("PeerError", std::string("peer channel with ") + peer + ": " + e.what());
   }
 }
 
-PeerServer::PeerServer(const std::string& listen, const Bytes& key, Capabilities ours,
-                       OfferHandler handler)
-    : key_(key), ours_(std::move(ours)), handler_(std::move(handler)) {
+PeerServer::PeerServer(const std::string& listen, const PeerCredentials& creds, Capabilities ours,
+                       OfferHandler handler, int timeout_ms, unsigned max_connections)
+    : ours_(std::move(ours)), handler_(std::move(handler)), timeout_ms_(timeout_ms), max_connections_(max_connections) {
+  if (!creds.empty()) tls_ = std::make_unique<TlsContext>(creds, true);
+  mode_ = creds.empty() ? "none" : creds.x509_dir.empty() ? "psk" : "x509";
   const auto colon = listen.rfind(':');
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -118,7 +170,7 @@ PeerServer::PeerServer(const std::string& listen, const Bytes& key, Capabilities
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   const int one = 1;
   ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 8) != 0) {
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 64) != 0) {
     const int e = errno;
     ::close(fd_);
     throw std::runtime_error("cannot listen for peers on " + listen + ": " + strerror(e));
@@ -128,7 +180,23 @@ PeerServer::PeerServer(const std::string& listen, const Bytes& key, Capabilities
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, 200) <= 0) continue;
       const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c >= 0) serve(c);  // one at a time: offers are rare and short
+      if (c < 0) continue;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (active_ >= max_connections_) {
+          ++busy_;
+          ::close(c);  // the others keep their turn; this one may try again
+          continue;
+        }
+        ++active_;
+      }
+      // Each connection in its own thread, bounded by its own deadlines.
+      std::thread([this, c] {
+        serve(c);
+        std::lock_guard<std::mutex> lock(mu_);
+        --active_;
+        idle_.notify_all();
+      }).detach();
     }
   });
 }
@@ -137,44 +205,57 @@ PeerServer::~PeerServer() {
   stop_ = true;
   if (thread_.joinable()) thread_.join();
   ::close(fd_);
+  // Connections still being served end at their deadlines.
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_.wait(lock, [this] { return active_ == 0; });
 }
 
 void PeerServer::serve(int fd) {
-  JsonLines io(fd, 5000);
+  const auto deadline = [this] { return TlsLines::Clock::now() + std::chrono::milliseconds(timeout_ms_); };
+  json banner = {{"memmotion", "peer"}, {"peer", kPeerProtocol}, {"auth", mode_}};
+  if (!tls_) {
+    banner = {{"type", "error"}, {"class", "AuthError"},
+              {"error", "the destination has no pre-shared key (--key-file) or certificates (--x509-dir), so it "
+                        "refuses peer sessions"}};
+  }
+  if (!send_json_line(fd, banner, timeout_ms_) || !tls_) {
+    ::close(fd);
+    return;
+  }
+  std::unique_ptr<TlsLines> io;
   try {
-    const json hello = io.read();
+    io = std::make_unique<TlsLines>(*tls_, fd, true, deadline());
+    ++handshakes_;
+    io->write({{"type", "hello"}, {"caps", ours_.to_json()}});
+    const json hello = io->read();
     if (hello.value("type", "") != "hello") throw PeerError("PeerError", "expected hello");
-    if (key_.empty()) {
-      throw PeerError("AuthError", "the destination has no pre-shared key (--key-file), so it refuses peer sessions");
-    }
     check_compatible(ours_, hello.value("caps", json::object()), false);
-    const std::string cn = hello.value("nonce", "");
-    if (cn.size() != 32) throw PeerError("PeerError", "hello without a 16-byte nonce");
-    const std::string sn = to_hex(random_bytes(16));
-    io.write({{"type", "hello"}, {"nonce", sn}, {"proof", proof(key_, "server", cn, sn)},
-              {"caps", ours_.to_json()}});
-    const json auth = io.read();
-    if (!equal_secret(auth.value("proof", ""), proof(key_, "client", cn, sn))) {
-      ++auth_failures_;
-      throw PeerError("AuthError", "peer authentication failed: the source does not hold our pre-shared key");
-    }
-    io.write({{"type", "welcome"}});
-    const json offer = io.read();
+    const json offer = io->read();
     if (offer.value("type", "") != "session-offer" || !offer.contains("session")) {
       throw PeerError("PeerError", "expected a session offer");
     }
-    json reply = handler_(offer, session_key(key_, cn, sn, offer.value("session", 0ull)));
+    const Bytes key = io->export_key(kSessionKeyLabel, std::to_string(offer.value("session", 0ull)), 32);
+    json reply;
+    {
+      std::lock_guard<std::mutex> lock(handler_mu_);
+      reply = handler_(offer, key);
+    }
     reply["type"] = "session-accept";
-    io.write(reply);
     ++accepted_;
+    io->set_deadline(deadline());
+    io->write(reply);
+  } catch (const TlsAuthError&) {
+    ++auth_failures_;  // the TLS alert told the other side
+  } catch (const TlsTimeout&) {
+    ++timeouts_;
   } catch (const PeerError& e) {
     try {
-      io.write({{"type", "error"}, {"class", e.error_class()}, {"error", e.what()}});
+      if (io) io->write({{"type", "error"}, {"class", e.error_class()}, {"error", e.what()}});
     } catch (...) {
     }
   } catch (const std::exception& e) {
     try {
-      io.write({{"type", "error"}, {"class", "PeerError"}, {"error", e.what()}});
+      if (io) io->write({{"type", "error"}, {"class", "PeerError"}, {"error", e.what()}});
     } catch (...) {
     }
   }

@@ -1,9 +1,13 @@
-// The peer channel between daemons (docs/ARCHITECTURE.md §9): TCP, one JSON
-// object per line. A source daemon connects, both prove knowledge of the
-// pre-shared key (HMAC-SHA256 challenge-response, each side checks the
-// other), compare versions and capabilities, and the source offers a
-// session that the destination accepts or refuses. Both sides then derive
-// the session key that tags every MMP packet of the session.
+// The peer channel between daemons (docs/ARCHITECTURE.md §9): TCP, a
+// one-line plain banner from the destination (protocol version and how it
+// authenticates, so that a mismatch gets a clear error), then TLS 1.3 with
+// the pre-shared key as an external PSK or X.509 certificates
+// (control/PeerTls.hpp), then one JSON object per line inside it: both
+// sides' capabilities, and the source's offer of a session that the
+// destination accepts or refuses. The session key that MMP's encryption
+// and tags derive from is exported from the TLS connection (RFC 8446 7.5).
+// The destination serves many connections at once, each with its own
+// deadline, so a slow or hostile client holds only its own.
 #pragma once
 
 #include <atomic>
@@ -14,12 +18,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <condition_variable>
+#include <mutex>
+
+#include "control/PeerTls.hpp"
 #include "control/Psk.hpp"
 
 namespace mm::control {
 
-// Version of this handshake; MMP's own version travels beside it.
-inline constexpr int kPeerProtocol = 1;
+// Version of this handshake (2: TLS 1.3); MMP's own version travels beside it.
+inline constexpr int kPeerProtocol = 2;
 
 // What a daemon tells its peer about itself.
 struct Capabilities {
@@ -52,34 +60,49 @@ struct OfferResult {
   Bytes session_key;
 };
 
-// Source side: connect, authenticate both ways, offer `offer`. Throws
-// PeerError (classes PeerError, AuthError, VersionMismatch).
-OfferResult offer_session(const std::string& peer, const Bytes& key, const Capabilities& ours,
+// Source side: connect, TLS 1.3 (both sides authenticated), offer
+// `offer`. Throws PeerError (classes PeerError, AuthError, VersionMismatch,
+// CapabilityMismatch).
+OfferResult offer_session(const std::string& peer, const TlsContext& tls, const Capabilities& ours,
                           const nlohmann::json& offer, int timeout_ms = 5000);
 
-// Destination side: accepts connections on ip:port in its own thread; each
-// authenticated offer is passed to `on_offer`, whose return value (or the
-// PeerError it throws) is the reply.
+// Destination side: accepts connections on ip:port in its own thread and
+// serves each in a thread of its own (at most max_connections at once;
+// more are closed at once and counted), each within `timeout_ms` for its
+// steps. Each authenticated offer is passed to `on_offer` (one at a time),
+// whose return value (or the PeerError it throws) is the reply. Without
+// credentials every connection gets an error naming that.
 class PeerServer {
  public:
   using OfferHandler = std::function<nlohmann::json(const nlohmann::json& offer, const Bytes& session_key)>;
-  PeerServer(const std::string& listen, const Bytes& key, Capabilities ours, OfferHandler handler);
+  PeerServer(const std::string& listen, const PeerCredentials& creds, Capabilities ours, OfferHandler handler,
+             int timeout_ms = 5000, unsigned max_connections = 32);
   ~PeerServer();
   PeerServer(const PeerServer&) = delete;
   PeerServer& operator=(const PeerServer&) = delete;
 
-  uint64_t auth_failures() const { return auth_failures_; }
+  uint64_t auth_failures() const { return auth_failures_; }  // TLS handshakes refused (wrong PSK, certificate)
+  uint64_t timeouts() const { return timeouts_; }            // connections cut at their deadline
+  uint64_t busy_refusals() const { return busy_; }           // closed at once: max_connections in progress
   uint64_t sessions_accepted() const { return accepted_; }
+  uint64_t handshakes_done() const { return handshakes_; }   // TLS handshakes completed
 
  private:
   void serve(int fd);
 
   int fd_ = -1;
-  Bytes key_;
+  std::string mode_;  // the banner's "auth": psk, x509 or none
+  std::unique_ptr<TlsContext> tls_;
   Capabilities ours_;
   OfferHandler handler_;
+  int timeout_ms_;
+  unsigned max_connections_;
+  std::mutex handler_mu_;  // offers are handled one at a time
+  std::mutex mu_;
+  std::condition_variable idle_;
+  unsigned active_ = 0;  // connections being served
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> auth_failures_{0}, accepted_{0};
+  std::atomic<uint64_t> auth_failures_{0}, timeouts_{0}, busy_{0}, accepted_{0}, handshakes_{0};
   std::thread thread_;
 };
 

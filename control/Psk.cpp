@@ -1,9 +1,8 @@
 #include "control/Psk.hpp"
 
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
+#include <openssl/kdf.h>
 #include <sys/stat.h>
 
 #include <fstream>
@@ -53,16 +52,6 @@ std::string to_hex(const Bytes& b) {
   return s;
 }
 
-Bytes random_bytes(size_t n) {
-  Bytes b(n);
-  if (RAND_bytes(b.data(), int(n)) != 1) throw std::runtime_error("RAND_bytes failed");
-  return b;
-}
-
-bool equal_secret(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
-
 wire::AuthSecret derive_auth_secret(const Bytes& session_key) {
   wire::AuthSecret s{};
   for (size_t off = 0, i = 1; off < s.size(); ++i) {
@@ -70,6 +59,36 @@ wire::AuthSecret derive_auth_secret(const Bytes& session_key) {
     for (size_t j = 0; j < block.size() && off < s.size(); ++j) s[off++] = block[j];
   }
   return s;
+}
+
+Bytes hkdf_sha256(const Bytes& secret, const std::string& salt, const std::string& info, size_t n) {
+  Bytes out(n);
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr);
+  size_t len = n;
+  const bool ok = ctx && EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) == 1 &&
+                  EVP_PKEY_CTX_set1_hkdf_salt(ctx, reinterpret_cast<const uint8_t*>(salt.data()), int(salt.size())) == 1 &&
+                  EVP_PKEY_CTX_set1_hkdf_key(ctx, secret.data(), int(secret.size())) == 1 &&
+                  EVP_PKEY_CTX_add1_hkdf_info(ctx, reinterpret_cast<const uint8_t*>(info.data()), int(info.size())) == 1 &&
+                  EVP_PKEY_derive(ctx, out.data(), &len) == 1 && len == n;
+  EVP_PKEY_CTX_free(ctx);
+  if (!ok) throw std::runtime_error("HKDF-SHA256 failed");
+  return out;
+}
+
+wire::SessionKeys derive_session_keys(const Bytes& session_key, bool source) {
+  // Labels: dataplane/wire/MMP.md "Encryption".
+  auto key = [&](const char* label) {
+    const Bytes b = hkdf_sha256(session_key, "memmotion mmp 3", label, wire::kCipherKeySize);
+    wire::CipherKey k;
+    std::copy(b.begin(), b.end(), k.begin());
+    return k;
+  };
+  const wire::CipherKey s2d = key("source to destination"), d2s = key("destination to source");
+  wire::SessionKeys k;
+  k.tx = source ? s2d : d2s;
+  k.rx = source ? d2s : s2d;
+  k.tx_direction = source ? wire::Direction::source_to_destination : wire::Direction::destination_to_source;
+  return k;
 }
 
 }  // namespace mm::control

@@ -1,6 +1,7 @@
-// Pre-shared key for the peer channel: loading it safely, HMAC-SHA256
-// proofs for the mutual challenge-response, nonces, and the per-session
-// secrets (MMP auth tags) derived from it. OpenSSL underneath.
+// Pre-shared key for the peer channel: loading it safely, HKDF and HMAC,
+// and the per-session secrets MMP derives from the session key the peer
+// channel's TLS exports (AES-256-GCM keys, or the keyed-XXH3 tag secret).
+// OpenSSL underneath.
 #pragma once
 
 #include <array>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "dataplane/wire/AuthTag.hpp"
+#include "dataplane/wire/PacketCipher.hpp"
 
 namespace mm::control {
 
@@ -21,12 +23,19 @@ Bytes load_key_file(const std::string& path);
 
 Bytes hmac_sha256(const Bytes& key, const std::string& data);
 std::string to_hex(const Bytes& b);
-Bytes random_bytes(size_t n);
-// Compares in constant time (proofs must not leak through timing).
-bool equal_secret(const std::string& a, const std::string& b);
 
 // HMAC-SHA256 counter-mode expansion of a session key into the MMP auth
 // secret.
 wire::AuthSecret derive_auth_secret(const Bytes& session_key);
+
+// HKDF-SHA256 (RFC 5869) of `secret` (`salt` may be empty) into `n` bytes
+// for `info`.
+Bytes hkdf_sha256(const Bytes& secret, const std::string& salt, const std::string& info, size_t n);
+
+// The AES-256-GCM keys of an encrypted session (dataplane/wire/MMP.md
+// "Encryption"): one per direction, HKDF-SHA256 of the session key; the
+// source sends with the source-to-destination key, the destination with
+// the other.
+wire::SessionKeys derive_session_keys(const Bytes& session_key, bool source);
 
 }  // namespace mm::control

@@ -206,6 +206,7 @@ int main(int argc, char** argv) {
   double postcopy_after = 0;
   int multifd_channels = -1;
   bool no_progress = false;
+  std::string encrypt;
   migrate->add_option("--session", session, "session id")->required();
   migrate->add_option("--peer", peer, "destination daemon's peer channel, ip:port")->required();
   migrate->add_option("--src-qmp", src_qmp, "QMP socket of the source QEMU (without it: only hand out the URI)");
@@ -218,6 +219,9 @@ int main(int argc, char** argv) {
   migrate->add_option("--postcopy-after", postcopy_after, "switch to postcopy when precopy has not converged after this many s");
   migrate->add_option("--multifd-channels", multifd_channels, "QEMU multifd channels (default: the daemon's queues; 0: off)");
   migrate->add_flag("--no-progress", no_progress, "no progress display");
+  migrate->add_option("--encrypt", encrypt, "AES-256-GCM on the fabric for this migration: required or off "
+                                            "(default: the daemon's --encrypt); the destination must agree")
+      ->check(CLI::IsMember({"required", "off"}));
   for (CLI::App* sub : {start, migrate}) {
     sub->add_option("--codec", codec, "page codec: auto (default: LZ4 where the CPU is the limit, zstd where the link is), lz4, zstd, deflate (compressdev), none")
         ->check(CLI::IsMember({"lz4", "zstd", "deflate", "none"}));
@@ -289,6 +293,7 @@ int main(int argc, char** argv) {
       if (downtime_ms) args["downtime-limit"] = downtime_ms;
       if (postcopy_after > 0) args["postcopy-after"] = postcopy_after;
       if (multifd_channels >= 0) args["multifd-channels"] = multifd_channels;
+      if (!encrypt.empty()) args["encrypt"] = encrypt;
       reply = c.execute("migrate", args);
       if (!reply.contains("error") && !src_qmp.empty()) {
         // Follow the session to its end, drawing progress on stderr.

@@ -65,6 +65,8 @@ struct Settings {
   std::string control = "/run/memmotion/control.sock";
   std::string name = "memmotiond";
   std::string key_file, peer_listen, metrics, run_dir;
+  std::string encrypt = "required";
+  std::string x509_dir;
 };
 
 void load_config(const std::string& path, Settings& s) {
@@ -88,6 +90,8 @@ void load_config(const std::string& path, Settings& s) {
     else if (k == "peer_listen") s.peer_listen = str();
     else if (k == "metrics") s.metrics = str();
     else if (k == "run_dir") s.run_dir = str();
+    else if (k == "encrypt") s.encrypt = str();
+    else if (k == "x509_dir") s.x509_dir = str();
     else if (k == "udp_port") {
       if (!v.is_integer()) throw std::invalid_argument(path + ": udp_port: must be an integer");
       s.udp_port = int(v.as_integer());
@@ -99,7 +103,7 @@ void load_config(const std::string& path, Settings& s) {
       }
     } else {
       throw std::invalid_argument(path + ": " + k + ": unknown key (known: profile, ip, udp_port, control, "
-                                  "name, key_file, peer_listen, metrics, run_dir, set)");
+                                  "name, key_file, x509_dir, peer_listen, metrics, run_dir, encrypt, set)");
     }
   }
 }
@@ -116,7 +120,7 @@ int main(int argc, char** argv) {
   CLI::App app{"memmotiond: the MemoryMotion migration dataplane"};
   Settings cfg;
   std::string config_path, profile_name, ip_text, control_path, name, key_file, peer_listen, metrics,
-      run_dir;
+      run_dir, encrypt, x509_dir;
   std::vector<std::string> sets;
   int udp_port = -1;
   app.add_option("--config", config_path, "TOML settings file (command-line options override it)");
@@ -126,10 +130,15 @@ int main(int argc, char** argv) {
   app.add_option("--udp-port", udp_port, "fabric UDP base port (default: the profile's)");
   app.add_option("-c,--control", control_path, "control socket path (default /run/memmotion/control.sock)");
   app.add_option("-n,--name", name, "instance name (logs, DPDK file prefix)");
-  app.add_option("--key-file", key_file, "pre-shared key for the peer channel (mode 0600)");
+  app.add_option("--key-file", key_file, "pre-shared key for the peer channel (mode 0600): TLS 1.3 external PSK");
+  app.add_option("--x509-dir", x509_dir, "certificates for the peer channel's TLS 1.3 instead, in QEMU's layout "
+                                         "(e.g. /etc/pki/qemu: ca-cert.pem, server-cert.pem, server-key.pem, "
+                                         "client-cert.pem, client-key.pem)");
   app.add_option("--peer-listen", peer_listen, "ip:port where peers reach this daemon");
   app.add_option("--metrics", metrics, "ip:port of the Prometheus endpoint (e.g. 127.0.0.1:9470)");
   app.add_option("--run-dir", run_dir, "directory for per-session sockets (default: the control socket's)");
+  app.add_option("--encrypt", encrypt, "AES-256-GCM for sessions negotiated over the peer channel: required "
+                                       "(default) or off; a peer with the other setting is refused");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -150,6 +159,14 @@ int main(int argc, char** argv) {
     if (!peer_listen.empty()) cfg.peer_listen = peer_listen;
     if (!metrics.empty()) cfg.metrics = metrics;
     if (!run_dir.empty()) cfg.run_dir = run_dir;
+    if (!encrypt.empty()) cfg.encrypt = encrypt;
+    if (!x509_dir.empty()) cfg.x509_dir = x509_dir;
+    if (!cfg.x509_dir.empty() && !cfg.key_file.empty()) {
+      throw std::invalid_argument("give --key-file or --x509-dir for the peer channel, not both");
+    }
+    if (cfg.encrypt != "required" && cfg.encrypt != "off") {
+      throw std::invalid_argument("--encrypt must be 'required' or 'off', not '" + cfg.encrypt + "'");
+    }
     if (cfg.run_dir.empty()) cfg.run_dir = std::filesystem::path(cfg.control).parent_path().string();
     for (const auto& s : sets) {
       const auto eq = s.find('=');
@@ -268,10 +285,12 @@ int main(int argc, char** argv) {
       id.caps.ip = cfg.ip;
       id.caps.mac = mac_text(p->local_address().mac);
       id.caps.udp_port = base_port;
-      id.key = key;
+      id.peer_creds.psk = key;
+      id.peer_creds.x509_dir = cfg.x509_dir;
       id.peer_listen = cfg.peer_listen;
       id.metrics_listen = cfg.metrics;
       id.run_dir = cfg.run_dir;
+      id.encrypt = cfg.encrypt == "required";
       mm::control::ControlServer server(control_path, engine_ptrs, id);
       for (size_t w = 0; w < engines.size(); ++w) {
         rte_eal_remote_launch(worker_main, engines[w].get(), lcores[w]);

@@ -247,9 +247,19 @@ void Engine::dispatch(const wire::Header& h, std::span<const uint8_t> payload,
     stats_.rx_late.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  // A session with a key accepts only packets tagged with it; one without
-  // accepts only auth 0 (a tag it cannot check is a packet it cannot trust).
-  if (!c->authentic(h, payload)) {
+  // An encrypted session opens every datagram (GCM tag, replay window)
+  // before anything of it is used; the plaintext replaces the payload. A
+  // session with only a key accepts only packets tagged with it; one
+  // without accepts only auth 0 (a tag it cannot check is a packet it
+  // cannot trust).
+  if (c->encrypted()) {
+    const transport::Connection::Open o = c->open(h, payload);
+    if (o != transport::Connection::Open::ok) {
+      (o == transport::Connection::Open::replayed ? stats_.rx_replayed : stats_.rx_bad_tag)
+          .fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+  } else if (!c->authentic(h, payload)) {
     stats_.rx_bad_auth.fetch_add(1, std::memory_order_relaxed);
     return;
   }

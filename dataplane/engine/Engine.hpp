@@ -43,6 +43,9 @@ struct EngineStats {
   std::atomic<uint64_t> rx_invalid[size_t(wire::DecodeError::count_)]{};
   std::atomic<uint64_t> rx_unknown_session{0};
   std::atomic<uint64_t> rx_bad_auth{0};
+  // Encrypted sessions: GCM tag did not verify / transmission seen before.
+  std::atomic<uint64_t> rx_bad_tag{0};
+  std::atomic<uint64_t> rx_replayed{0};
   std::atomic<uint64_t> rx_wrong_peer{0};
   std::atomic<uint64_t> rx_late{0};  // for a session whose transport was already freed
   // Datagrams that arrived on this worker's queue for a session another

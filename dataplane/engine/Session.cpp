@@ -119,12 +119,20 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
   info_.qemu_uri = p.qemu_uri;
   info_.created_ns = now;
   qemu_path_ = qemu::unix_path_from_uri(p.qemu_uri);
-  conn_ = std::make_unique<transport::Connection>(cfg, p.id, kStreams, kMaxMessage, now);
+  // An encrypted session's packets carry the GCM tag after their payload.
+  transport::TransportConfig conn_cfg = cfg;
+  if (p.keys) conn_cfg.max_payload -= uint32_t(wire::kTagSize);
+  conn_ = std::make_unique<transport::Connection>(conn_cfg, p.id, kStreams, kMaxMessage, now);
   session_rate_ = p.max_bandwidth;
   conn_->set_max_bandwidth(p.max_bandwidth);
   info_.max_bandwidth = p.max_bandwidth;
-  if (p.auth) conn_->set_auth(*p.auth);
-  info_.authenticated = p.auth.has_value();
+  if (p.keys) {
+    conn_->set_cipher(*p.keys);
+  } else if (p.auth) {
+    conn_->set_auth(*p.auth);
+  }
+  info_.authenticated = p.auth.has_value() || p.keys.has_value();
+  info_.encrypted = p.keys.has_value();
   conn_->set_peer_queues(p.peer_queues);
   // A part other than the home one probes on the first stream it holds
   // (the peer's part holding that stream hears it) and never sends CLOSE.
@@ -421,6 +429,9 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
         state_changed_ = true;
       }
     }
+    if (!is_terminal(info_.state) && conn_->nonces_exhausted()) {
+      fail(now, "the session used up its AES-GCM nonces (2^32 transmissions on a stream); a new session gets new keys");
+    }
     // Liveness is the session's: the newest packet any part heard.
     const bool liveness_applies = info_.role == Role::source || heard_any();
     if (!is_terminal(info_.state) && home() && liveness_applies) {
@@ -602,6 +613,8 @@ void SessionInfo::merge(const SessionInfo& part) {
   c.conn.probes_rx += o.conn.probes_rx;
   c.conn.bad_stream += o.conn.bad_stream;
   c.conn.bad_ack += o.conn.bad_ack;
+  c.conn.rx_bad_tag += o.conn.rx_bad_tag;
+  c.conn.rx_replayed += o.conn.rx_replayed;
   c.tx += o.tx;
   c.rx += o.rx;
   c.rejected_channels += o.rejected_channels;

@@ -21,6 +21,7 @@
 #include "dataplane/qemu/UnixSocket.hpp"
 #include "dataplane/transport/Connection.hpp"
 #include "dataplane/wire/AuthTag.hpp"
+#include "dataplane/wire/PacketCipher.hpp"
 
 namespace mm::engine {
 
@@ -84,6 +85,7 @@ struct SessionInfo {
   std::string peer;      // fabric address of the peer, once known
   uint64_t max_bandwidth = 0;
   bool authenticated = false;  // MMP packets carry the session key's tag
+  bool encrypted = false;      // MMP packets are AES-256-GCM records (MMP.md "Encryption")
   pages::PagePolicy pages;     // source: what the page pipeline does
   // Source: why the unchanged filter is (or went) off, if it is; and where
   // the main-channel parser stopped reading RAM records.
@@ -105,6 +107,9 @@ struct SessionParams {
   uint16_t peer_udp_port = 0;   // destination: the source's base UDP port
   uint64_t max_bandwidth = 0;   // pacer for what this side sends, wire bytes/s (0: none)
   std::optional<wire::AuthSecret> auth;  // from the peer channel's session key
+  // Encryption keys from the peer channel's handshake; with them the GCM
+  // tag authenticates every packet and `auth` is not used.
+  std::optional<wire::SessionKeys> keys;
   pages::PagePolicy pages;                // source: page pipeline policy
   // The peer's queue count: stream s goes to its UDP port base +
   // wire::stream_queue(id, s, peer_queues) (peer.udp_port / peer_udp_port

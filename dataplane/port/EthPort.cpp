@@ -276,6 +276,21 @@ void EthQueue::free_tx_buffers(std::span<const transport::TxBuffer> bufs) {
   for (const auto& b : bufs) rte_pktmbuf_free(static_cast<rte_mbuf*>(b.handle));
 }
 
+uint16_t EthQueue::alloc_tx_frames(std::span<transport::TxBuffer> out, uint32_t room) {
+  // From the frame pool every copied datagram comes from: these are sent
+  // once and freed by the PMD, like a copy, minus the copy.
+  if (out.empty() || out.size() > kBurst || room + transport::kTxHeadroom > rte_pktmbuf_data_room_size(port_.pool_)) {
+    return 0;
+  }
+  rte_mbuf* m[kBurst];
+  if (rte_pktmbuf_alloc_bulk(port_.pool_, m, unsigned(out.size())) != 0) return 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].handle = m[i];
+    out[i].payload = static_cast<uint8_t*>(m[i]->buf_addr) + transport::kTxHeadroom;
+  }
+  return uint16_t(out.size());
+}
+
 uint16_t EthQueue::tx_burst(std::span<const transport::TxDatagram> pkts) {
   if (pending_count_ >= kBurst) send_pending();
   const uint16_t n = uint16_t(std::min<size_t>(pkts.size(), kTxPending - pending_count_));
@@ -289,7 +304,7 @@ uint16_t EthQueue::tx_burst(std::span<const transport::TxDatagram> pkts) {
   for (uint16_t i = 0; i < n; ++i) {
     const transport::TxDatagram& d = pkts[i];
     auto* b = static_cast<rte_mbuf*>(d.buffer);
-    by_ref[i] = b && rte_mbuf_refcnt_read(b) == 1 && d.head_len <= 32 &&
+    by_ref[i] = b && (d.handover || rte_mbuf_refcnt_read(b) == 1) && d.head_len <= 32 &&
                 d.body == static_cast<const uint8_t*>(b->buf_addr) + transport::kTxHeadroom;
     copies = uint16_t(copies + !by_ref[i]);
   }
@@ -314,7 +329,7 @@ uint16_t EthQueue::tx_burst(std::span<const transport::TxDatagram> pkts) {
       m[i]->nb_segs = 1;
       m[i]->next = nullptr;
       m[i]->ol_flags = 0;
-      rte_mbuf_refcnt_update(m[i], 1);
+      if (!d.handover) rte_mbuf_refcnt_update(m[i], 1);  // a handed-over frame is the PMD's now
       ++by_reference;
     } else {
       m[i] = fresh[next_fresh++];
@@ -340,6 +355,7 @@ uint16_t EthQueue::tx_burst(std::span<const transport::TxDatagram> pkts) {
     uint8_t* payload = p + kEthHeader + 28;
     std::memcpy(payload, d.head, d.head_len);
     if (d.body_len && !by_ref[i]) std::memcpy(payload + d.head_len, d.body, d.body_len);
+    if (d.handover && !by_ref[i]) rte_pktmbuf_free(static_cast<rte_mbuf*>(d.buffer));  // taken over all the same
     m[i]->data_len = uint16_t(frame);
     m[i]->pkt_len = frame;
   }

@@ -69,6 +69,7 @@ class EthQueue final : public transport::DatagramPort {
   void tx_flush() override;
   bool alloc_tx_buffers(std::span<transport::TxBuffer> out, uint32_t room) override;
   void free_tx_buffers(std::span<const transport::TxBuffer> bufs) override;
+  uint16_t alloc_tx_frames(std::span<transport::TxBuffer> out, uint32_t room) override;
   uint32_t max_datagram() const override;
   transport::PeerAddress local_address() const override;
 
@@ -135,6 +136,9 @@ class EthPort final : public transport::DatagramPort {
     return queues_[0]->alloc_tx_buffers(out, room);
   }
   void free_tx_buffers(std::span<const transport::TxBuffer> bufs) override { queues_[0]->free_tx_buffers(bufs); }
+  uint16_t alloc_tx_frames(std::span<transport::TxBuffer> out, uint32_t room) override {
+    return queues_[0]->alloc_tx_frames(out, room);
+  }
   uint32_t max_datagram() const override { return mtu_ - 28; }
   transport::PeerAddress local_address() const override { return local_; }
 

@@ -45,6 +45,52 @@ uint16_t Connection::src_port(uint16_t stream) const {
   return uint16_t(49152 + (h % 16384));
 }
 
+void Connection::set_cipher(const wire::SessionKeys& keys) {
+  const auto rx_dir = keys.tx_direction == wire::Direction::source_to_destination
+                          ? wire::Direction::destination_to_source
+                          : wire::Direction::source_to_destination;
+  tx_cipher_ = std::make_unique<wire::PacketCipher>(keys.tx, keys.tx_direction, true);
+  rx_cipher_ = std::make_unique<wire::PacketCipher>(keys.rx, rx_dir, false);
+  seal_staging_.resize(size_t(StreamSender::kBurst) * (cfg_.max_payload + wire::kTagSize));
+  open_scratch_.resize(wire::kMaxPayload);
+  rx_data_replay_.assign(senders_.size(), wire::ReplayWindow{});
+  rx_ctl_replay_.assign(senders_.size(), wire::ReplayWindow{});
+  ctl_seals_.assign(senders_.size(), 0);
+  for (auto& s : senders_) {
+    s->set_port_buffers(nullptr);  // see set_port_buffers
+    s->set_cipher(tx_cipher_.get(), seal_staging_.data());
+  }
+}
+
+Connection::Open Connection::open(const wire::Header& h, std::span<const uint8_t>& payload) {
+  if (payload.size() < wire::kTagSize) {
+    ++stats_.rx_bad_tag;
+    return Open::forged;
+  }
+  const size_t len = payload.size() - wire::kTagSize;
+  // Data and control packets number their transmissions per stream, each
+  // on its own count (MMP.md "Encryption"); a stream the session does not
+  // have is authenticated all the same and then refused by on_packet (a
+  // CLOSE on one is checked against stream 0's control count).
+  const bool data = h.type == wire::PacketType::data;
+  wire::ReplayWindow* replay = data ? (h.stream < rx_data_replay_.size() ? &rx_data_replay_[h.stream] : nullptr)
+                                    : &rx_ctl_replay_[h.stream < rx_ctl_replay_.size() ? h.stream : 0];
+  if (replay && !replay->fresh(h.auth)) {
+    ++stats_.rx_replayed;
+    return Open::replayed;
+  }
+  uint8_t* out = nullptr;
+  if (data && h.stream < receivers_.size()) out = receivers_[h.stream]->slot_for(h.seq, len);
+  if (!out) out = open_scratch_.data();
+  if (!rx_cipher_->open(h, payload, out)) {
+    ++stats_.rx_bad_tag;
+    return Open::forged;
+  }
+  if (replay) replay->mark(h.auth);
+  payload = {out, len};
+  return Open::ok;
+}
+
 bool Connection::on_packet(const wire::Header& h, std::span<const uint8_t> payload, uint64_t now) {
   if (h.type != wire::PacketType::close && h.stream >= senders_.size()) {
     ++stats_.bad_stream;
@@ -53,7 +99,8 @@ bool Connection::on_packet(const wire::Header& h, std::span<const uint8_t> paylo
     return false;
   }
   ++stats_.packets_rx;
-  stats_.wire_bytes_rx += payload.size() + wire::kHeaderSize + wire::kIpUdpOverhead + kEthOverhead;
+  const size_t tag = rx_cipher_ ? wire::kTagSize : 0;
+  stats_.wire_bytes_rx += payload.size() + tag + wire::kHeaderSize + wire::kIpUdpOverhead + kEthOverhead;
   last_rx_ns_ = now;
   switch (h.type) {
     case wire::PacketType::data:
@@ -101,7 +148,9 @@ void Connection::close(wire::CloseReason reason, std::string_view text) {
 
 uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
   if (!has_peer_) return 0;
-  std::array<std::array<uint8_t, wire::kHeaderSize + wire::kAckMaxSize>, kCtlBurst> ctl;
+  // Room for the largest control payload (a CLOSE) and, encrypted, its tag.
+  std::array<std::array<uint8_t, wire::kHeaderSize + 2 + wire::kMaxCloseText + wire::kTagSize>, kCtlBurst> ctl;
+  static_assert(wire::kAckMaxSize <= 2 + wire::kMaxCloseText);
   std::array<TxDatagram, kCtlBurst> batch;
   uint32_t n = 0;
   auto add_ctl = [&](wire::PacketType type, uint16_t stream, std::span<const uint8_t> body,
@@ -112,9 +161,23 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
     h.session = session_;
     h.stream = stream;
     auto hdr = std::span<uint8_t, wire::kHeaderSize>(ctl[n].data(), wire::kHeaderSize);
-    wire::seal_header(h, body, hdr, auth_.get());
-    batch[n] = TxDatagram{&stream_peers_[stream], src_port(stream), ctl[n].data(), uint32_t(wire::kHeaderSize),
-                          body_store, uint32_t(body.size())};
+    if (tx_cipher_) {
+      // Sealed into the slot's own body area (in place for ACK and PROBE).
+      uint64_t& seals = ctl_seals_[stream < ctl_seals_.size() ? stream : 0];
+      if (seals > UINT32_MAX) {  // no nonce left: nothing more is sent
+        nonces_out_ = true;
+        return;
+      }
+      h.auth = uint32_t(seals++);
+      uint8_t* out = ctl[n].data() + wire::kHeaderSize;
+      if (!tx_cipher_->seal(h, body, out, hdr)) return;
+      batch[n] = TxDatagram{&stream_peers_[stream], src_port(stream), ctl[n].data(), uint32_t(wire::kHeaderSize), out,
+                            uint32_t(body.size() + wire::kTagSize)};
+    } else {
+      wire::seal_header(h, body, hdr, auth_.get());
+      batch[n] = TxDatagram{&stream_peers_[stream], src_port(stream), ctl[n].data(), uint32_t(wire::kHeaderSize),
+                            body_store, uint32_t(body.size())};
+    }
     ++n;
   };
 
@@ -156,14 +219,18 @@ uint32_t Connection::flush(uint64_t now, DatagramPort& port) {
       if (priority_[s] != (pass == 0)) continue;
       const SenderStats before = senders_[s]->stats();
       const uint32_t k = senders_[s]->flush(now, port, stream_peers_[s], src_port(s), budget);
-      if (k == 0) continue;
+      if (k == 0) {
+        nonces_out_ |= senders_[s]->nonces_exhausted();
+        continue;
+      }
       sent += k;
       const SenderStats& after = senders_[s]->stats();
       const uint64_t pkts = (after.packets - before.packets) + (after.retransmits - before.retransmits);
       const uint64_t bytes = (after.payload_bytes - before.payload_bytes) +
                              (after.retransmit_bytes - before.retransmit_bytes);
       stats_.packets_tx += pkts;
-      stats_.wire_bytes_tx += bytes + pkts * (wire::kHeaderSize + wire::kIpUdpOverhead + kEthOverhead);
+      const uint32_t tag = tx_cipher_ ? uint32_t(wire::kTagSize) : 0;
+      stats_.wire_bytes_tx += bytes + pkts * (wire::kHeaderSize + tag + wire::kIpUdpOverhead + kEthOverhead);
     }
   }
   pacer_.consume(budget_before - budget);

@@ -28,6 +28,11 @@ struct ConnectionStats {
   uint64_t probes_rx = 0;
   uint64_t bad_stream = 0;   // stream index the session does not have
   uint64_t bad_ack = 0;      // malformed or lying ACKs
+  // Encrypted sessions (MMP.md "Encryption"): datagrams refused because
+  // their GCM tag did not verify (forged, damaged, other key) or their
+  // transmission number was seen before (replayed).
+  uint64_t rx_bad_tag = 0;
+  uint64_t rx_replayed = 0;
 };
 
 class Connection {
@@ -84,6 +89,24 @@ class Connection {
     return auth_ ? wire::auth_ok(*auth_, h, payload) : h.auth == 0;
   }
 
+  // Encrypts the session (MMP.md "Encryption"): every datagram sent is
+  // sealed with AES-256-GCM under keys.tx, and every one received must be
+  // opened with keys.rx. Call before the first packet, with a config
+  // whose max_payload leaves room for the tag (see kTagSize).
+  void set_cipher(const wire::SessionKeys& keys);
+  bool encrypted() const { return tx_cipher_ != nullptr; }
+  // A stream (or the control packets) ran out of nonces: nothing more can
+  // be sent under these keys.
+  bool nonces_exhausted() const { return nonces_out_; }
+  enum class Open { ok, forged, replayed };
+  // Authenticates and decrypts a datagram of an encrypted session that
+  // passed decode_packet; on ok, `payload` is replaced by the plaintext.
+  // The plaintext of a DATA packet its stream will store is written
+  // straight into its receive-window slot (no copy later); anything else
+  // into this connection's scratch, valid until the next call. A refused
+  // datagram changes nothing and is counted.
+  Open open(const wire::Header& h, std::span<const uint8_t>& payload);
+
   // Paces this session's data to `bytes_per_s` wire bytes (0: unlimited).
   // Control packets (ACK, PROBE, CLOSE) are small and not paced.
   void set_max_bandwidth(uint64_t bytes_per_s) { pacer_.set_rate(bytes_per_s); }
@@ -95,8 +118,12 @@ class Connection {
   // paced, before every bulk stream.
   void set_priority(uint16_t stream, bool on) { priority_[stream] = on; }
 
-  // Send windows in the port's own buffers (see StreamSender).
+  // Send windows in the port's own buffers (see StreamSender). Not for an
+  // encrypted session: its windows keep plaintext that is never sent
+  // itself (each transmission is sealed into a frame of its own), so they
+  // stay on the heap and leave the port's window pool to others.
   void set_port_buffers(DatagramPort* port) {
+    if (tx_cipher_) return;
     for (auto& s : senders_) s->set_port_buffers(port);
   }
 
@@ -146,6 +173,16 @@ class Connection {
   bool keepalive_ = true;
   TokenBucket pacer_;
   std::unique_ptr<wire::AuthSecret> auth_;
+  std::unique_ptr<wire::PacketCipher> tx_cipher_, rx_cipher_;
+  std::vector<uint8_t> seal_staging_;   // senders' fallback when the port has no frames
+  std::vector<uint8_t> open_scratch_;   // plaintext of what is not stored in a window
+  std::vector<wire::ReplayWindow> rx_data_replay_;  // per stream
+  // ACK, PROBE and CLOSE share one count per stream: a session's streams
+  // may be spread over the workers of either end, each with its own
+  // Connection, and a stream's control packets come from its one owner.
+  std::vector<wire::ReplayWindow> rx_ctl_replay_;  // per stream
+  std::vector<uint64_t> ctl_seals_;                // per stream: the next control packet's number
+  bool nonces_out_ = false;
   std::vector<bool> priority_;
   uint64_t last_rx_ns_;
   uint64_t last_tx_ns_;

@@ -48,6 +48,8 @@ struct TxBuffer {
 // addressed to `to`, using `src_port` as UDP source port. With `buffer`
 // (body is that port buffer's payload) the port sends the buffer itself
 // when nothing else holds it, else it copies as for any other datagram.
+// With `handover` the buffer is a frame from alloc_tx_frames() that the
+// port takes over once it accepts the datagram (no reference added).
 struct TxDatagram {
   const PeerAddress* to = nullptr;
   uint16_t src_port = 0;
@@ -56,6 +58,7 @@ struct TxDatagram {
   const uint8_t* body = nullptr;
   uint32_t body_len = 0;
   void* buffer = nullptr;
+  bool handover = false;
 };
 
 class DatagramPort {
@@ -81,6 +84,16 @@ class DatagramPort {
     return false;
   }
   virtual void free_tx_buffers(std::span<const TxBuffer> bufs) { (void)bufs; }
+  // Per burst (at most 32): fresh frames for a sender that writes every
+  // transmission anew (an encrypted session: each one is sealed with its
+  // own nonce straight into its frame). Returns out.size(), or 0 (nothing
+  // allocated) when the port has none. Frames the port did not accept
+  // go back with free_tx_buffers().
+  virtual uint16_t alloc_tx_frames(std::span<TxBuffer> out, uint32_t room) {
+    (void)out;
+    (void)room;
+    return 0;
+  }
   // Largest UDP payload (MMP header + payload) this port carries: mtu - 20 - 8.
   virtual uint32_t max_datagram() const = 0;
   // This port's own fabric address (MAC, IPv4, base UDP port).

@@ -44,6 +44,11 @@ class StreamReceiver final : public MessageReceiver {
   StreamReceiver(const TransportConfig& cfg, size_t max_message);
 
   Accept on_data(const wire::Header& h, std::span<const uint8_t> payload, uint64_t now);
+  // Where on_data would store packet `seq` of `len` bytes, or nullptr when
+  // it would not store it (a duplicate, out of the window, too large). An
+  // encrypted session decrypts into it; on_data then finds its payload in
+  // place. Nothing changes until on_data.
+  uint8_t* slot_for(uint32_t seq, size_t len);
   // A PROBE asks for an immediate ACK; its timestamp is echoed back.
   void on_probe(uint64_t ts) {
     probe_ts_ = ts;

@@ -6,7 +6,6 @@
 namespace mm::transport {
 
 namespace {
-constexpr uint32_t kBurst = 32;
 // Packets a round must hold before its loss rate may shrink the window.
 constexpr uint32_t kMinRoundPackets = 64;
 }
@@ -226,27 +225,74 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
   check_rto(now);
   TxDatagram batch[kBurst];
   uint32_t seqs[kBurst];
+  uint16_t hflags[kBurst];
+  TxBuffer frames[kBurst];
   uint32_t total = 0;
 
-  auto build = [&](uint32_t i, uint32_t seq, bool rtx, bool ack_req) {
-    const Slot& s = slot(seq);
+  // A burst is planned first (which packets, with which flags), then its
+  // headers are sealed and, in an encrypted session, each transmission is
+  // encrypted with its own nonce into a fresh port frame (or staging, which
+  // the port copies): the window keeps the plaintext, so a retransmission
+  // is a new encryption under a new nonce, never the old ciphertext again.
+  auto plan = [&](uint32_t i, uint32_t seq, bool rtx, bool ack_req) {
+    seqs[i] = seq;
+    hflags[i] = uint16_t(slot(seq).flags | (rtx ? wire::flag::retransmit : 0) |
+                         (ack_req ? wire::flag::ack_requested : 0));
+  };
+  auto header_of = [&](uint32_t i) {
+    const Slot& s = slot(seqs[i]);
     wire::Header h;
     h.type = wire::PacketType::data;
     h.session = session_;
     h.stream = stream_;
-    h.flags = uint16_t(s.flags | (rtx ? wire::flag::retransmit : 0) |
-                       (ack_req ? wire::flag::ack_requested : 0));
-    h.seq = seq;
+    h.flags = hflags[i];
+    h.seq = seqs[i];
     h.msg = s.msg;
-    std::span<const uint8_t> body{payload(seq), s.len};
-    wire::seal_header(h, body, std::span<uint8_t, wire::kHeaderSize>(header(seq), wire::kHeaderSize),
-                      auth_);
-    batch[i] = TxDatagram{&to, src_port, header(seq), uint32_t(wire::kHeaderSize), body.data(), s.len, buffer(seq)};
-    seqs[i] = seq;
+    return h;
+  };
+  auto header_span = [&](uint32_t seq) { return std::span<uint8_t, wire::kHeaderSize>(header(seq), wire::kHeaderSize); };
+  // Returns how many of the n planned datagrams the port took.
+  auto send = [&](uint32_t n) -> uint32_t {
+    bool own_frames = false;
+    if (cipher_) {
+      if (seals_ + n > uint64_t(UINT32_MAX) + 1) {  // no nonce left: stop rather than reuse one
+        nonces_out_ = true;
+        return 0;
+      }
+      const uint32_t room = cfg_.max_payload + tag_bytes_;
+      own_frames = port.alloc_tx_frames({frames, n}, room) == n;
+      for (uint32_t i = 0; i < n; ++i) {
+        const uint32_t seq = seqs[i];
+        const Slot& s = slot(seq);
+        wire::Header h = header_of(i);
+        h.auth = uint32_t(seals_++);
+        uint8_t* out = own_frames ? frames[i].payload : staging_ + size_t(i) * room;
+        if (!cipher_->seal(h, {payload(seq), s.len}, out, header_span(seq))) {
+          if (own_frames) port.free_tx_buffers({frames, n});
+          return 0;
+        }
+        batch[i] = TxDatagram{&to, src_port, header(seq), uint32_t(wire::kHeaderSize), out, s.len + tag_bytes_,
+                              own_frames ? frames[i].handle : nullptr, own_frames};
+      }
+    } else {
+      for (uint32_t i = 0; i < n; ++i) {
+        const uint32_t seq = seqs[i];
+        const Slot& s = slot(seq);
+        std::span<const uint8_t> body{payload(seq), s.len};
+        wire::seal_header(header_of(i), body, header_span(seq), auth_);
+        batch[i] = TxDatagram{&to, src_port, header(seq), uint32_t(wire::kHeaderSize), body.data(), s.len, buffer(seq)};
+      }
+    }
+    const uint32_t sent = port.tx_burst({batch, n});
+    if (own_frames) {
+      stats_.sealed_in_frame += sent;
+      if (sent < n) port.free_tx_buffers({frames + sent, n - sent});  // not taken: still ours
+    }
+    return sent;
   };
   auto mark_sent = [&](uint32_t seq) {
     Slot& s = slot(seq);
-    budget -= std::min(budget, wire_cost(s.len));
+    budget -= std::min(budget, wire_cost(s.len + tag_bytes_));
     s.sent_ns = now;
     s.tx_order = ++tx_order_;
     if (s.tx_count++ == 0) {
@@ -276,14 +322,14 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
         ++rtx_head_;
         continue;
       }
-      if (planned + wire_cost(s.len) > budget) break;  // paced: the rest waits its turn
+      if (planned + wire_cost(s.len + tag_bytes_) > budget) break;  // paced: the rest waits its turn
       ++rtx_head_;
       s.rtx_queued = false;
-      planned += wire_cost(s.len);
-      build(n++, seq, true, true);
+      planned += wire_cost(s.len + tag_bytes_);
+      plan(n++, seq, true, true);
     }
     if (n == 0) break;
-    const uint32_t sent = port.tx_burst({batch, n});
+    const uint32_t sent = send(n);
     for (uint32_t i = 0; i < sent; ++i) mark_sent(seqs[i]);
     total += sent;
     if (sent < n) {
@@ -301,13 +347,13 @@ uint32_t StreamSender::flush(uint64_t now, DatagramPort& port, const PeerAddress
     while (n < kBurst && nxt_tx_ + n != next_) {
       const uint32_t seq = nxt_tx_ + n;
       if (!seq_lt(seq, right_edge_) || seq - una_ >= cwnd_) break;
-      if (planned + wire_cost(slot(seq).len) > budget) break;
-      planned += wire_cost(slot(seq).len);
+      if (planned + wire_cost(slot(seq).len + tag_bytes_) > budget) break;
+      planned += wire_cost(slot(seq).len + tag_bytes_);
       const bool last_of_queue = seq + 1 == next_;
-      build(n++, seq, false, last_of_queue);
+      plan(n++, seq, false, last_of_queue);
     }
     if (n == 0) break;
-    const uint32_t sent = port.tx_burst({batch, n});
+    const uint32_t sent = send(n);
     for (uint32_t i = 0; i < sent; ++i) mark_sent(seqs[i]);
     nxt_tx_ += sent;
     total += sent;

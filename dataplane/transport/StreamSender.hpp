@@ -20,6 +20,7 @@
 #include "dataplane/transport/TransportConfig.hpp"
 #include "dataplane/wire/AuthTag.hpp"
 #include "dataplane/wire/Mmp.hpp"
+#include "dataplane/wire/PacketCipher.hpp"
 
 namespace mm::transport {
 
@@ -36,6 +37,7 @@ struct SenderStats {
   uint64_t acks_in = 0;
   uint64_t bad_acks = 0;       // ACKs acknowledging what was never sent
   uint64_t stale_acks = 0;     // ACKs older than one already processed: ignored
+  uint64_t sealed_in_frame = 0;  // encrypted session: transmissions sealed straight into a port frame
 
   SenderStats& operator+=(const SenderStats& o) {
     packets += o.packets;
@@ -50,6 +52,7 @@ struct SenderStats {
     acks_in += o.acks_in;
     bad_acks += o.bad_acks;
     stale_acks += o.stale_acks;
+    sealed_in_frame += o.sealed_in_frame;
     return *this;
   }
 };
@@ -99,6 +102,7 @@ class StreamSender final : public MessageSender {
   static uint64_t wire_cost(uint32_t payload) {
     return payload + wire::kHeaderSize + wire::kIpUdpOverhead + 14;
   }
+  static constexpr uint32_t kBurst = 32;
 
   // Processes an ACK for this stream. Returns false when it acknowledges
   // packets never sent (a lying or confused peer).
@@ -111,6 +115,24 @@ class StreamSender final : public MessageSender {
 
   // The session's auth secret (owned by its Connection), or none.
   void set_auth(const wire::AuthSecret* secret) { auth_ = secret; }
+  // An encrypted session (MMP.md "Encryption"): the window keeps the
+  // plaintext and every transmission is sealed with a nonce of its own
+  // (the stream's transmission number) into a fresh port frame, or into
+  // `staging` (kBurst x (max_payload + kTagSize) bytes, owned by the
+  // Connection) when the port has no frames to give. Set before the first
+  // packet; the cipher outlives the sender.
+  void set_cipher(const wire::PacketCipher* tx, uint8_t* staging) {
+    cipher_ = tx;
+    staging_ = staging;
+    tag_bytes_ = tx ? uint32_t(wire::kTagSize) : 0;
+  }
+  // Transmissions sealed so far (the next nonce's transmission number).
+  // At 2^32 the stream stops sending rather than reuse a nonce, and says
+  // so (the session then fails: a new one gets new keys).
+  uint64_t seals() const { return seals_; }
+  bool nonces_exhausted() const { return nonces_out_; }
+  // Tests of that limit start the count elsewhere than 0.
+  void start_seals_at(uint64_t n) { seals_ = n; }
 
   bool idle() const { return una_ == next_; }  // everything acknowledged
   bool has_unsent() const { return nxt_tx_ != next_; }
@@ -161,6 +183,11 @@ class StreamSender final : public MessageSender {
 
   TransportConfig cfg_;
   const wire::AuthSecret* auth_ = nullptr;
+  const wire::PacketCipher* cipher_ = nullptr;
+  uint8_t* staging_ = nullptr;
+  uint32_t tag_bytes_ = 0;
+  uint64_t seals_ = 0;
+  bool nonces_out_ = false;
   uint32_t session_;
   uint16_t stream_;
   uint32_t mask_;

@@ -12,7 +12,7 @@ namespace mm::wire {
 
 // MMP.md "Header": magic "MM", 32 bytes, big-endian fields.
 inline constexpr uint16_t kMagic = 0x4D4D;
-inline constexpr uint8_t kVersion = 2;  // 2: ACKs carry up to 1024 SACK bits
+inline constexpr uint8_t kVersion = 3;  // 2: ACKs carry up to 1024 SACK bits; 3: AES-256-GCM sessions
 inline constexpr size_t kHeaderSize = 32;
 // MMP.md "Encapsulation": IPv4 (20) + UDP (8) sit between the MTU and MMP.
 inline constexpr size_t kIpUdpOverhead = 28;

@@ -97,6 +97,10 @@ def main() -> int:
                     help="QEMU's own modes: TCP over a veth of their own between the two hosts, "
                          "counted by the kernel (default), or a unix socket (no wire bytes for "
                          "multifd-compression: QEMU 7.2 counts multifd bytes before compressing)")
+    ap.add_argument("--mm-encrypt", choices=["required", "off"],
+                    help="MemoryMotion modes negotiate their sessions over the daemons' peer channel "
+                         "with this --encrypt (required: AES-256-GCM on the fabric); default: sessions "
+                         "set up directly, without a key (veth profiles only)")
     ap.add_argument("--allow-relay-fallback", action="store_true",
                     help="if memmotiond refuses the page policy, run mm modes as a plain relay "
                          "(flagged everywhere) instead of failing them (--smoke does this)")
@@ -150,7 +154,7 @@ def main() -> int:
     kernel, initrd = ensure_guest(a.build)
     runner = MigrationRunner(a.build, kernel, initrd, a.profile, a.timeout,
                              allow_relay_fallback=a.allow_relay_fallback,
-                             qemu_transport=a.qemu_transport)
+                             qemu_transport=a.qemu_transport, mm_encrypt=a.mm_encrypt)
     records: list[dict] = []
     total, i = sel.runs(), 0
     print(f"perf: {total} runs into {out}", flush=True)

@@ -11,6 +11,11 @@ feature at work (and disabled ones idle), and the destination must have
 verified every page it wrote. --expect-unchanged asks for the unchanged
 filter to have skipped pages (a workload that rewrites identical bytes).
 
+The daemons negotiate the session over their peer channel, so it is
+encrypted (AES-256-GCM) by default; --encrypt off keeps it in the clear
+(keyed tags only), --encrypt none sets it up directly (session-prepare /
+session-start, no key).
+
 --kill-destination-daemon instead kills the destination daemon mid-way: the
 source daemon must fail the session, the source QEMU must report a failed
 migration, and the source VM must keep running."""
@@ -71,6 +76,8 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
         for s in (s_src, s_dst):
             if s["state"] != "completed":
                 problems.append(f"{s['role']} daemon session {s['state']}: {s.get('error')}")
+            if s["encrypted"] != (a.encrypt == "required"):
+                problems.append(f"{s['role']} daemon session encrypted {s['encrypted']} with --encrypt {a.encrypt}")
         verdict = ""
         if not problems:
             try:
@@ -99,7 +106,7 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
                 print(f"  {d.name}: resident memory {grown:+.0f} MiB after the session was released")
                 if grown > 64:
                     problems.append(f"{d.name} kept {grown:.0f} MiB after the session ended")
-        print(f"through memmotiond ({f.kind}, multifd {a.multifd}): {r.line()}; stream "
+        print(f"through memmotiond ({f.kind}, multifd {a.multifd}, encrypt {a.encrypt}): {r.line()}; stream "
               f"{cs['qemu_bytes_in'] / 2**20:.1f} MiB from QEMU, "
               f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB on the wire, return path "
               f"{cd['qemu_bytes_in']} B, retransmits {cs['retransmits']}; {verdict}")
@@ -223,9 +230,11 @@ def main() -> int:
     ap.add_argument("--kill-destination-daemon", action="store_true")
     ap.add_argument("--expect-workers", type=int, default=0,
                     help="fail unless the session's pages went through this many workers on each side")
+    ap.add_argument("--encrypt", choices=["required", "off", "none"], default="required",
+                    help="the peer channel's --encrypt (none: no peer channel)")
     a = ap.parse_args()
     kernel, initrd = ensure_guest(a.build)
-    with Fabric(a.build, a.kind) as f:
+    with Fabric(a.build, a.kind, peer_channel=None if a.encrypt == "none" else a.encrypt) as f:
         if a.kill_destination_daemon:
             return kill_destination(f, kernel, initrd, a)
         return migrate_ok(f, kernel, initrd, a)

@@ -27,7 +27,7 @@ def crc32c(data: bytes) -> int:
 
 
 def mmp(session: int, payload: bytes = b"", *, ptype: int = 1, stream: int = 0, flags: int = 3,
-        seq: int = 0, msg: int = 0, auth: int = 0, magic: int = 0x4D4D, version: int = 2,
+        seq: int = 0, msg: int = 0, auth: int = 0, magic: int = 0x4D4D, version: int = 3,
         length: int | None = None, good_crc: bool = True) -> bytes:
     """An MMP datagram; every field may be set wrong on purpose."""
     ln = len(payload) if length is None else length

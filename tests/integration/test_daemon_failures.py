@@ -11,7 +11,12 @@
   replay     captured DATA frames replayed after a session: counted as
              duplicates (then as late), nothing reaches QEMU twice
   lying_pages  page records that lie (a page failing its hash, pages on the
-             main channel): the session fails naming it, QEMU gets none of it"""
+             main channel): the session fails naming it, QEMU gets none of it
+  encrypted  a session negotiated over the peer channel (AES-256-GCM, the
+             default): no plaintext on the wire; captured frames replayed are
+             refused as replays, forged ones and frames in the clear as bad
+             tags, all counted, none reaches QEMU; a mismatched --encrypt is
+             refused and counted"""
 
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mmpacket import frame, mmp  # noqa: E402
+from mmpacket import crc32c, frame, mmp  # noqa: E402
 from mmtest.daemon import ControlClient, ControlError, Daemon  # noqa: E402
 from mmtest.fabric import Fabric  # noqa: E402
 
@@ -253,30 +258,39 @@ sys.stdout.buffer.write(pickle.dumps(frames))
 """
 
 
+def captured_session(f: Fabric):
+    """Runs session 31 (8 MiB, source to destination) while capturing its
+    first 40 DATA frames on the source's veth; returns the destination's
+    session at the end, the frames and the two stand-in QEMUs."""
+    from streampeers import DestinationPeer, connect_source
+    sniff = subprocess.Popen(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", SNIFFER,
+                              f.src.iface], stdout=subprocess.PIPE)
+    time.sleep(0.5)
+    dest = DestinationPeer(str(f.workdir / "d.sock"), seed=3, send_bytes=1 << 16)
+    f.start_session(31, f"unix:{f.workdir}/s.sock", f"unix:{f.workdir}/d.sock")
+    src = connect_source(str(f.workdir / "s.sock"), seed=4, send_bytes=8 << 20)
+    s1 = f.dst_daemon.wait_session(31, 60)
+    frames = pickle.loads(sniff.communicate(timeout=60)[0])
+    src.join(10)
+    check(s1["state"] == "completed" and len(frames) == 40, f"a session ran and {len(frames)} DATA frames were captured")
+    return s1, frames, src, dest
+
+
+def inject(f: Fabric, frames: list[bytes]) -> None:
+    """Sends raw Ethernet frames from the source host's veth."""
+    code = ("import socket,sys,pickle\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
+            f"s.bind(('{f.src.iface}',0))\n"
+            "for fr in pickle.loads(sys.stdin.buffer.read()): s.send(fr)\n")
+    subprocess.run(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", code],
+                   input=pickle.dumps(frames), check=True, timeout=30)
+    time.sleep(0.5)
+
+
 def case_replay(build: Path) -> None:
     print("replay:")
-    from streampeers import DestinationPeer, connect_source
     with Fabric(build, "af_packet-veth") as f:
-        sniff = subprocess.Popen(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", SNIFFER,
-                                  f.src.iface], stdout=subprocess.PIPE)
-        time.sleep(0.5)
-        dest = DestinationPeer(str(f.workdir / "d.sock"), seed=3, send_bytes=1 << 16)
-        f.start_session(31, f"unix:{f.workdir}/s.sock", f"unix:{f.workdir}/d.sock")
-        src = connect_source(str(f.workdir / "s.sock"), seed=4, send_bytes=8 << 20)
-        s1 = f.dst_daemon.wait_session(31, 60)
-        frames = pickle.loads(sniff.communicate(timeout=60)[0])
-        src.join(10)
-        check(s1["state"] == "completed" and len(frames) == 40, f"a session ran and {len(frames)} DATA frames were captured")
-
-        def replay() -> None:
-            code = ("import socket,sys,pickle\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
-                    f"s.bind(('{f.src.iface}',0))\n"
-                    "for fr in pickle.loads(sys.stdin.buffer.read()): s.send(fr)\n")
-            subprocess.run(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", code],
-                           input=pickle.dumps(frames), check=True, timeout=30)
-            time.sleep(0.5)
-
-        replay()  # while the session lingers, its transport sees old sequence numbers
+        s1, frames, src, dest = captured_session(f)
+        inject(f, frames)  # while the session lingers, its transport sees old sequence numbers
         s2 = f.dst_daemon.session(31)
         dup = s2["counters"]["duplicates_rx"] - s1["counters"]["duplicates_rx"]
         check(dup == len(frames), f"replayed DATA counted as duplicates: {dup} of {len(frames)}")
@@ -284,11 +298,70 @@ def case_replay(build: Path) -> None:
               "nothing replayed reached QEMU")
         time.sleep(6)  # past the linger: the session's transport is gone
         late0 = f.dst_daemon.stats()["engine"]["rx_late"]
-        replay()
+        inject(f, frames)
         late = f.dst_daemon.stats()["engine"]["rx_late"] - late0
         check(late == len(frames), f"replayed after the session ended counted as late: {late}")
         src.close()
         dest.close()
+
+
+def case_encrypted(build: Path) -> None:
+    print("encrypted:")
+    from streampeers import QEMU_MAGIC, pattern
+    with Fabric(build, "af_packet-veth", peer_channel="required") as f:
+        s1, frames, src, dest = captured_session(f)
+        ss = f.src_daemon.session(31)
+        check(s1["encrypted"] and ss["encrypted"], f"both sides encrypted: {ss['encrypted']} / {s1['encrypted']}")
+        check(dest.pump is not None and dest.pump.received == 8 << 20, "every byte arrived")
+        check(ss["counters"]["sealed_in_frame_tx"] > 0, "the source sealed transmissions straight into port frames")
+        check(s1["counters"]["bad_tag_rx"] == 0 and ss["counters"]["bad_tag_rx"] == 0, "no tag failed in an honest session")
+        # In the clear, 32 bytes at a fixed place of a DATA frame would be a
+        # piece of the stream the source sent (its first MiB covers them).
+        sent = b"".join(pattern(4, 1 << 20, QEMU_MAGIC))
+        long_frames = [fr for fr in frames if len(fr) >= 152]
+        clear = [fr for fr in long_frames if fr[120:152] in sent]
+        check(len(long_frames) >= 30 and not clear,
+              f"no captured frame carries the stream in the clear ({len(clear)} of {len(long_frames)} do)")
+        eng0 = f.dst_daemon.stats()["engine"]
+
+        def resealed(fr: bytes, tx: int, flip: int | None) -> bytes:
+            """The frame with another transmission number (and a flipped
+            ciphertext byte), its CRC made right again: only GCM can tell."""
+            b = bytearray(fr)
+            b[42 + 24:42 + 28] = struct.pack(">I", tx)
+            if flip is not None:
+                b[flip] ^= 0x40
+            b[42 + 28:42 + 32] = bytes(4)
+            b[42 + 28:42 + 32] = struct.pack(">I", crc32c(bytes(b[42:])))
+            return bytes(b)
+
+        inject(f, frames)  # while the session lingers
+        forged = [resealed(long_frames[0], 0x7FFFFF00, None), resealed(long_frames[1], 0x7FFFFF01, 130),
+                  frame(f.dst.mac, f.src.mac, "10.77.1.1", "10.77.1.2", 7470,
+                        mmp(31, bytes(64), auth=0x7FFFFF02))]
+        inject(f, forged)
+        eng1 = f.dst_daemon.stats()["engine"]
+        s2 = f.dst_daemon.session(31)
+        replayed = eng1["rx_replayed"] - eng0["rx_replayed"]
+        bad = eng1["rx_bad_tag"] - eng0["rx_bad_tag"]
+        check(replayed == len(frames), f"replayed frames refused as replays: {replayed} of {len(frames)}")
+        check(bad == len(forged), f"forged and clear frames refused as bad tags: {bad} of {len(forged)}")
+        check(s2["counters"]["replayed_rx"] - s1["counters"]["replayed_rx"] == len(frames)
+              and s2["counters"]["bad_tag_rx"] == len(forged),
+              f"and counted by the session: {s2['counters']['replayed_rx']}, {s2['counters']['bad_tag_rx']}")
+        check(s2["counters"]["duplicates_rx"] == s1["counters"]["duplicates_rx"]
+              and s2["counters"]["qemu_bytes_out"] == s1["counters"]["qemu_bytes_out"],
+              "none of them reached the transport or QEMU")
+        src.close()
+        dest.close()
+        # A migration that asks for the clear from a destination that requires encryption.
+        f.peer_channel = "off"
+        try:
+            f.start_session(33, f"unix:{f.workdir}/s3.sock", f"unix:{f.workdir}/d3.sock")
+            check(False, "an offer without encryption is refused by a destination that requires it")
+        except ControlError as e:
+            check("encrypt" in e.desc and "required" in e.desc, f"mismatched --encrypt refused: {e.desc[:160]}")
+        check(f.dst_daemon.stats()["peer"]["encrypt_refusals"] == 1, "the destination counted the refusal")
 
 
 class FakeQemu:
@@ -376,11 +449,12 @@ def case_lying_pages(build: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", required=True, type=Path)
-    ap.add_argument("cases", nargs="*", default=["profiles", "control", "packets", "peer", "replay", "lying_pages"])
+    ap.add_argument("cases", nargs="*", default=["profiles", "control", "packets", "peer", "replay", "lying_pages",
+                                                 "encrypted"])
     a = ap.parse_args()
     for c in a.cases:
         {"profiles": case_profiles, "control": case_control, "packets": case_packets, "peer": case_peer,
-         "replay": case_replay, "lying_pages": case_lying_pages}[c](a.build)
+         "replay": case_replay, "lying_pages": case_lying_pages, "encrypted": case_encrypted}[c](a.build)
     print(f"{'FAIL' if failures else 'PASS'}: {len(failures)} check(s) failed")
     return 1 if failures else 0
 

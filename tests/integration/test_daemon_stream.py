@@ -76,10 +76,13 @@ def main() -> int:
                     help="pace the session to this many wire bytes/s and check it held")
     ap.add_argument("--kernel-traffic", action="store_true",
                     help="also ping and stream TCP between the hosts' kernel addresses meanwhile")
+    ap.add_argument("--encrypt", choices=["required", "off"],
+                    help="negotiate the sessions over the peer channel with this --encrypt "
+                         "(default: set them up directly, without a key)")
     a = ap.parse_args()
 
     fwd, back = a.mib << 20, a.back_mib << 20
-    with Fabric(a.build, a.kind) as f:
+    with Fabric(a.build, a.kind, peer_channel=a.encrypt) as f:
         if a.loss:
             f.set_loss(f.src, a.loss)
             f.set_loss(f.dst, a.loss)
@@ -110,6 +113,11 @@ def main() -> int:
             for s in (s_src, s_dst):
                 if s["state"] != "completed":
                     problems.append(f"session {sid}: {s['role']} {s['state']}: {s.get('error')}")
+                if s["encrypted"] != (a.encrypt == "required"):
+                    problems.append(f"session {sid}: {s['role']} encrypted {s['encrypted']} with --encrypt {a.encrypt}")
+                if s["counters"]["bad_tag_rx"]:
+                    problems.append(f"session {sid}: {s['role']} refused {s['counters']['bad_tag_rx']} honest "
+                                    "packets as bad tags")
             if dest.pump is None or dest.pump.received != fwd:
                 problems.append(f"session {sid}: destination got "
                                 f"{dest.pump.received if dest.pump else 0} of {fwd} bytes")
@@ -162,7 +170,8 @@ def main() -> int:
             dests[sid].close()
         for d in drops:
             print(d)
-        print(f"{a.kind}{f' loss {a.loss}%' if a.loss else ''}: {a.sessions} x ({a.mib} MiB + "
+        print(f"{a.kind}{f' loss {a.loss}%' if a.loss else ''}{f' encrypt {a.encrypt}' if a.encrypt else ''}: "
+              f"{a.sessions} x ({a.mib} MiB + "
               f"{a.back_mib} MiB back) in {elapsed:.2f} s "
               f"({a.sessions * fwd / elapsed / 2**20:.0f} MiB/s), wire tx {totals['wire'] / 2**20:.1f} MiB, "
               f"retransmits src {totals['rtx_src']} dst {totals['rtx_dst']}, "

@@ -77,6 +77,7 @@ class FakeLink {
   uint64_t now() const { return now_; }
   // Cuts one direction (to simulate a dead peer): side's sends vanish.
   void cut(int side) { cut_[side] = true; }
+  void restore(int side) { cut_[side] = false; }
   // Makes side's port refuse to transmit (a full TX ring).
   void block(int side, bool on) { blocked_[side] = on; }
   void set_faults(LinkFaults f) { faults_ = f; }

@@ -43,7 +43,7 @@ TEST(MmpHeader, LayoutIsBigEndianAsSpecified) {
   ASSERT_EQ(d.size(), kHeaderSize + 3);
   EXPECT_EQ(d[0], 0x4D);
   EXPECT_EQ(d[1], 0x4D);
-  EXPECT_EQ(d[2], 2);  // MMP version 2
+  EXPECT_EQ(d[2], 3);  // MMP version 3
   EXPECT_EQ(d[3], 1);
   EXPECT_EQ(get_be32(&d[4]), 0xA1B2C3D4u);
   EXPECT_EQ(get_be16(&d[8]), 7);
@@ -98,6 +98,8 @@ TEST(MmpHeader, RejectsEachMalformation) {
   EXPECT_EQ(decode(bad), DecodeError::bad_magic);
   bad = good;
   bad[2] = 1;  // version 1 (64 SACK bits only) is refused
+  EXPECT_EQ(decode(bad), DecodeError::bad_version);
+  bad[2] = 2;  // version 2 (no encrypted sessions) too
   EXPECT_EQ(decode(bad), DecodeError::bad_version);
   for (uint8_t t : {0, 5, 255}) {
     bad = good;

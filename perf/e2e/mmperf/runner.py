@@ -49,7 +49,7 @@ class MigrationRunner:
 
     def __init__(self, build: Path, kernel: Path, initrd: Path, profile: str = "af_packet-veth",
                  timeout: float | None = None, allow_relay_fallback: bool = False,
-                 qemu_transport: str = "tcp"):
+                 qemu_transport: str = "tcp", mm_encrypt: str | None = None):
         self.build = Path(build)
         self.kernel, self.initrd = kernel, initrd
         self.profile = profile
@@ -58,6 +58,9 @@ class MigrationRunner:
         self.pages_rejected: str | None = None  # the daemon's answer, once it refused `pages`
         self.qemu_transport = qemu_transport  # "tcp": over a veth of its own; "unix"
         self.fabric: Fabric | None = None
+        # "required" / "off": MemoryMotion sessions negotiated over the peer
+        # channel with that --encrypt; None: set up directly (no key).
+        self.mm_encrypt = mm_encrypt
         self.link: QemuLink | None = None
         self.seq = 0
         self.hops = 0  # migrations: names their sockets and ports
@@ -67,7 +70,7 @@ class MigrationRunner:
     def open(self) -> None:
         # memif too gets a namespace per host, so that QEMU's own modes still
         # cross a veth between them (the daemons meet over memif's socket).
-        f = Fabric(self.build, self.profile, memif_netns=True)
+        f = Fabric(self.build, self.profile, memif_netns=True, peer_channel=self.mm_encrypt)
         f.__enter__()
         self.fabric = f
         if self.qemu_transport == "tcp":

@@ -61,7 +61,7 @@ class Fabric:
 
     def __init__(self, build: Path, kind: str = "af_packet-veth", mtu: int | None = None,
                  workdir: Path | None = None, daemon_args: dict[str, list[str]] | None = None,
-                 memif_netns: bool = False):
+                 memif_netns: bool = False, peer_channel: str | None = None):
         require_root("the fabric")
         require_tools("ip")
         self.build = Path(build)
@@ -73,6 +73,11 @@ class Fabric:
                            "af_packet-veth-2q": 9000, "af_xdp-veth": 3000, "memif": 9000}[kind]
         self.namespaces: list[str] = []
         self.daemon_args = daemon_args or {}
+        # peer_channel "required" or "off": the daemons get a pre-shared key,
+        # the destination a peer channel, and start_session() negotiates
+        # over it (`migrate`) with that --encrypt on both; None: sessions
+        # are set up directly (session-prepare / session-start), unkeyed.
+        self.peer_channel = peer_channel
         self.loss_procs: list[subprocess.Popen] = []
         self.steered: list[Host] = []
         self.src: Host
@@ -185,14 +190,34 @@ class Fabric:
         return out
 
     def start_daemons(self) -> None:
+        if self.peer_channel:
+            key = self.workdir / "peer.key"
+            key.write_text(secrets.token_hex(32))
+            os.chmod(key, 0o600)
+            base = ["--key-file", str(key), "--encrypt", self.peer_channel]
+            self.daemon_args = {"src": base + self.daemon_args.get("src", []),
+                                "dst": base + ["--peer-listen", self.peer_address()] + self.daemon_args.get("dst", [])}
         self.src_daemon = self._daemon("src", self.src).start()
         self.dst_daemon = self._daemon("dst", self.dst).start()
+
+    def peer_address(self) -> str:
+        """ip:port of the destination daemon's peer channel."""
+        return f"{self.dst.kernel_ip or '127.0.0.1'}:7471"
 
     def start_session(self, sid: int, src_listen: str, dst_qemu_uri: str,
                       max_bandwidth: int = 0, pages: dict | None = None) -> dict:
         """Prepares the destination, then starts the source; returns the
         source's reply (with the URI QEMU should migrate to). `pages` is the
-        source's page policy (codec, zero, unchanged, dedupe)."""
+        source's page policy (codec, zero, unchanged, dedupe). With a peer
+        channel both happen in one `migrate` negotiated over it."""
+        if self.peer_channel:
+            args = {"session": sid, "peer": self.peer_address(), "dst-incoming": dst_qemu_uri,
+                    "listen": src_listen, "encrypt": self.peer_channel}
+            if max_bandwidth:
+                args["max-bandwidth"] = max_bandwidth
+            if pages is not None:
+                args["pages"] = pages
+            return self.src_daemon.ctl.execute("migrate", **args)
         self.dst_daemon.ctl.execute("session-prepare", session=sid, **{"qemu-uri": dst_qemu_uri})
         args = {"listen": src_listen, "peer-ip": self.dst.fabric_ip}
         if max_bandwidth:

@@ -1,0 +1,92 @@
+#include "dataplane/wire/PacketCipher.hpp"
+
+#include <openssl/evp.h>
+
+#include <stdexcept>
+
+namespace mm::wire {
+
+std::array<uint8_t, kNonceSize> packet_nonce(Direction d, const Header& h) {
+  std::array<uint8_t, kNonceSize> n;
+  n[0] = uint8_t(d);
+  n[1] = uint8_t(h.type);
+  put_be16(n.data() + 2, h.stream);
+  put_be32(n.data() + 4, h.seq);
+  put_be32(n.data() + 8, h.auth);
+  return n;
+}
+
+PacketCipher::PacketCipher(const CipherKey& key, Direction d, bool encrypt) : dir_(d), encrypt_(encrypt) {
+  ctx_ = EVP_CIPHER_CTX_new();
+  // The key schedule is computed here once; seal/open pass only the nonce.
+  if (!ctx_ || EVP_CipherInit_ex(ctx_, EVP_aes_256_gcm(), nullptr, key.data(), nullptr, encrypt ? 1 : 0) != 1) {
+    EVP_CIPHER_CTX_free(ctx_);
+    throw std::runtime_error("OpenSSL refused an AES-256-GCM context");
+  }
+}
+
+PacketCipher::~PacketCipher() { EVP_CIPHER_CTX_free(ctx_); }
+
+bool PacketCipher::seal(Header h, std::span<const uint8_t> plaintext, uint8_t* out,
+                        std::span<uint8_t, kHeaderSize> header_out) const {
+  if (!encrypt_) return false;
+  h.len = uint32_t(plaintext.size() + kTagSize);
+  h.crc = 0;
+  encode_header(h, header_out);
+  const auto nonce = packet_nonce(dir_, h);
+  int n = 0;
+  if (EVP_CipherInit_ex(ctx_, nullptr, nullptr, nullptr, nonce.data(), 1) != 1 ||
+      EVP_CipherUpdate(ctx_, nullptr, &n, header_out.data(), int(kAadSize)) != 1) {
+    return false;
+  }
+  if (!plaintext.empty() && EVP_CipherUpdate(ctx_, out, &n, plaintext.data(), int(plaintext.size())) != 1) {
+    return false;
+  }
+  uint8_t* tag = out + plaintext.size();
+  if (EVP_CipherFinal_ex(ctx_, tag, &n) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_GCM_GET_TAG, int(kTagSize), tag) != 1) {
+    return false;
+  }
+  const uint32_t crc = packet_crc(header_out, {out, h.len});
+  put_be32(header_out.data() + 28, crc);
+  return true;
+}
+
+bool PacketCipher::open(const Header& h, std::span<const uint8_t> payload, uint8_t* out) const {
+  if (encrypt_ || payload.size() < kTagSize) return false;
+  Header aad_h = h;
+  aad_h.crc = 0;
+  std::array<uint8_t, kHeaderSize> aad;
+  encode_header(aad_h, aad);
+  const auto nonce = packet_nonce(dir_, h);
+  const size_t clen = payload.size() - kTagSize;
+  int n = 0;
+  if (EVP_CipherInit_ex(ctx_, nullptr, nullptr, nullptr, nonce.data(), 0) != 1 ||
+      EVP_CipherUpdate(ctx_, nullptr, &n, aad.data(), int(kAadSize)) != 1) {
+    return false;
+  }
+  if (clen && EVP_CipherUpdate(ctx_, out, &n, payload.data(), int(clen)) != 1) return false;
+  // OpenSSL takes the expected tag as non-const; it only reads it.
+  if (EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_GCM_SET_TAG, int(kTagSize), const_cast<uint8_t*>(payload.data() + clen)) != 1) {
+    return false;
+  }
+  return EVP_CipherFinal_ex(ctx_, out + clen, &n) == 1;
+}
+
+void ReplayWindow::mark(uint32_t n) {
+  if (!any_ || n > top_) {
+    // Bits of the numbers the window slides over belong to numbers kSpan
+    // older: cleared (all of them when it jumps a whole span).
+    const uint32_t from = any_ ? top_ + 1 : 0;
+    if (!any_ || n - from >= kSpan) {
+      bits_.fill(0);
+    } else {
+      for (uint32_t k = from; k != n + 1; ++k) bits_[(k / 64) % kWords] &= ~(uint64_t(1) << (k % 64));
+    }
+    top_ = n;
+    any_ = true;
+  }
+  bits_[(n / 64) % kWords] |= uint64_t(1) << (n % 64);
+}
+
+}  // namespace mm::wire
