@@ -15,12 +15,15 @@ Debian's libvirtd and a memmotiond; the test guest is a libvirt domain
             live precopy with the guest dirtying), the source's RAM is
             dumped, and the destination's, still paused after the
             migration, must be byte-identical; resumed, it runs on
-  refusals  --tunnelled and postcopy with parallel connections are refused
-            before anything starts, naming the reason
+  refusals  --tunnelled, --copy-storage-all and postcopy with parallel
+            connections are refused before anything starts, naming the reason
+  virsh-back  plain `virsh migrate --migrateuri unix:///run/memmotion/...`
+            after `memmotionctl migrate` told the daemons (negotiate only):
+            the domain goes back to the source through the daemons
 
 --compare (not a test: figures for the README) migrates the same domain
 with plain `virsh migrate --parallel` over TCP and through the daemons
-(no pacing), and prints libvirt's time and the bytes of each."""
+under one link cap, and prints libvirt's job time and the bytes of each."""
 
 from __future__ import annotations
 
@@ -70,9 +73,9 @@ def wait_console(lv: LibvirtHost, pattern: str, timeout: float, after: int = 0) 
     return False
 
 
-def ctl(f: LibvirtFabric, sid: int, *extra: str, timeout: float = 300) -> subprocess.Popen:
+def ctl(f: LibvirtFabric, sid: int, *extra: str, timeout: float = 300, json_out: bool = False) -> subprocess.Popen:
     cmd = [str(f.build / "control" / "memmotionctl"), "--socket", f.src_daemon.control_path,
-           "--timeout", str(timeout), "migrate", "--session", str(sid), "--peer", PEER,
+           "--timeout", str(timeout), *(["--json"] if json_out else []), "migrate", "--session", str(sid), "--peer", PEER,
            "--libvirt", DOM, "--connect", f.libvirt["src"].uri, "--dest-uri", f.libvirt["dst"].uri, *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -198,36 +201,94 @@ def job_figures(lv: LibvirtHost) -> dict:
     return res
 
 
-def compare(f: LibvirtFabric, a) -> None:
-    """Same domain: virsh straight over TCP with --parallel, then through the
-    daemons with memmotionctl --libvirt; back to the source over TCP between."""
+def told_daemons(f: LibvirtFabric, sid: int, from_dst: bool, cap: int) -> str:
+    """The documented plain-virsh path: memmotionctl only negotiates the
+    session, the migration socket on both hosts the same path; returns it."""
+    sock = f"/run/memmotion/plain-{sid}.sock"
+    d = f.dst_daemon if from_dst else f.src_daemon
+    peer = f"{SRC_KERNEL_IP}:7471" if from_dst else PEER
+    cmd = [str(f.build / "control" / "memmotionctl"), "--socket", d.control_path, "migrate",
+           "--session", str(sid), "--peer", peer, "--listen", f"unix:{sock}", "--dst-incoming", f"unix:{sock}",
+           "--multifd-channels", "4"] + (["--max-bandwidth", str(cap)] if cap else [])
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0 or sock not in r.stdout:
+        raise RuntimeError(f"memmotionctl migrate (negotiate only): {r.stdout} {r.stderr}")
+    return sock
+
+
+def case_virsh_back(f: LibvirtFabric) -> None:
+    """Plain `virsh migrate --migrateuri unix://...` through the daemons, the
+    way back: the destination host's daemon is the source now."""
+    print("virsh-back:")
     src, dst = f.libvirt["src"], f.libvirt["dst"]
+    sid = 46
+    sock = told_daemons(f, sid, from_dst=True, cap=0)
+    r = subprocess.run(["virsh", "-c", dst.uri, "migrate", "--live", "--p2p", "--parallel", "--parallel-connections",
+                        "4", DOM, src.uri, "--migrateuri", f"unix://{sock}"], capture_output=True, text=True,
+                       timeout=300)
+    check(r.returncode == 0, f"virsh migrate --migrateuri unix://{sock}: {r.stderr.strip()}")
+    s = f.dst_daemon.wait_session(sid, 30)
+    check(s["state"] == "completed" and s["counters"]["multifd_channels"] == 4,
+          f"the daemon carried it: session {s['state']}, {s['counters']['multifd_channels']} multifd channels, "
+          f"{s['counters']['wire_bytes_tx'] / 2**20:.1f} MiB on the wire")
+    check(src.domstate(DOM) == "running", f"the domain is {src.domstate(DOM)} back on the source")
+    mark = len(console(src))
+    check(wait_console(src, r"MEMLOAD TICK \d+", 30, mark), "the guest runs its workload back on the source")
+
+
+def compare(f: LibvirtFabric, a) -> None:
+    """Same domain, in turn: virsh straight over TCP with --parallel (a veth
+    of its own, tc tbf at the cap), through the daemons with memmotionctl
+    --libvirt and with plain virsh to the daemons' socket (the MMP pacer at
+    the cap); back to the source over TCP after each."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf" / "e2e"))
+    from mmperf.link import QemuLink, tx_bytes
+    from mmperf.link import DST_IP as TCP_DST, SRC_IP as TCP_SRC
+    from mmperf.matrix import cap_bytes
+    src, dst = f.libvirt["src"], f.libvirt["dst"]
+    cap = cap_bytes(a.cap)
+    link = QemuLink.create(f.src.netns, f.dst.netns, f.suffix, 9000)
+    link.shape(cap)
+    p4 = ["--live", "--p2p", "--parallel", "--parallel-connections", "4", DOM]
+
+    def back() -> None:
+        dst.virsh("migrate", *p4, src.uri, "--migrateuri", f"tcp://{TCP_SRC}")
+
     rows = []
     for i in range(a.runs):
         t = time.monotonic()
-        dst_ip = DST_KERNEL_IP
-        src.virsh("migrate", "--live", "--p2p", "--parallel", "--parallel-connections", "4", DOM, dst.uri,
-                  "--migrateuri", f"tcp://{dst_ip}")
+        tx0 = tx_bytes(f.src.netns, link.src_if)
+        src.virsh("migrate", *p4, dst.uri, "--migrateuri", f"tcp://{TCP_DST}")
         wall = time.monotonic() - t
         tcp = job_figures(src)
-        rows.append(("virsh TCP --parallel 4", tcp.get("Time elapsed", 0), tcp.get("Data processed", 0),
-                     tcp.get("Data processed", 0), wall))
-        dst.virsh("migrate", "--live", "--p2p", "--parallel", "--parallel-connections", "4", DOM, src.uri,
-                  "--migrateuri", f"tcp://{SRC_KERNEL_IP}")
+        rows.append(("virsh, TCP", tcp.get("Time elapsed", 0), tcp.get("Data processed", 0),
+                     tx_bytes(f.src.netns, link.src_if) - tx0, wall))
+        back()
         t = time.monotonic()
-        p = ctl(f, 60 + i, "--parallel-connections", "4", "--json")
+        p = ctl(f, 60 + i, "--parallel-connections", "4", "--no-progress",
+                *(["--max-bandwidth", str(cap)] if cap else []), json_out=True)
         out, err = p.communicate(timeout=300)
         wall = time.monotonic() - t
         if p.returncode != 0:
             raise RuntimeError(f"memmotionctl --libvirt: {err[-1000:]}")
         s = json.loads(out.strip().splitlines()[-1])
-        rows.append(("memmotionctl --libvirt 4", s["libvirt"]["total-time-ms"], s["libvirt"]["transferred"],
+        rows.append(("memmotionctl --libvirt", s["libvirt"]["total-time-ms"], s["libvirt"]["transferred"],
                      s["counters"]["wire_bytes_tx"], wall))
-        dst.virsh("migrate", "--live", "--p2p", "--parallel", "--parallel-connections", "4", DOM, src.uri,
-                  "--migrateuri", f"tcp://{SRC_KERNEL_IP}")
-    print(f"{'path':28}{'libvirt job ms':>16}{'from QEMU MiB':>15}{'wire MiB':>10}{'wall s':>8}")
+        back()
+        t = time.monotonic()
+        sock = told_daemons(f, 70 + i, from_dst=False, cap=cap)
+        src.virsh("migrate", *p4, dst.uri, "--migrateuri", f"unix://{sock}")
+        wall = time.monotonic() - t
+        vj = job_figures(src)
+        s = f.src_daemon.wait_session(70 + i, 30)
+        rows.append(("virsh, daemons' socket", vj.get("Time elapsed", 0), vj.get("Data processed", 0),
+                     s["counters"]["wire_bytes_tx"], wall))
+        back()
+    print(f"{a.ram} MiB guest, memload {a.guest_mib} MiB dirtying {a.dirty} pages/s, 4 parallel connections, "
+          f"link cap {a.cap}")
+    print(f"{'path':26}{'libvirt job ms':>16}{'from QEMU MiB':>15}{'wire MiB':>10}{'wall s':>8}")
     for name, ms, q, w, wall in rows:
-        print(f"{name:28}{ms:16.0f}{q / 2**20:15.1f}{w / 2**20:10.1f}{wall:8.2f}")
+        print(f"{name:26}{ms:16.0f}{q / 2**20:15.1f}{w / 2**20:10.1f}{wall:8.2f}")
 
 
 def main() -> int:
@@ -238,7 +299,8 @@ def main() -> int:
     ap.add_argument("--dirty", type=int, default=2000, help="pages/s memload dirties")
     ap.add_argument("--compare", action="store_true", help="figures: virsh over TCP vs through the daemons")
     ap.add_argument("--runs", type=int, default=2, help="with --compare: runs of each")
-    ap.add_argument("cases", nargs="*", default=["refusals", "abort", "cancel", "kill", "migrate"])
+    ap.add_argument("--cap", default="1G", help="with --compare: link cap, bits/s (1G, 10G, unlimited)")
+    ap.add_argument("cases", nargs="*", default=["refusals", "abort", "cancel", "kill", "migrate", "virsh-back"])
     a = ap.parse_args()
     a.build = a.build.resolve()  # commands run inside the hosts' mount namespaces
     require_root("the libvirt e2e test")
@@ -249,7 +311,8 @@ def main() -> int:
     key.write_text("a" * 40)
     key.chmod(0o600)
     with LibvirtFabric(a.build, "af_packet-veth", workdir=wd, daemon_args={
-            "src": ["--key-file", str(key)], "dst": ["--key-file", str(key), "--peer-listen", PEER]}) as f:
+            "src": ["--key-file", str(key), "--peer-listen", f"{SRC_KERNEL_IP}:7471"],
+            "dst": ["--key-file", str(key), "--peer-listen", PEER]}) as f:
         src = f.libvirt["src"]
         xml = wd / f"{DOM}.xml"
         xml.write_text(domain_xml(DOM, kernel, initrd, a.ram, f"memload.mib={a.guest_mib} "
@@ -271,6 +334,8 @@ def main() -> int:
                 case_interrupted(f, {"abort": 41, "cancel": 42, "kill": 43}[c], c)
             elif c == "migrate":
                 case_migrate(f, a)
+            elif c == "virsh-back":
+                case_virsh_back(f)
         return report(problems, f.logs() if problems else "")
 
 
