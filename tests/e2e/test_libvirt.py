@@ -139,9 +139,10 @@ def case_migrate(f: LibvirtFabric, a) -> None:
     print("migrate:")
     src, dst = f.libvirt["src"], f.libvirt["dst"]
     sid = 44
-    # Paced (60 MB/s of wire bytes) so that the guest is still migrating
+    # Paced (40 MB/s of wire bytes) so that the guest is still migrating
     # when the test suspends it.
-    p = ctl(f, sid, "--parallel-connections", "4", "--max-bandwidth", "60000000", "--suspend")
+    p = ctl(f, sid, "--parallel-connections", "4", "--max-bandwidth", "40000000", "--suspend",
+            "--downtime-limit", "500")
     check(wait_bytes(f, sid, 48 << 20, p), "48 MiB went through the daemons live")
     # The guest dirtied pages while precopy ran; from here on its RAM is
     # still, and what the destination must end with.
@@ -152,6 +153,7 @@ def case_migrate(f: LibvirtFabric, a) -> None:
     check(p.returncode == 0, f"memmotionctl migrate --libvirt exit {p.returncode}: {out.strip()} {err.strip()[-500:]}")
     check("libvirt: mmvm migrated in" in out, f"libvirt's job figures printed: {out.strip().splitlines()[:1]}")
     check("sent" in err and "/s" in err, "a progress display was shown")
+    check("cannot set the downtime limit" not in err, "libvirt took the downtime limit")
     s = f.src_daemon.session(sid)
     check(s["state"] == "completed" and s["authenticated"], f"source session {s['state']}")
     check(s["counters"]["multifd_channels"] == 4, f"multifd channels relayed: {s['counters']['multifd_channels']}")
