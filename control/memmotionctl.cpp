@@ -198,7 +198,8 @@ int migrate_with_libvirt(Client& c, json args, LibvirtCli& lv, double timeout, b
   }
   args["listen"] = "unix:" + lv.req.socket_path;
   args["dst-incoming"] = "unix:" + lv.req.socket_path;
-  args["multifd-channels"] = plan.parallel_connections;
+  // For the record in the offer: libvirt, not the daemons, sets QEMU up.
+  if (plan.parallel_connections > 0) args["multifd-channels"] = plan.parallel_connections;
   json reply = c.execute("migrate", args);
   if (reply.contains("error")) {
     std::cerr << "memmotionctl: " << reply["error"]["class"].get<std::string>() << ": "
@@ -266,8 +267,11 @@ int migrate_with_libvirt(Client& c, json args, LibvirtCli& lv, double timeout, b
       }
       downtime_set = true;
     }
+    // Postcopy by policy: counted from the start of the command; libvirt
+    // takes the switch only once QEMU is migrating.
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (plan.postcopy_after_s > 0 && !postcopy_started && elapsed >= plan.postcopy_after_s) {
+    if (plan.postcopy_after_s > 0 && !postcopy_started && elapsed >= plan.postcopy_after_s &&
+        lj.value("transferred", 0ull) > 0) {
       try {
         job->start_postcopy();
         std::cerr << "memmotionctl: precopy did not converge in " << plan.postcopy_after_s

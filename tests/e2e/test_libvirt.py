@@ -20,6 +20,9 @@ Debian's libvirtd and a memmotiond; the test guest is a libvirt domain
   virsh-back  plain `virsh migrate --migrateuri unix:///run/memmotion/...`
             after `memmotionctl migrate` told the daemons (negotiate only):
             the domain goes back to the source through the daemons
+  postcopy  one stream, paced, switched to postcopy by --postcopy-after
+            (VIR_MIGRATE_POSTCOPY, virDomainMigrateStartPostCopy); the
+            domain runs on at the destination
 
 --compare (not a test: figures for the README) migrates the same domain
 with plain `virsh migrate --parallel` over TCP and through the daemons
@@ -174,6 +177,25 @@ def case_migrate(f: LibvirtFabric, a) -> None:
     print(f"  {out.strip()}")
 
 
+def case_postcopy(f: LibvirtFabric) -> None:
+    """One stream (postcopy does not combine with multifd), paced below what
+    precopy needs, switched to postcopy by memmotionctl's policy."""
+    print("postcopy:")
+    src, dst = f.libvirt["src"], f.libvirt["dst"]
+    sid = 47
+    p = ctl(f, sid, "--parallel-connections", "0", "--max-bandwidth", "20000000", "--postcopy-after", "1")
+    out, err = p.communicate(timeout=300)
+    check(p.returncode == 0, f"memmotionctl migrate --libvirt --postcopy-after exit {p.returncode}: {err.strip()[-500:]}")
+    check("switched to postcopy" in err, "memmotionctl switched the job to postcopy")
+    s = f.src_daemon.wait_session(sid, 30)
+    check(s["state"] == "completed" and s["counters"]["multifd_channels"] == 0,
+          f"source session {s['state']}, {s['counters']['multifd_channels']} multifd channels")
+    check(dst.domstate(DOM) == "running", f"the domain is {dst.domstate(DOM)} on the destination")
+    check(src.domstate(DOM) == "shut off", f"the source domain is {src.domstate(DOM)}")
+    mark = len(console(dst))
+    check(wait_console(dst, r"MEMLOAD TICK \d+", 30, mark), "the guest runs its workload on the destination")
+
+
 def case_refusals(f: LibvirtFabric) -> None:
     print("refusals:")
     for extra, want in ((["--tunnelled"], "--tunnelled cannot go through memmotiond"),
@@ -302,7 +324,8 @@ def main() -> int:
     ap.add_argument("--compare", action="store_true", help="figures: virsh over TCP vs through the daemons")
     ap.add_argument("--runs", type=int, default=2, help="with --compare: runs of each")
     ap.add_argument("--cap", default="1G", help="with --compare: link cap, bits/s (1G, 10G, unlimited)")
-    ap.add_argument("cases", nargs="*", default=["refusals", "abort", "cancel", "kill", "migrate", "virsh-back"])
+    ap.add_argument("cases", nargs="*",
+                    default=["refusals", "abort", "cancel", "kill", "migrate", "virsh-back", "postcopy"])
     a = ap.parse_args()
     a.build = a.build.resolve()  # commands run inside the hosts' mount namespaces
     require_root("the libvirt e2e test")
@@ -338,6 +361,8 @@ def main() -> int:
                 case_migrate(f, a)
             elif c == "virsh-back":
                 case_virsh_back(f)
+            elif c == "postcopy":
+                case_postcopy(f)
         return report(problems, f.logs() if problems else "")
 
 
