@@ -78,6 +78,10 @@ class Client {
       }
       pollfd p{fd_, POLLIN, 0};
       const int r = ::poll(&p, 1, timeout_ms_);
+      // A signal (Ctrl-C under `migrate --libvirt`) interrupts the wait: wait
+      // again rather than fall into a blocking recv with nothing to read.
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw Failure{kUnreachable, std::string("poll on the control socket: ") + strerror(errno)};
       if (r == 0) throw Failure{kTimeout, "no answer from the daemon within the timeout"};
       char tmp[65536];
       const ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
