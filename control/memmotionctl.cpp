@@ -217,8 +217,19 @@ int migrate_with_libvirt(Client& c, json args, LibvirtCli& lv, double timeout, b
     std::cerr << "memmotionctl: " << e.what() << "\n";
     return kLibvirt;
   }
-  ::signal(SIGINT, on_interrupt);
-  ::signal(SIGTERM, on_interrupt);
+  // Ctrl-C and SIGTERM abort the job, even where the parent left them
+  // blocked or ignored (a test runner may).
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  ::sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  sigset_t unblock;
+  ::sigemptyset(&unblock);
+  ::sigaddset(&unblock, SIGINT);
+  ::sigaddset(&unblock, SIGTERM);
+  ::pthread_sigmask(SIG_UNBLOCK, &unblock, nullptr);
   const auto t0 = std::chrono::steady_clock::now();
   const auto deadline = t0 + std::chrono::duration<double>(timeout);
   auto last_line = t0 - std::chrono::seconds(2);
