@@ -369,8 +369,10 @@ json ControlServer::session_json(const engine::SessionInfo& info) {
   if (m != migrations_.end()) {
     j["progress"] = m->second.progress;
     // The orchestrator knows phases the dataplane cannot see (negotiating,
-    // postcopy); the dataplane's completing and terminal states win.
-    if (info.state == engine::SessionState::prepared || info.state == engine::SessionState::precopy) {
+    // postcopy) when it drives QEMU; the dataplane's completing and terminal
+    // states win, and all of its states when a manager (libvirt) drives QEMU.
+    if (m->second.qmp &&
+        (info.state == engine::SessionState::prepared || info.state == engine::SessionState::precopy)) {
       j["state"] = m->second.phase;
     }
   }

@@ -1,8 +1,9 @@
 // memmotionctl: the command-line client of memmotiond's control socket.
 // Exit codes scripts can trust: 0 ok, 1 the daemon answered with an error,
 // 2 usage, 3 cannot reach the daemon, 4 timed out, 5 the session ended
-// failed or cancelled.
+// failed or cancelled, 6 libvirt refused (connection, domain, start).
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -16,11 +17,13 @@
 #include <string>
 #include <thread>
 
+#include "LibvirtMigration.hpp"
+
 using nlohmann::json;
 
 namespace {
 
-enum Exit { kOk = 0, kErrorReply = 1, kUsage = 2, kUnreachable = 3, kTimeout = 4, kSessionFailed = 5 };
+enum Exit { kOk = 0, kErrorReply = 1, kUsage = 2, kUnreachable = 3, kTimeout = 4, kSessionFailed = 5, kLibvirt = 6 };
 
 struct Failure {
   int code;
@@ -75,6 +78,10 @@ class Client {
       }
       pollfd p{fd_, POLLIN, 0};
       const int r = ::poll(&p, 1, timeout_ms_);
+      // A signal (Ctrl-C under `migrate --libvirt`) interrupts the wait: wait
+      // again rather than fall into a blocking recv with nothing to read.
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw Failure{kUnreachable, std::string("poll on the control socket: ") + strerror(errno)};
       if (r == 0) throw Failure{kTimeout, "no answer from the daemon within the timeout"};
       char tmp[65536];
       const ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
@@ -159,6 +166,191 @@ void print_session(const json& s) {
   if (s.contains("error")) std::cout << "  error: " << s["error"].get<std::string>() << "\n";
 }
 
+volatile sig_atomic_t g_interrupted = 0;
+void on_interrupt(int) { g_interrupted = 1; }
+
+bool terminal(const std::string& st) { return st == "completed" || st == "failed" || st == "cancelled"; }
+
+struct LibvirtCli {
+  std::string domain, connect, dest_uri, socket_dir = "/run/memmotion";
+  mm::control::LibvirtRequest req;
+};
+
+// `migrate --libvirt`: the daemons negotiate the session (the source daemon
+// listens at the path libvirt gives the source QEMU; the destination daemon
+// connects to the same path on its host, where libvirt has the destination
+// QEMU listen), then libvirt migrates the domain peer-to-peer and this loop
+// shows libvirt's job progress next to the daemon's counters until the end.
+// SIGINT/SIGTERM or the timeout abort the libvirt job; the domain stays on
+// the source.
+int migrate_with_libvirt(Client& c, json args, LibvirtCli& lv, double timeout, bool show, bool as_json) {
+  const uint32_t session = args["session"];
+  lv.req.socket_path = lv.socket_dir + "/libvirt-" + lv.domain + "-" + std::to_string(session) + ".sock";
+  mm::control::LibvirtPlan plan;
+  try {
+    plan = mm::control::LibvirtPlan::from(lv.req);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "memmotionctl: " << e.what() << "\n";
+    return kUsage;
+  }
+  std::unique_ptr<mm::control::LibvirtMigration> job;
+  try {
+    job = std::make_unique<mm::control::LibvirtMigration>(lv.connect, lv.domain);
+  } catch (const mm::control::LibvirtError& e) {
+    std::cerr << "memmotionctl: " << e.what() << "\n";
+    return kLibvirt;
+  }
+  args["listen"] = "unix:" + lv.req.socket_path;
+  args["dst-incoming"] = "unix:" + lv.req.socket_path;
+  // For the record in the offer: libvirt, not the daemons, sets QEMU up.
+  if (plan.parallel_connections > 0) args["multifd-channels"] = plan.parallel_connections;
+  json reply = c.execute("migrate", args);
+  if (reply.contains("error")) {
+    std::cerr << "memmotionctl: " << reply["error"]["class"].get<std::string>() << ": "
+              << reply["error"]["desc"].get<std::string>() << "\n";
+    return kErrorReply;
+  }
+  try {
+    job->start(lv.dest_uri, plan);
+  } catch (const mm::control::LibvirtError& e) {
+    c.execute("session-cancel", {{"session", session}});
+    std::cerr << "memmotionctl: " << e.what() << "\n";
+    return kLibvirt;
+  }
+  // Ctrl-C and SIGTERM abort the job, even where the parent left them
+  // blocked or ignored (a test runner may).
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  ::sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  sigset_t unblock;
+  ::sigemptyset(&unblock);
+  ::sigaddset(&unblock, SIGINT);
+  ::sigaddset(&unblock, SIGTERM);
+  ::pthread_sigmask(SIG_UNBLOCK, &unblock, nullptr);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto deadline = t0 + std::chrono::duration<double>(timeout);
+  auto last_line = t0 - std::chrono::seconds(2);
+  const bool tty = ::isatty(2);
+  bool aborted = false, downtime_set = plan.downtime_ms == 0, postcopy_started = false;
+  std::string why;
+  json s, progress = json::object();
+  // The daemon may die under a running libvirt job: then the job is what
+  // remains to end, so a lost control connection ends the loop, not the program.
+  bool daemon_lost = false;
+  auto query = [&]() -> json {
+    if (daemon_lost) return json::object();
+    try {
+      return c.execute("query-session", {{"session", session}});
+    } catch (const Failure& f) {
+      daemon_lost = true;
+      return {{"return", {{"session", session}, {"state", "failed"}, {"error", "source daemon: " + f.text}}}};
+    }
+  };
+  auto cancel_session = [&] {
+    if (daemon_lost) return;
+    try {
+      c.execute("session-cancel", {{"session", session}});
+    } catch (const Failure&) {
+      daemon_lost = true;
+    }
+  };
+  auto abort_job = [&](const std::string& reason) {
+    if (aborted) return;
+    aborted = true;
+    why = reason;
+    try {
+      job->abort();
+    } catch (const mm::control::LibvirtError& e) {
+      why += " (" + std::string(e.what()) + ")";
+    }
+    cancel_session();
+  };
+  while (job->running()) {
+    json lj = job->stats();
+    const json q = query();
+    if (q.contains("return")) s = q["return"];
+    const std::string st = s.value("state", "?");
+    // Job settings libvirt takes only while the job runs.
+    if (!downtime_set && lj.value("job-type", 0) == VIR_DOMAIN_JOB_UNBOUNDED) {
+      try {
+        job->set_max_downtime(plan.downtime_ms);
+      } catch (const mm::control::LibvirtError& e) {
+        std::cerr << "memmotionctl: " << e.what() << "\n";
+      }
+      downtime_set = true;
+    }
+    // Postcopy by policy: counted from the start of the command; libvirt
+    // takes the switch only once QEMU is migrating.
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (plan.postcopy_after_s > 0 && !postcopy_started && elapsed >= plan.postcopy_after_s &&
+        lj.value("transferred", 0ull) > 0) {
+      try {
+        job->start_postcopy();
+        std::cerr << "memmotionctl: precopy did not converge in " << plan.postcopy_after_s
+                  << " s, switched to postcopy\n";
+      } catch (const mm::control::LibvirtError& e) {
+        std::cerr << "memmotionctl: " << e.what() << "\n";
+      }
+      postcopy_started = true;
+    }
+    if (g_interrupted) abort_job("interrupted: aborted the libvirt job");
+    if (st == "failed" || st == "cancelled") {
+      abort_job("the daemon's session " + st + (s.contains("error") ? ": " + s["error"].get<std::string>() : ""));
+    }
+    if (std::chrono::steady_clock::now() > deadline) abort_job("timed out after " + std::to_string(int(timeout)) + " s");
+    if (show && !as_json && !s.is_null()) {
+      json view = s;
+      if (lj.value("job-type", 0) != VIR_DOMAIN_JOB_NONE) progress = lj;  // the job's last figures stay shown
+      view["progress"] = progress;
+      const auto now = std::chrono::steady_clock::now();
+      if (tty) {
+        std::cerr << "\r" << progress_line(view) << "\033[K" << std::flush;
+      } else if (now - last_line >= std::chrono::seconds(1)) {
+        std::cerr << progress_line(view) << "\n";
+        last_line = now;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  if (tty && show && !as_json) std::cerr << "\n";
+  const std::string error = job->wait();
+  // The daemons finish a moment after QEMU: the destination confirms last.
+  for (int i = 0; i < 100 && !daemon_lost; ++i) {
+    const json q = query();
+    if (!q.contains("return")) break;
+    s = q["return"];
+    if (terminal(s.value("state", ""))) break;
+    if (!error.empty() && i == 20) cancel_session();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (error.empty() && s.value("state", "") == "completed") {
+    json done = job->stats(true);
+    s["libvirt"] = done;
+    if (as_json) {
+      std::cout << s.dump() << "\n";
+    } else {
+      std::cout << "libvirt: " << lv.domain << " migrated in " << done.value("total-time-ms", 0) << " ms, downtime "
+                << done.value("downtime-ms", 0) << " ms, " << human_bytes(done.value("transferred", 0.0))
+                << " from QEMU\n";
+      print_session(s);
+    }
+    return kOk;
+  }
+  if (as_json) {
+    s["libvirt-error"] = error;
+    std::cout << s.dump() << "\n";
+  } else if (!s.is_null()) {
+    print_session(s);
+  }
+  std::cerr << "memmotionctl: the migration of " << lv.domain << " did not complete"
+            << (why.empty() ? "" : ": " + why) << (error.empty() ? "" : "; libvirt: " + error)
+            << "; the domain is " << job->state() << " on the source\n";
+  return kSessionFailed;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -222,6 +414,26 @@ int main(int argc, char** argv) {
   migrate->add_option("--encrypt", encrypt, "AES-256-GCM on the fabric for this migration: required or off "
                                             "(default: the daemon's --encrypt); the destination must agree")
       ->check(CLI::IsMember({"required", "off"}));
+  LibvirtCli lv;
+  bool copy_storage_inc = false;
+  migrate->add_option("--libvirt", lv.domain, "migrate this libvirt domain: libvirt drives both QEMUs, peer-to-peer")
+      ->excludes("--src-qmp")->excludes("--dst-qmp")->excludes("--dst-incoming")->excludes("--listen")
+      ->excludes("--multifd-channels");
+  migrate->add_option("--connect", lv.connect, "libvirt URI of the source host (default: libvirt's, qemu:///system as root)");
+  migrate->add_option("--dest-uri", lv.dest_uri, "libvirt URI of the destination host, as the source libvirtd reaches it")
+      ->needs("--libvirt");
+  migrate->add_option("--parallel-connections", lv.req.parallel_connections,
+                      "libvirt --parallel connections (QEMU multifd channels; 0: one stream)")
+      ->capture_default_str()->needs("--libvirt");
+  migrate->add_option("--socket-dir", lv.socket_dir, "where the migration socket lives on both hosts")
+      ->capture_default_str()->needs("--libvirt");
+  migrate->add_flag("--persistent", lv.req.persist_dest, "define the domain on the destination")->needs("--libvirt");
+  migrate->add_flag("--undefinesource", lv.req.undefine_source, "undefine the domain here afterwards")->needs("--libvirt");
+  migrate->add_flag("--suspend", lv.req.suspend, "leave the domain paused on the destination")->needs("--libvirt");
+  migrate->add_flag("--tunnelled", lv.req.tunnelled, "refused: the stream would bypass the daemons")->needs("--libvirt");
+  migrate->add_flag("--copy-storage-all", lv.req.copy_storage, "refused: disks go over libvirt's own NBD connections")
+      ->needs("--libvirt");
+  migrate->add_flag("--copy-storage-inc", copy_storage_inc, "refused, as --copy-storage-all")->needs("--libvirt");
   for (CLI::App* sub : {start, migrate}) {
     sub->add_option("--codec", codec, "page codec: auto (default: LZ4 where the CPU is the limit, zstd where the link is), lz4, zstd, deflate (compressdev), none")
         ->check(CLI::IsMember({"lz4", "zstd", "deflate", "none"}));
@@ -283,6 +495,17 @@ int main(int argc, char** argv) {
       reply = c.execute("quit");
     } else if (*rawcmd) {
       reply = c.call(raw);
+    } else if (*migrate && !lv.domain.empty()) {
+      if (lv.dest_uri.empty()) {
+        std::cerr << "memmotionctl: --libvirt needs --dest-uri (the destination libvirtd's URI)\n";
+        return kUsage;
+      }
+      lv.req.copy_storage |= copy_storage_inc;
+      lv.req.downtime_ms = downtime_ms;
+      lv.req.postcopy_after_s = postcopy_after;
+      args["session"] = session;
+      args["peer"] = peer;
+      return migrate_with_libvirt(c, args, lv, timeout, !no_progress, as_json);
     } else if (*migrate) {
       args["session"] = session;
       args["peer"] = peer;

@@ -92,7 +92,8 @@ class Daemon:
 
     def __init__(self, binary: Path, workdir: Path, name: str, profile: str, ip: str,
                  sets: dict[str, str] | None = None, netns: str | None = None,
-                 udp_port: int | None = None, extra: list[str] | None = None):
+                 udp_port: int | None = None, extra: list[str] | None = None,
+                 prefix: list[str] | None = None):
         self.binary = Path(binary)
         self.workdir = Path(workdir)
         self.name = name
@@ -106,7 +107,9 @@ class Daemon:
             cmd += ["--udp-port", str(udp_port)]
         cmd += extra or []
         self.netns = netns
-        if netns:
+        if prefix is not None:  # the host's own way in (namespaces beyond the network one)
+            cmd = prefix + cmd
+        elif netns:
             cmd = ["ip", "netns", "exec", netns] + cmd
         self.cmd = cmd
         self.proc: subprocess.Popen | None = None

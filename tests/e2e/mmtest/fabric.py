@@ -46,8 +46,13 @@ class Host:
     fabric_ip: str
     kernel_ip: str | None
     mac: str | None = None
+    # How to run a command on this host when a network namespace is not all
+    # of it (a libvirt host has a mount namespace too: mmtest/libvirt.py).
+    prefix: list[str] | None = None
 
     def exec_prefix(self) -> list[str]:
+        if self.prefix is not None:
+            return self.prefix
         return ["ip", "netns", "exec", self.netns] if self.netns else []
 
 
@@ -133,7 +138,8 @@ class Fabric:
             sets = {"iface": host.iface or ""}
         return Daemon(self.build / "control" / "memmotiond", self.workdir,
                       f"{role}-{self.suffix}", profile or self.kind, host.fabric_ip, sets, host.netns,
-                      extra=extra if extra is not None else self.daemon_args.get(role, []))
+                      extra=extra if extra is not None else self.daemon_args.get(role, []),
+                      prefix=host.prefix)
 
     def replace_daemon(self, role: str, extra: list[str], profile: str | None = None) -> Daemon:
         """Stops one host's daemon and starts it again with other options."""
