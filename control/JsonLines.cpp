@@ -19,16 +19,20 @@ JsonLines::~JsonLines() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+nlohmann::json parse_json_line(std::string_view line) {
+  try {
+    return nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception&) {  // parse_error, and out_of_range for 1e400
+    throw std::runtime_error("malformed JSON from the other side: " + std::string(line.substr(0, 120)));
+  }
+}
+
 nlohmann::json JsonLines::read() {
   for (;;) {
     if (auto nl = buf_.find('\n'); nl != std::string::npos) {
       std::string line = buf_.substr(0, nl);
       buf_.erase(0, nl + 1);
-      try {
-        return nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error&) {
-        throw std::runtime_error("malformed JSON from the other side: " + line.substr(0, 120));
-      }
+      return parse_json_line(line);
     }
     if (buf_.size() > (1u << 20)) throw std::runtime_error("a line of over 1 MiB from the other side");
     pollfd p{fd_, POLLIN, 0};

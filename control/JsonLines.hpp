@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -11,6 +12,11 @@ namespace mm::control {
 // Writes one JSON object and a newline, waiting up to timeout_ms whenever
 // the socket is full. False on error or timeout (errno says which).
 bool send_json_line(int fd, const nlohmann::json& j, int timeout_ms);
+
+// One line from the other side as JSON. Throws std::runtime_error
+// ("malformed JSON from the other side: ...") for anything nlohmann refuses,
+// number overflow ("1e400") included (fuzz/fuzz_peer_message.cpp).
+nlohmann::json parse_json_line(std::string_view line);
 
 class JsonLines {
  public:

@@ -69,6 +69,9 @@ class PeerServer {
   PeerServer& operator=(const PeerServer&) = delete;
 
   uint64_t auth_failures() const { return auth_failures_; }
+  // Connections that did not end in an accepted session, whatever the
+  // reason (auth failures included).
+  uint64_t handshake_failures() const { return handshake_failures_; }
   uint64_t sessions_accepted() const { return accepted_; }
 
  private:
@@ -79,7 +82,7 @@ class PeerServer {
   Capabilities ours_;
   OfferHandler handler_;
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> auth_failures_{0}, accepted_{0};
+  std::atomic<uint64_t> auth_failures_{0}, handshake_failures_{0}, accepted_{0};
   std::thread thread_;
 };
 
