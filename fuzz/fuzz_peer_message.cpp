@@ -14,27 +14,15 @@
 #include "control/JsonLines.hpp"
 #include "control/PeerChannel.hpp"
 #include "fuzz/FuzzCheck.hpp"
+#include "fuzz/PeerCapabilities.hpp"
 
 using namespace mm::control;
 using nlohmann::json;
 
 namespace {
 
-Capabilities ours() {
-  Capabilities c;
-  c.version = "0.1.0";
-  c.mmp = 2;
-  c.mtu = 9000;
-  c.queues = 2;
-  c.ip = "10.77.1.2";
-  c.mac = "02:00:00:00:00:02";
-  c.udp_port = 7470;
-  c.codecs = {"none", "lz4", "zstd"};
-  return c;
-}
-
 void one_message(std::string_view line) {
-  static const Capabilities caps = ours();
+  static const Capabilities caps = mm::fuzz::peer_capabilities(2);
   json m;
   try {
     m = parse_json_line(line);  // what JsonLines::read does with each line

@@ -15,6 +15,7 @@
 #include "dataplane/qemu/MultifdPacket.hpp"
 #include "dataplane/wire/Mmp.hpp"
 #include "dataplane/wire/Records.hpp"
+#include "fuzz/PeerCapabilities.hpp"
 
 using namespace mm;
 namespace fs = std::filesystem;
@@ -220,15 +221,7 @@ void control_seeds() {
 }
 
 void peer_seeds() {
-  control::Capabilities c;
-  c.version = "0.1.0";
-  c.mmp = wire::kVersion;
-  c.mtu = 9000;
-  c.queues = 2;
-  c.ip = "10.77.1.1";
-  c.mac = "02:00:00:00:00:01";
-  c.udp_port = 7470;
-  c.codecs = {"none", "lz4", "zstd"};
+  const control::Capabilities c = fuzz::peer_capabilities(1);
   using nlohmann::json;
   const json hello = {{"type", "hello"}, {"nonce", std::string(32, 'a')}, {"caps", c.to_json()}};
   pages::PagePolicy pol;
