@@ -32,42 +32,6 @@ json error_reply(const std::string& cls, const std::string& desc) {
   return {{"error", {{"class", cls}, {"desc", desc}}}};
 }
 
-// Argument accessors that turn a wrong or missing argument into a clear
-// InvalidParameter error naming it.
-const json& arg(const json& args, const char* name) {
-  auto it = args.find(name);
-  if (it == args.end()) throw CommandError("InvalidParameter", std::string("missing argument '") + name + "'");
-  return *it;
-}
-
-uint64_t uint_arg(const json& args, const char* name, uint64_t max, uint64_t min = 0) {
-  const json& v = arg(args, name);
-  if (!v.is_number_unsigned() || v.get<uint64_t>() > max || v.get<uint64_t>() < min) {
-    throw CommandError("InvalidParameter", std::string("argument '") + name +
-                                               "' must be an integer in " + std::to_string(min) +
-                                               ".." + std::to_string(max));
-  }
-  return v.get<uint64_t>();
-}
-
-uint64_t uint_arg_or(const json& args, const char* name, uint64_t max, uint64_t dflt) {
-  return args.contains(name) ? uint_arg(args, name, max, 1) : dflt;
-}
-
-std::string string_arg(const json& args, const char* name) {
-  const json& v = arg(args, name);
-  if (!v.is_string()) throw CommandError("InvalidParameter", std::string("argument '") + name + "' must be a string");
-  return v.get<std::string>();
-}
-
-void no_other_args(const json& args, std::initializer_list<const char*> known) {
-  for (auto& [k, v] : args.items()) {
-    bool ok = false;
-    for (const char* n : known) ok |= k == n;
-    if (!ok) throw CommandError("InvalidParameter", "unknown argument '" + k + "'");
-  }
-}
-
 int listen_tcp(const std::string& ip_port, const char* what) {
   const auto colon = ip_port.rfind(':');
   sockaddr_in a{};
@@ -87,18 +51,6 @@ int listen_tcp(const std::string& ip_port, const char* what) {
   return fd;
 }
 
-double double_arg_or(const json& args, const char* name, double max, double dflt) {
-  if (!args.contains(name)) return dflt;
-  const json& v = args[name];
-  if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > max) {
-    throw CommandError("InvalidParameter", std::string("argument '") + name + "' must be a number in 0.." +
-                                               std::to_string(int64_t(max)));
-  }
-  return v.get<double>();
-}
-
-uint32_t session_arg(const json& args) { return uint32_t(uint_arg(args, "session", UINT32_MAX, 1)); }
-
 }  // namespace
 
 ControlServer::ControlServer(const std::string& path, std::vector<engine::Engine*> engines,
@@ -108,16 +60,37 @@ ControlServer::ControlServer(const std::string& path, std::vector<engine::Engine
   a.sun_family = AF_UNIX;
   if (path.size() >= sizeof a.sun_path) throw std::runtime_error("control socket path too long: " + path);
   std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  // Owner and group only (control/README.md "Control socket"): a directory
+  // we create is 0750, the socket 0660, both in the configured group; the
+  // socket never exists with wider rights, not even between bind and chmod.
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
   std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
+    std::filesystem::create_directories(dir, ec);
+    ::chmod(dir.c_str(), 0750);
+    if (id_.control_gid >= 0 && ::chown(dir.c_str(), uid_t(-1), gid_t(id_.control_gid)) != 0) {
+      throw std::runtime_error("cannot give " + dir.string() + " to group " + std::to_string(id_.control_gid) +
+                               ": " + strerror(errno));
+    }
+  }
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   struct stat st;
   if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
-  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::listen(listen_fd_, 16) != 0) {
-    throw std::runtime_error("cannot listen on control socket " + path + ": " + strerror(errno));
+  const mode_t old_mask = ::umask(0117);
+  const bool bound = listen_fd_ >= 0 && ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  const int bind_errno = errno;
+  ::umask(old_mask);
+  if (!bound || ::listen(listen_fd_, 16) != 0) {
+    throw std::runtime_error("cannot listen on control socket " + path + ": " +
+                             strerror(bound ? errno : bind_errno));
   }
-  ::chmod(path.c_str(), 0660);  // the hypervisor's group may drive us; others may not
+  if (::chmod(path.c_str(), 0660) != 0 ||
+      (id_.control_gid >= 0 && ::chown(path.c_str(), uid_t(-1), gid_t(id_.control_gid)) != 0)) {
+    const int e = errno;
+    ::unlink(path.c_str());
+    throw std::runtime_error("cannot restrict control socket " + path + " to its owner and group " +
+                             std::to_string(id_.control_gid) + ": " + strerror(e));
+  }
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -143,7 +116,7 @@ ControlServer::ControlServer(const std::string& path, std::vector<engine::Engine
 ControlServer::~ControlServer() {
   peer_server_.reset();
   if (metrics_fd_ >= 0) ::close(metrics_fd_);
-  for (auto& [fd, buf] : clients_) ::close(fd);
+  for (auto& [fd, c] : clients_) ::close(fd);
   if (listen_fd_ >= 0) {
     ::close(listen_fd_);
     ::unlink(path_.c_str());
@@ -194,38 +167,8 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
   }
   if (cmd == "session-prepare" || cmd == "session-start") {
     const bool source = cmd == "session-start";
-    if (source) {
-      no_other_args(args, {"session", "listen", "peer-ip", "peer-mac", "peer-udp-port", "peer-queues",
-                           "max-bandwidth", "pages"});
-    } else {
-      no_other_args(args, {"session", "qemu-uri", "peer-udp-port", "peer-queues", "max-bandwidth"});
-    }
-    engine::SessionParams p;
-    p.id = session_arg(args);
-    p.role = source ? engine::Role::source : engine::Role::destination;
-    p.qemu_uri = string_arg(args, source ? "listen" : "qemu-uri");
-    // dataplane/wire/MMP.md "Encapsulation": a stream's packets go to base_port + the queue of the
-    // peer's worker that owns it (wire::stream_queue, the same rule on both sides).
-    const uint64_t peer_base = uint_arg_or(args, "peer-udp-port", 65535, id_.udp_base_port);
-    const uint64_t peer_queues = std::max<uint64_t>(1, uint_arg_or(args, "peer-queues", 64, engines_.size()));
-    if (peer_base + peer_queues - 1 > 65535) {
-      throw CommandError("InvalidParameter", "peer-udp-port + the peer's queues exceed 65535");
-    }
-    const uint16_t peer_port = uint16_t(peer_base);
-    p.peer_queues = uint16_t(peer_queues);
-    p.max_bandwidth = args.contains("max-bandwidth") ? uint_arg(args, "max-bandwidth", uint64_t(1) << 50) : 0;
-    try {
-      if (args.contains("pages")) p.pages = page_policy_from_json(args["pages"]);
-      if (source) {
-        p.peer.ip = parse_ipv4(string_arg(args, "peer-ip"));
-        if (args.contains("peer-mac")) p.peer.mac = parse_mac(string_arg(args, "peer-mac"));
-        p.peer.udp_port = peer_port;
-      } else {
-        p.peer_udp_port = peer_port;
-      }
-    } catch (const std::invalid_argument& e) {
-      throw CommandError("InvalidParameter", e.what());
-    }
+    const engine::SessionParams p =
+        session_params_from_args(source, args, id_.udp_base_port, uint16_t(engines_.size()));
     add_session_parts(p);
     json r = {{"session", p.id}, {"state", "prepared"}};
     if (source) r["migrate-uri"] = p.qemu_uri;
@@ -269,11 +212,15 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
             {"queues", id_.queue_stats ? id_.queue_stats() : json::array()},
             {"peer", {{"auth", id_.peer_creds.empty() ? "none" : id_.peer_creds.describe()},
                       {"auth_failures", peer_server_ ? peer_server_->auth_failures() : 0},
+                      {"handshake_failures", peer_server_ ? peer_server_->handshake_failures() : 0},
                       {"timeouts", peer_server_ ? peer_server_->timeouts() : 0},
                       {"busy_refusals", peer_server_ ? peer_server_->busy_refusals() : 0},
                       {"handshakes", peer_server_ ? peer_server_->handshakes_done() : 0},
                       {"sessions_accepted", peer_server_ ? peer_server_->sessions_accepted() : 0},
+                      {"offers_failed", offers_failed_},
+                      {"offer_auth_failures", offer_auth_failures_},
                       {"encrypt_refusals", encrypt_refusals_.load()}}},
+            {"control", stats_.to_json()},
             {"engine", sum_json(workers)},
             {"workers", workers},
             {"port-description", id_.port_description}};
@@ -446,6 +393,8 @@ json ControlServer::migrate(const json& args) {
   try {
     r = offer_session(peer, *peer_client_tls_, id_.caps, offer);
   } catch (const PeerError& e) {
+    ++offers_failed_;
+    if (e.error_class() == "AuthError") ++offer_auth_failures_;
     throw CommandError(e.error_class(), e.what());
   }
   const json fab = r.accept.value("fabric", json::object());
@@ -469,14 +418,7 @@ json ControlServer::migrate(const json& args) {
   } else {
     p.auth = derive_auth_secret(r.session_key);
   }
-  try {
-    p.peer.ip = parse_ipv4(fab.value("ip", ""));
-    p.peer.mac = parse_mac(fab.value("mac", ""));
-    p.peer_queues = std::max<uint16_t>(1, fab.value("queues", uint16_t(1)));
-    p.peer.udp_port = fab.value("udp_port", uint16_t(0));
-  } catch (const std::invalid_argument& e) {
-    throw CommandError("PeerError", std::string("the destination's fabric address: ") + e.what());
-  }
+  p.peer = peer_fabric_from_accept(r.accept, p.peer_queues);
   add_session_parts(p);
   m.phase = "prepared";
   if (has_src_qmp) {
@@ -505,20 +447,7 @@ json ControlServer::migrate(const json& args) {
 json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
   // Runs on the peer channel's thread: it touches only engines (through
   // their task rings) and its own QMP connection.
-  const uint64_t id64 = offer.value("session", 0ull);
-  if (id64 == 0 || id64 > UINT32_MAX) throw PeerError("PeerError", "offer without a valid session id");
-  if (offer.contains("pages")) {
-    pages::PagePolicy policy;
-    try {
-      policy = page_policy_from_json(offer["pages"]);
-    } catch (const std::invalid_argument& e) {
-      throw PeerError("PeerError", std::string("the offer's page policy: ") + e.what());
-    }
-    if (policy.codec == pages::CodecKind::deflate && id_.compressdev.empty()) {
-      throw PeerError("PeerError", "the destination has no compressdev for DEFLATE pages "
-                                   "(NIC profile [offload] compressdev)");
-    }
-  }
+  const SessionOffer o = parse_session_offer(offer, !id_.compressdev.empty(), id_.udp_base_port);
   // Both sides' --encrypt must agree (an offer without the member is from
   // a peer that does not encrypt): refused, never silently followed.
   const std::string asked = offer.contains("encrypt") && offer["encrypt"].is_string()
@@ -528,20 +457,19 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     encrypt_refusals_.fetch_add(1, std::memory_order_relaxed);
     throw PeerError("PeerError", "the source offers encrypt '" + asked + "', this destination has --encrypt " + ours);
   }
-  const uint32_t id = uint32_t(id64);
-  const json fab = offer.value("fabric", json::object());
+  const uint32_t id = o.session;
   std::string uri;
   std::unique_ptr<QmpClient> qmp;
   try {
-    if (offer.contains("dst-qmp")) {
+    if (o.has_dst_qmp) {
       uri = "unix:" + id_.run_dir + "/" + id_.name + "-" + std::to_string(id) + "-in.sock";
-      qmp = std::make_unique<QmpClient>(offer.value("dst-qmp", ""));
-      const uint64_t multifd = offer.value("multifd-channels", 0ull);
+      qmp = std::make_unique<QmpClient>(o.dst_qmp);
+      const uint64_t multifd = o.multifd_channels;
       qmp->set_capabilities({{"return-path", true}, {"events", true},
-                             {"postcopy-ram", offer.value("postcopy", false)}, {"multifd", multifd > 0}});
+                             {"postcopy-ram", o.postcopy}, {"multifd", multifd > 0}});
       if (multifd) qmp->execute("migrate-set-parameters", {{"multifd-channels", multifd}});
     } else {
-      uri = offer.value("dst-incoming", "");
+      uri = o.dst_incoming;
     }
     engine::SessionParams p;
     p.id = id;
@@ -553,8 +481,8 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
       p.auth = derive_auth_secret(session_key);
     }
     // Answers go to the source's workers that own the streams.
-    p.peer_queues = std::max<uint16_t>(1, fab.value("queues", uint16_t(1)));
-    p.peer_udp_port = fab.value("udp_port", id_.udp_base_port);
+    p.peer_udp_port = o.peer_udp_port;
+    p.peer_queues = o.peer_queues;
     try {
       add_session_parts(p);
     } catch (const CommandError& e) {
@@ -612,7 +540,7 @@ void ControlServer::tick() {
         const std::string why = "QEMU reports the migration " + status +
                                 (q.contains("error-desc") ? ": " + q["error-desc"].get<std::string>() : "");
         engine::Engine& owner = owner_of(id);
-        on_worker(owner, [&owner, id, why] { owner.cancel_session(id, why); });
+        on_worker(owner, [&owner, id = id, why] { owner.cancel_session(id, why); });  // clang 14: no binding captures
         m.done = true;
       }
       // Postcopy by policy: precopy that has not converged by the deadline
@@ -671,11 +599,16 @@ std::string ControlServer::metrics_text() {
   }
   if (peer_server_) {
     emit(out, "memmotion_peer_auth_failures_total", "", peer_server_->auth_failures(), typed);
+    emit(out, "memmotion_peer_handshake_failures_total", "", peer_server_->handshake_failures(), typed);
     emit(out, "memmotion_peer_sessions_accepted_total", "", peer_server_->sessions_accepted(), typed);
     emit(out, "memmotion_peer_timeouts_total", "", peer_server_->timeouts(), typed);
     emit(out, "memmotion_peer_busy_refusals_total", "", peer_server_->busy_refusals(), typed);
     emit(out, "memmotion_peer_handshakes_total", "", peer_server_->handshakes_done(), typed);
   }
+  emit(out, "memmotion_peer_offers_failed_total", "", offers_failed_, typed);
+  emit(out, "memmotion_peer_offer_auth_failures_total", "", offer_auth_failures_, typed);
+  const json control = stats_.to_json();  // items() does not keep a temporary alive
+  for (auto& [k, v] : control.items()) emit(out, "memmotion_control_" + k + "_total", "", v, typed);
   emit(out, "memmotion_peer_encrypt_refusals_total", "", encrypt_refusals_.load(), typed);
   std::vector<engine::SessionInfo> infos;
   try {
@@ -742,30 +675,35 @@ void ControlServer::broadcast_session(const json& session) {
              {"timestamp", {{"seconds", us / 1000000}, {"microseconds", us % 1000000}}}});
 }
 
+json ControlStats::to_json() const {
+  return {{"clients", clients},
+          {"requests", requests},
+          {"errors", errors},
+          {"malformed_requests", malformed_requests},
+          {"oversized_requests", oversized_requests},
+          {"timed_out_requests", timed_out_requests},
+          {"unknown_session", unknown_session}};
+}
+
 json ControlServer::execute(const json& request, std::atomic<bool>& stop) {
   json reply;
+  ++stats_.requests;
   try {
-    if (!request.is_object()) throw CommandError("GenericError", "a request must be a JSON object");
-    auto exe = request.find("execute");
-    if (exe == request.end() || !exe->is_string()) {
-      throw CommandError("GenericError", "a request needs 'execute' with a command name string");
+    Request r;
+    try {
+      r = parse_request(request);
+    } catch (const CommandError&) {
+      ++stats_.malformed_requests;
+      throw;
     }
-    for (auto& [k, v] : request.items()) {
-      if (k != "execute" && k != "arguments" && k != "id") {
-        throw CommandError("GenericError", "unknown request member '" + k + "'");
-      }
-    }
-    json args = json::object();
-    if (auto a = request.find("arguments"); a != request.end()) {
-      if (!a->is_object()) throw CommandError("GenericError", "'arguments' must be an object");
-      args = *a;
-    }
-    reply = {{"return", dispatch(exe->get<std::string>(), args, stop)}};
+    reply = {{"return", dispatch(r.command, r.args, stop)}};
   } catch (const CommandError& e) {
     reply = error_reply(e.error_class(), e.what());
+    if (e.error_class() == "SessionNotFound") ++stats_.unknown_session;
   } catch (const std::exception& e) {
     reply = error_reply("GenericError", e.what());
   }
+  if (reply.contains("error")) ++stats_.errors;
   if (request.is_object() && request.contains("id")) reply["id"] = request["id"];
   return reply;
 }
@@ -804,6 +742,7 @@ void ControlServer::run(std::atomic<bool>& stop) {
           ev.data.fd = c;
           ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, c, &ev);
           clients_[c];
+          ++stats_.clients;
           send_line(c, {{"QMP",
                          {{"version", {{"memmotion", MEMMOTION_VERSION}}},
                           {"capabilities", json::array()}}}});
@@ -833,33 +772,57 @@ void ControlServer::run(std::atomic<bool>& stop) {
       }
       auto it = clients_.find(fd);
       if (it == clients_.end()) continue;
+      Client& client = it->second;
       char buf[65536];
       const ssize_t r = ::recv(fd, buf, sizeof buf, 0);
       bool drop = r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR);
-      if (r > 0) it->second.append(buf, size_t(r));
-      for (size_t nl; !drop && (nl = it->second.find('\n')) != std::string::npos;) {
-        const std::string line = it->second.substr(0, nl);
-        it->second.erase(0, nl + 1);
+      if (r > 0) {
+        if (client.line.empty()) client.line_since_ns = engine::now_ns();
+        client.line.append(buf, size_t(r));
+      }
+      for (size_t nl; !drop && (nl = client.line.find('\n')) != std::string::npos;) {
+        const std::string line = client.line.substr(0, nl);
+        client.line.erase(0, nl + 1);
+        client.line_since_ns = client.line.empty() ? 0 : engine::now_ns();
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         json reply;
         try {
-          reply = execute(json::parse(line), stop);
-        } catch (const json::parse_error& e) {
-          reply = error_reply("GenericError", std::string("malformed JSON: ") + e.what());
+          reply = execute(parse_request_json(line), stop);
+        } catch (const CommandError& e) {  // not JSON (execute() itself never throws)
+          ++stats_.requests;
+          ++stats_.malformed_requests;
+          ++stats_.errors;
+          reply = error_reply(e.error_class(), e.what());
         }
         drop = !send_line(fd, reply);
-      }
-      if (!drop && it->second.size() > kMaxRequest) {
-        send_line(fd, error_reply("GenericError", "request larger than " +
-                                                      std::to_string(kMaxRequest) + " bytes"));
-        drop = true;
       }
       if (drop) {
         ::close(fd);
         clients_.erase(it);
+      } else if (client.line.size() > kMaxRequest) {
+        ++stats_.oversized_requests;
+        cut_off(it, "request larger than " + std::to_string(kMaxRequest) + " bytes");
       }
     }
+    // Requests that never end: cut off once their deadline has passed.
+    const uint64_t now = engine::now_ns();
+    for (auto it = clients_.begin(); it != clients_.end();) {
+      auto next = std::next(it);
+      if (it->second.line_since_ns && now - it->second.line_since_ns > kRequestDeadlineMs * 1'000'000) {
+        ++stats_.timed_out_requests;
+        cut_off(it, "request not completed within " + std::to_string(kRequestDeadlineMs) + " ms");
+      }
+      it = next;
+    }
   }
+}
+
+void ControlServer::cut_off(std::map<int, Client>::iterator it, const std::string& why) {
+  ++stats_.requests;
+  ++stats_.errors;
+  send_line(it->first, error_reply("GenericError", why + "; disconnecting"));
+  ::close(it->first);
+  clients_.erase(it);
 }
 
 }  // namespace mm::control

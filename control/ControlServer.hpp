@@ -14,22 +14,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "control/ControlRequest.hpp"
 #include "control/PeerChannel.hpp"
 #include "control/QmpClient.hpp"
 #include "dataplane/engine/Engine.hpp"
 
 namespace mm::control {
-
-// An error reply: QMP's {"error": {"class": ..., "desc": ...}}.
-class CommandError : public std::runtime_error {
- public:
-  CommandError(std::string cls, const std::string& desc)
-      : std::runtime_error(desc), cls_(std::move(cls)) {}
-  const std::string& error_class() const { return cls_; }
-
- private:
-  std::string cls_;
-};
 
 struct DaemonIdentity {
   std::string name;         // instance name (logs, EAL file prefix)
@@ -47,6 +37,20 @@ struct DaemonIdentity {
   // encrypted ("required", the default) or not ("off"); a peer that asks
   // for the other is refused, never silently followed.
   bool encrypt = true;
+  int control_gid = -1;     // group that may use the control socket (-1: the daemon's own)
+};
+
+// Refusals and traffic of the control socket (query-stats "control", metrics
+// memmotion_control_<name>_total).
+struct ControlStats {
+  uint64_t clients = 0;              // connections accepted
+  uint64_t requests = 0;             // request lines executed
+  uint64_t errors = 0;               // ... answered with an error (any class)
+  uint64_t malformed_requests = 0;   // not JSON, or not a request's shape
+  uint64_t oversized_requests = 0;   // a line over kMaxRequest: cut off
+  uint64_t timed_out_requests = 0;   // a line not finished within kRequestDeadlineMs: cut off
+  uint64_t unknown_session = 0;      // SessionNotFound answers
+  nlohmann::json to_json() const;
 };
 
 class ControlServer {
@@ -54,6 +58,9 @@ class ControlServer {
   // Largest request line accepted; a longer one is refused and the client
   // disconnected (it could only be garbage or an attack on memory).
   static constexpr size_t kMaxRequest = 1 << 20;
+  // A request line must be complete this long after its first byte; a
+  // client that trickles one forever is cut off the same way.
+  static constexpr uint64_t kRequestDeadlineMs = 5000;
 
   // engines: one per worker, indexed by worker; a session lives on
   // engines[Engine::owner(id, engines.size())].
@@ -118,7 +125,16 @@ class ControlServer {
   std::map<uint32_t, Migration> migrations_;
   uint64_t last_tick_ns_ = 0;
   int epoll_fd_ = -1;
-  std::map<int, std::string> clients_;  // fd -> bytes of an incomplete line
+  struct Client {
+    std::string line;           // bytes of an incomplete request line
+    uint64_t line_since_ns = 0;  // when its first byte came (0: none pending)
+  };
+  std::map<int, Client> clients_;
+  void cut_off(std::map<int, Client>::iterator it, const std::string& why);
+  ControlStats stats_;
+  // Source side of the peer channel: offers that failed, of them because
+  // the destination could not prove it holds our key.
+  uint64_t offers_failed_ = 0, offer_auth_failures_ = 0;
 };
 
 }  // namespace mm::control

@@ -29,12 +29,16 @@ bool take_json_line(std::string& buf, nlohmann::json& out, size_t max_line) {
   }
   std::string line = buf.substr(0, nl);
   buf.erase(0, nl + 1);
-  try {
-    out = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error&) {
-    throw std::runtime_error("malformed JSON from the other side: " + line.substr(0, 120));
-  }
+  out = parse_json_line(line);
   return true;
+}
+
+nlohmann::json parse_json_line(std::string_view line) {
+  try {
+    return nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception&) {  // parse_error, and out_of_range for 1e400
+    throw std::runtime_error("malformed JSON from the other side: " + std::string(line.substr(0, 120)));
+  }
 }
 
 nlohmann::json JsonLines::read() {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,10 @@ bool send_json_line(int fd, const nlohmann::json& j, int timeout_ms);
 // is none yet. Throws std::runtime_error when the line is not JSON or
 // `buf` holds more than max_line bytes without a newline.
 bool take_json_line(std::string& buf, nlohmann::json& out, size_t max_line);
+// One line from the other side as JSON. Throws std::runtime_error
+// ("malformed JSON from the other side: ...") for anything nlohmann refuses,
+// number overflow ("1e400") included (fuzz/fuzz_peer_message.cpp).
+nlohmann::json parse_json_line(std::string_view line);
 
 class JsonLines {
  public:

@@ -32,21 +32,30 @@ void check_compatible(const Capabilities& ours, const json& theirs, bool we_are_
   if (!theirs.is_object() || !theirs.contains("mmp") || !theirs.contains("peer")) {
     throw PeerError("VersionMismatch", std::string("the ") + them + " sent no capabilities");
   }
+  // What they sent for a member, as text ("none" when absent): a member
+  // may be missing or of any type (fuzz/fuzz_peer_message.cpp).
+  auto sent = [&](const char* k) {
+    const auto it = theirs.find(k);
+    return it == theirs.end() ? std::string("none") : it->dump();
+  };
   if (theirs["peer"] != kPeerProtocol) {
-    throw PeerError("VersionMismatch", both("peer protocol", std::to_string(kPeerProtocol), theirs["peer"].dump()));
+    throw PeerError("VersionMismatch", both("peer protocol", std::to_string(kPeerProtocol), sent("peer")));
   }
   if (theirs["mmp"] != ours.mmp) {
-    throw PeerError("VersionMismatch", both("MMP version", std::to_string(ours.mmp), theirs["mmp"].dump()));
+    throw PeerError("VersionMismatch", both("MMP version", std::to_string(ours.mmp), sent("mmp")));
   }
-  if (theirs.value("mtu", 0u) != ours.mtu) {
-    throw PeerError("CapabilityMismatch", both("fabric MTU", std::to_string(ours.mtu), theirs["mtu"].dump()));
+  const auto mtu = theirs.find("mtu");
+  if (mtu == theirs.end() || !mtu->is_number_unsigned() || mtu->get<uint64_t>() != ours.mtu) {
+    throw PeerError("CapabilityMismatch", both("fabric MTU", std::to_string(ours.mtu), sent("mtu")));
   }
   bool codec = false;
-  for (const auto& c : theirs.value("codecs", json::array())) {
-    for (const auto& o : ours.codecs) codec |= c == o;
+  if (const auto codecs = theirs.find("codecs"); codecs != theirs.end() && codecs->is_array()) {
+    for (const auto& c : *codecs) {
+      for (const auto& o : ours.codecs) codec |= c == o;
+    }
   }
   if (!codec) {
-    throw PeerError("CapabilityMismatch", both("codecs", json(ours.codecs).dump(), theirs["codecs"].dump()));
+    throw PeerError("CapabilityMismatch", both("codecs", json(ours.codecs).dump(), sent("codecs")));
   }
 }
 
@@ -249,11 +258,13 @@ void PeerServer::serve(int fd) {
   } catch (const TlsTimeout&) {
     ++timeouts_;
   } catch (const PeerError& e) {
+    ++handshake_failures_;
     try {
       if (io) io->write({{"type", "error"}, {"class", e.error_class()}, {"error", e.what()}});
     } catch (...) {
     }
   } catch (const std::exception& e) {
+    ++handshake_failures_;
     try {
       if (io) io->write({{"type", "error"}, {"class", "PeerError"}, {"error", e.what()}});
     } catch (...) {

@@ -84,6 +84,9 @@ class PeerServer {
   uint64_t auth_failures() const { return auth_failures_; }  // TLS handshakes refused (wrong PSK, certificate)
   uint64_t timeouts() const { return timeouts_; }            // connections cut at their deadline
   uint64_t busy_refusals() const { return busy_; }           // closed at once: max_connections in progress
+  // Connections that did not end in an accepted session, whatever the
+  // reason (auth failures included).
+  uint64_t handshake_failures() const { return handshake_failures_; }
   uint64_t sessions_accepted() const { return accepted_; }
   uint64_t handshakes_done() const { return handshakes_; }   // TLS handshakes completed
 
@@ -102,7 +105,7 @@ class PeerServer {
   std::condition_variable idle_;
   unsigned active_ = 0;  // connections being served
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> auth_failures_{0}, timeouts_{0}, busy_{0}, accepted_{0}, handshakes_{0};
+  std::atomic<uint64_t> auth_failures_{0}, timeouts_{0}, busy_{0}, accepted_{0}, handshakes_{0}, handshake_failures_{0};
   std::thread thread_;
 };
 

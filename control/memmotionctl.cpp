@@ -72,7 +72,7 @@ class Client {
         buf_.erase(0, nl + 1);
         try {
           return json::parse(line);
-        } catch (const json::parse_error&) {
+        } catch (const json::exception&) {
           throw Failure{kUnreachable, "the daemon sent malformed JSON: " + line.substr(0, 200)};
         }
       }

@@ -13,6 +13,7 @@
 #include <map>
 #include <string>
 #include <filesystem>
+#include <grp.h>
 #include <toml.hpp>
 
 #include "control/ControlServer.hpp"
@@ -67,7 +68,21 @@ struct Settings {
   std::string key_file, peer_listen, metrics, run_dir;
   std::string encrypt = "required";
   std::string x509_dir;
+  std::string control_group;  // "" = the daemon's own group
 };
+
+// A group name or number -> gid; throws naming it when there is none.
+int resolve_group(const std::string& g) {
+  if (g.empty()) return -1;
+  if (g.find_first_not_of("0123456789") == std::string::npos && g.size() < 10) return std::stoi(g);
+  std::vector<char> buf(16384);
+  group gr{};
+  group* found = nullptr;
+  if (::getgrnam_r(g.c_str(), &gr, buf.data(), buf.size(), &found) != 0 || !found) {
+    throw std::invalid_argument("control group '" + g + "': no such group");
+  }
+  return int(found->gr_gid);
+}
 
 void load_config(const std::string& path, Settings& s) {
   toml::value root;
@@ -92,6 +107,7 @@ void load_config(const std::string& path, Settings& s) {
     else if (k == "run_dir") s.run_dir = str();
     else if (k == "encrypt") s.encrypt = str();
     else if (k == "x509_dir") s.x509_dir = str();
+    else if (k == "control_group") s.control_group = str();
     else if (k == "udp_port") {
       if (!v.is_integer()) throw std::invalid_argument(path + ": udp_port: must be an integer");
       s.udp_port = int(v.as_integer());
@@ -103,7 +119,7 @@ void load_config(const std::string& path, Settings& s) {
       }
     } else {
       throw std::invalid_argument(path + ": " + k + ": unknown key (known: profile, ip, udp_port, control, "
-                                  "name, key_file, x509_dir, peer_listen, metrics, run_dir, encrypt, set)");
+                                  "name, key_file, x509_dir, peer_listen, metrics, run_dir, encrypt, control_group, set)");
     }
   }
 }
@@ -120,7 +136,7 @@ int main(int argc, char** argv) {
   CLI::App app{"memmotiond: the MemoryMotion migration dataplane"};
   Settings cfg;
   std::string config_path, profile_name, ip_text, control_path, name, key_file, peer_listen, metrics,
-      run_dir, encrypt, x509_dir;
+      run_dir, encrypt, x509_dir, control_group;
   std::vector<std::string> sets;
   int udp_port = -1;
   app.add_option("--config", config_path, "TOML settings file (command-line options override it)");
@@ -136,6 +152,8 @@ int main(int argc, char** argv) {
                                          "client-cert.pem, client-key.pem)");
   app.add_option("--peer-listen", peer_listen, "ip:port where peers reach this daemon");
   app.add_option("--metrics", metrics, "ip:port of the Prometheus endpoint (e.g. 127.0.0.1:9470)");
+  app.add_option("--control-group", control_group,
+                 "group that may use the control socket (name or number; default: the daemon's own)");
   app.add_option("--run-dir", run_dir, "directory for per-session sockets (default: the control socket's)");
   app.add_option("--encrypt", encrypt, "AES-256-GCM for sessions negotiated over the peer channel: required "
                                        "(default) or off; a peer with the other setting is refused");
@@ -147,6 +165,7 @@ int main(int argc, char** argv) {
 
   mm::port::NicProfile profile;
   uint32_t ip = 0;
+  int control_gid = -1;
   mm::control::Bytes key;
   try {
     if (!config_path.empty()) load_config(config_path, cfg);
@@ -167,6 +186,7 @@ int main(int argc, char** argv) {
     if (cfg.encrypt != "required" && cfg.encrypt != "off") {
       throw std::invalid_argument("--encrypt must be 'required' or 'off', not '" + cfg.encrypt + "'");
     }
+    if (!control_group.empty()) cfg.control_group = control_group;
     if (cfg.run_dir.empty()) cfg.run_dir = std::filesystem::path(cfg.control).parent_path().string();
     for (const auto& s : sets) {
       const auto eq = s.find('=');
@@ -181,6 +201,7 @@ int main(int argc, char** argv) {
     ip = mm::control::parse_ipv4(cfg.ip);
     if (cfg.udp_port > 65535 || cfg.udp_port == 0) throw std::invalid_argument("--udp-port must be 1..65535");
     if (!cfg.key_file.empty()) key = mm::control::load_key_file(cfg.key_file);
+    control_gid = resolve_group(cfg.control_group);
   } catch (const std::exception& e) {
     std::cerr << "memmotiond: " << e.what() << std::endl;
     return 2;
@@ -291,6 +312,7 @@ int main(int argc, char** argv) {
       id.metrics_listen = cfg.metrics;
       id.run_dir = cfg.run_dir;
       id.encrypt = cfg.encrypt == "required";
+      id.control_gid = control_gid;
       mm::control::ControlServer server(control_path, engine_ptrs, id);
       for (size_t w = 0; w < engines.size(); ++w) {
         rte_eal_remote_launch(worker_main, engines[w].get(), lcores[w]);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <fstream>
 #include <set>
 #include <sstream>
 #include <toml.hpp>
@@ -172,9 +173,21 @@ NicProfile load_profile(const std::filesystem::path& path,
                         const std::map<std::string, std::string>& builtins) {
   const std::string file = path.string();
   if (!std::filesystem::exists(path)) throw ProfileError(file + ": no such profile file");
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in) throw ProfileError(file + ": cannot read the profile file");
+  return parse_profile(text.str(), path, vars, builtins);
+}
+
+NicProfile parse_profile(std::string_view text, const std::filesystem::path& path,
+                         const std::map<std::string, std::string>& vars,
+                         const std::map<std::string, std::string>& builtins) {
+  const std::string file = path.string();
   toml::value root;
   try {
-    root = toml::parse(path.string());
+    std::istringstream in{std::string(text)};
+    root = toml::parse(in, file);
   } catch (const std::exception& e) {
     throw ProfileError(file + ": malformed TOML: " + first_line(e.what()));
   }

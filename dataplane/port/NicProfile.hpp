@@ -9,6 +9,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mm::port {
@@ -77,6 +78,11 @@ struct NicProfile {
 NicProfile load_profile(const std::filesystem::path& file,
                         const std::map<std::string, std::string>& vars,
                         const std::map<std::string, std::string>& builtins = {});
+
+// The same from the profile's text; `file` names it in errors.
+NicProfile parse_profile(std::string_view text, const std::filesystem::path& file,
+                         const std::map<std::string, std::string>& vars,
+                         const std::map<std::string, std::string>& builtins = {});
 
 // argv for rte_eal_init: program name, file prefix, the profile's EAL
 // arguments (always with --no-pci), lcores and the port's --vdev.

@@ -82,7 +82,7 @@ void MainChannelObserver::on_section_type(uint8_t t) {
     case kFooter: step_ = Step::footer; return;
     case kEof: go_opaque("end of the device state (EOF section)"); return;
     case kVmdesc: go_opaque("VM description (JSON) section"); return;
-    default: go_opaque("unknown section type " + hex(t) + " at byte " + std::to_string(seen_)); return;
+    default: go_opaque("unknown section type " + hex(t) + " at byte " + std::to_string(at_)); return;
   }
 }
 
@@ -178,6 +178,7 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
     // Every pass consumes a byte or changes step; a parser bug must never
     // become a spinning worker.
     const uint8_t* before = p;
+    at_ = seen_ - uint64_t(end - p);  // the stream offset of p, however the bytes were split
     const Step was = step_;
     const size_t had = have_;
     switch (step_) {
@@ -351,7 +352,7 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
       }
     }
     if (p == before && step_ == was && have_ == had) {
-      go_opaque("observer made no progress at byte " + std::to_string(seen_) + " (a bug)");
+      go_opaque("observer made no progress at byte " + std::to_string(at_) + " (a bug)");
     }
   }
 }

@@ -112,6 +112,7 @@ class MainChannelObserver {
   bool have_block_ = false;
 
   uint64_t eos_ = 0, zero_ = 0, pages_ = 0, flushes_ = 0, seen_ = 0;
+  uint64_t at_ = 0;  // stream offset of the unit being parsed (for reasons)
   std::string why_;
   std::string machine_;
   bool sync_before_each_eos_ = false;  // from machine_, once it is read

@@ -2,8 +2,11 @@
 """Integration: bad input gets a clear error and a counter, never a crash.
 
   profiles   bad NIC profiles: memmotiond exits 2 with one line naming file and key
-  control    malformed/unknown/ill-typed/oversized control requests: QMP error
-             classes; memmotionctl exit codes; the daemon keeps serving
+  control    malformed/unknown/ill-typed/oversized/endless control requests: QMP
+             error classes, each refusal counted (query-stats and metrics);
+             memmotionctl exit codes; the daemon keeps serving; the control
+             socket is 0660 in the configured group; peer-channel handshake
+             failures and failed offers counted
   packets    malformed, foreign-session and unauthenticated MMP frames injected
              on the veth are dropped and counted, and change nothing
   peer       a source whose destination never prepared the session fails it
@@ -21,7 +24,10 @@
 from __future__ import annotations
 
 import argparse
+import grp
 import json
+import os
+import stat
 import pickle
 import re
 import socket
@@ -101,15 +107,98 @@ def expect_error(ctl: ControlClient, raw: bytes, cls: str, text: str, what: str)
     check(err.get("class") == cls and text in err.get("desc", ""), f"{what}: {reply}")
 
 
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    return data
+
+
+def peer_line(port: int, messages: list[dict]) -> list[dict]:
+    """Talks to a daemon's peer channel: sends each message, reads one reply
+    line after each; stops at the first error reply."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = s.makefile("rwb")
+    replies = []
+    for m in messages:
+        f.write((json.dumps(m) + "\n").encode())
+        f.flush()
+        line = f.readline()
+        if not line:
+            break
+        replies.append(json.loads(line))
+        if replies[-1].get("type") == "error":
+            break
+    s.close()
+    return replies
+
+
+def fake_destination(port: int) -> threading.Thread:
+    """A peer channel that answers hello with a proof it cannot have."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(1)
+
+    def serve() -> None:
+        c, _ = srv.accept()
+        c.makefile("rb").readline()
+        c.sendall((json.dumps({"type": "hello", "nonce": "0" * 32, "proof": "f" * 64, "caps": {}}) + "\n").encode())
+        time.sleep(0.5)
+        c.close()
+        srv.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+def metrics(port: int) -> dict[str, float]:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    text = read_until_closed(s, 10).decode()
+    out = {}
+    for line in text.split("\r\n\r\n", 1)[-1].splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 def case_control(build: Path) -> None:
     print("control:")
+    r = subprocess.run([str(build / "control/memmotiond"), "--profile", "memif", "--ip", "10.0.0.1",
+                        "--control-group", "no-such-group-mm"], capture_output=True, text=True, timeout=30)
+    check(r.returncode == 2 and "control group 'no-such-group-mm': no such group" in r.stderr,
+          f"unknown control group refused: exit {r.returncode}, {r.stderr.strip()}")
+    group = "nogroup"
+    base = 17000 + os.getpid() % 20000
+    peer_port, metrics_port, fake_port = base, base + 1, base + 2
     with tempfile.TemporaryDirectory() as d:
+        key = Path(d) / "peer.key"
+        key.write_text(os.urandom(32).hex() + "\n")
+        key.chmod(0o600)
         dmn = Daemon(build / "control/memmotiond", Path(d), "ctl-test", "memif", "10.77.9.1",
-                     {"role": "server", "socket": f"{d}/memif.sock"}).start()
+                     {"role": "server", "socket": f"{d}/memif.sock"},
+                     extra=["--control-group", group, "--metrics", f"127.0.0.1:{metrics_port}",
+                            "--peer-listen", f"127.0.0.1:{peer_port}", "--key-file", str(key)]).start()
         try:
             ctl = dmn.ctl
+            st = os.stat(dmn.control_path)
+            check(stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
+                  and st.st_gid == grp.getgrnam(group).gr_gid,
+                  f"control socket is 0660 in group {group}: {oct(stat.S_IMODE(st.st_mode))}, gid {st.st_gid}")
             expect_error(ctl, b'{"execute": \n', "GenericError", "malformed JSON", "truncated JSON")
             expect_error(ctl, b"[1, 2]\n", "GenericError", "must be a JSON object", "not an object")
+            # Found by fuzz_control_request: this ended the daemon.
+            expect_error(ctl, b'{"execute": "query-version", "arguments": {"x": 1e400}}\n', "GenericError",
+                         "malformed JSON", "number overflow")
             expect_error(ctl, b'{"arguments": {}}\n', "GenericError", "needs 'execute'", "no execute")
             expect_error(ctl, b'{"execute": "frobnicate"}\n', "CommandNotFound", "frobnicate", "unknown command")
             expect_error(ctl, b'{"execute": "query-session"}\n', "InvalidParameter", "missing argument 'session'", "missing argument")
@@ -146,7 +235,64 @@ def case_control(build: Path) -> None:
             except OSError:
                 pass
             check(b"larger than" in data, f"oversized request refused: {data[:120]!r}")
+            # Endless: a request that never gets its newline is cut off after 5 s.
+            slow = socket.socket(socket.AF_UNIX)
+            slow.connect(dmn.control_path)
+            slow.recv(4096)
+            t0 = time.monotonic()
+            slow.sendall(b'{"execute": "query-')
+            data = read_until_closed(slow, 15)
+            took = time.monotonic() - t0
+            check(b"not completed within 5000 ms" in data and 4.5 < took < 8,
+                  f"endless request cut off after {took:.1f} s: {data[:120]!r}")
             check(ctl.execute("query-version")["memmotion"] != "", "still serving after bad input")
+            # Peer channel refusals: a hello without capabilities, one with
+            # the wrong MTU, then a wrong proof (an auth failure).
+            mtu = 9000  # nic-profiles/memif.toml
+            caps = {"version": "x", "mmp": ctl.execute("query-version")["mmp-version"], "peer": 1, "mtu": mtu,
+                    "queues": 1, "ip": "10.77.9.2", "mac": "02:00:00:00:00:09", "udp_port": 7470,
+                    "codecs": ["none"]}
+            r1 = peer_line(peer_port, [{"type": "hello", "nonce": "a" * 32, "caps": {"mmp": caps["mmp"], "peer": 1, "mtu": mtu}}])
+            r2 = peer_line(peer_port, [{"type": "hello", "nonce": "a" * 32, "caps": dict(caps, mtu=1500)}])
+            r3 = peer_line(peer_port, [{"type": "hello", "nonce": "a" * 32, "caps": caps},
+                                       {"type": "auth", "proof": "0" * 64}])
+            check(r1 and r1[-1].get("class") == "CapabilityMismatch" and "codecs" in r1[-1].get("error", ""),
+                  f"hello without codecs refused: {r1}")
+            check(r2 and r2[-1].get("class") == "CapabilityMismatch" and "MTU" in r2[-1].get("error", ""),
+                  f"hello with another MTU refused: {r2}")
+            check(len(r3) == 2 and r3[0].get("type") == "hello" and r3[1].get("class") == "AuthError",
+                  f"wrong proof refused: {r3}")
+            # Source side: an offer to nobody, and to a peer without our key.
+            for peer, cls in ((f"127.0.0.1:{fake_port + 1}", "PeerError"), (f"127.0.0.1:{fake_port}", "AuthError")):
+                fake = fake_destination(fake_port) if cls == "AuthError" else None
+                try:
+                    ctl.execute("migrate", session=60, peer=peer, **{"dst-incoming": "unix:/tmp/none.sock"})
+                    check(False, f"migrate to {peer} refused")
+                except ControlError as e:
+                    check(e.cls == cls, f"migrate to {peer}: {e.cls}: {e}")
+                if fake:
+                    fake.join(5)
+            stats = dmn.stats()
+            c, peer = stats["control"], stats["peer"]
+            check(c["oversized_requests"] == 1 and c["timed_out_requests"] == 1,
+                  f"oversized and endless requests counted: {c}")
+            check(c["malformed_requests"] == 4 and c["unknown_session"] == 1 and c["errors"] >= 16
+                  and c["requests"] > c["errors"] and c["clients"] >= 3, f"control refusals counted: {c}")
+            check(peer["handshake_failures"] == 3 and peer["auth_failures"] == 1,
+                  f"peer handshake failures counted: {peer}")
+            check(peer["offers_failed"] == 2 and peer["offer_auth_failures"] == 1, f"failed offers counted: {peer}")
+            m = metrics(metrics_port)
+            for name, want in (("memmotion_control_oversized_requests_total{}", c["oversized_requests"]),
+                               ("memmotion_control_timed_out_requests_total{}", 1),
+                               ("memmotion_control_unknown_session_total{}", c["unknown_session"]),
+                               ("memmotion_control_malformed_requests_total{}", 4),
+                               ("memmotion_peer_handshake_failures_total{}", 3),
+                               ("memmotion_peer_auth_failures_total{}", 1),
+                               ("memmotion_peer_offer_auth_failures_total{}", 1)):
+                check(m.get(name) == want, f"metric {name} = {m.get(name)} (want {want})")
+            check("memmotion_engine_rx_bad_auth_total{worker=\"0\"}" in m
+                  and "memmotion_engine_rx_unknown_session_total{worker=\"0\"}" in m,
+                  "bad-tag and unknown-session packet counters exported")
             ctl_bin = str(build / "control/memmotionctl")
             r = subprocess.run([ctl_bin, "--socket", dmn.control_path, "status", "--session", "99"], capture_output=True, text=True)
             check(r.returncode == 1 and "SessionNotFound" in r.stderr, f"memmotionctl error reply exit 1: {r.returncode} {r.stderr.strip()}")

@@ -161,6 +161,20 @@ TEST(MainChannelObserver, StopsWithAReasonOnWhatItCannotRead) {
             std::string::npos);
 }
 
+// fuzz_main_channel found it: the reason named the end of the chunk being
+// fed as the unknown byte's offset, so the same stream split differently
+// gave a different reason. It names the byte itself now.
+TEST(MainChannelObserver, ReasonNamesTheSameByteHoweverTheStreamIsSplit) {
+  const auto s = Stream().header().u8(0x42).bytes(100, 0).b;
+  Events whole, bytewise;
+  MainChannelObserver a(whole), b(bytewise);
+  a.feed(s);
+  for (uint8_t x : s) b.feed({&x, 1});
+  EXPECT_EQ(a.opaque_reason(), b.opaque_reason());
+  EXPECT_NE(a.opaque_reason().find("unknown section type 0x42 at byte 8"), std::string::npos) << a.opaque_reason();
+  EXPECT_EQ(whole.log, bytewise.log);
+}
+
 TEST(MainChannelObserver, TruncatedStreamsReportOnlyWhatWasComplete) {
   const auto s = sample();
   for (size_t n = 0; n < s.size(); n += 97) {
