@@ -255,8 +255,10 @@ void PeerServer::serve(int fd) {
     io->write(reply);
   } catch (const TlsAuthError&) {
     ++auth_failures_;  // the TLS alert told the other side
+    ++handshake_failures_;
   } catch (const TlsTimeout&) {
     ++timeouts_;
+    ++handshake_failures_;
   } catch (const PeerError& e) {
     ++handshake_failures_;
     try {

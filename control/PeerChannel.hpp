@@ -85,7 +85,7 @@ class PeerServer {
   uint64_t timeouts() const { return timeouts_; }            // connections cut at their deadline
   uint64_t busy_refusals() const { return busy_; }           // closed at once: max_connections in progress
   // Connections that did not end in an accepted session, whatever the
-  // reason (auth failures included).
+  // reason (auth failures and timeouts included).
   uint64_t handshake_failures() const { return handshake_failures_; }
   uint64_t sessions_accepted() const { return accepted_; }
   uint64_t handshakes_done() const { return handshakes_; }   // TLS handshakes completed
