@@ -86,27 +86,27 @@ Engine::~Engine() {
   ::close(event_fd_);
 }
 
-bool Engine::run_on_worker(std::function<void()> fn, std::chrono::milliseconds timeout) {
-  auto task = std::make_shared<Task>();
-  task->fn = std::move(fn);
-  auto done = task->done.get_future();
-  auto* handle = new std::shared_ptr<Task>(task);
+bool Engine::enqueue(std::shared_ptr<Task> task) {
+  auto* handle = new std::shared_ptr<Task>(std::move(task));
   if (rte_ring_mp_enqueue(tasks_, handle) != 0) {
     delete handle;
     return false;
   }
+  return true;
+}
+
+bool Engine::run_on_worker(std::function<void()> fn, std::chrono::milliseconds timeout) {
+  auto task = std::make_shared<Task>();
+  task->fn = std::move(fn);
+  auto done = task->done.get_future();
+  if (!enqueue(std::move(task))) return false;
   return done.wait_for(timeout) == std::future_status::ready;
 }
 
 bool Engine::post_task(std::function<void()> fn) {
   auto task = std::make_shared<Task>();
   task->fn = std::move(fn);
-  auto* handle = new std::shared_ptr<Task>(task);
-  if (rte_ring_mp_enqueue(tasks_, handle) != 0) {
-    delete handle;
-    return false;
-  }
-  return true;
+  return enqueue(std::move(task));
 }
 
 void Engine::post(uint16_t worker, const SessionShare* share, std::function<void(Session&, uint64_t)> fn,

@@ -116,6 +116,8 @@ class Engine final : public PartLink {
  private:
   struct Task;
   struct Handoff;
+  // Puts a task on this worker's ring; false when it is full.
+  bool enqueue(std::shared_ptr<Task> task);
   // Reads the queue until it is empty or a bound; true when it was emptied.
   bool handle_rx(uint64_t now);
   uint16_t handle_rx_burst(uint64_t now);

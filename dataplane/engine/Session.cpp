@@ -605,16 +605,7 @@ void SessionInfo::merge(const SessionInfo& part) {
   const SessionCounters& o = part.counters;
   c.qemu_bytes_in += o.qemu_bytes_in;
   c.qemu_bytes_out += o.qemu_bytes_out;
-  c.conn.packets_tx += o.conn.packets_tx;
-  c.conn.packets_rx += o.conn.packets_rx;
-  c.conn.wire_bytes_tx += o.conn.wire_bytes_tx;
-  c.conn.wire_bytes_rx += o.conn.wire_bytes_rx;
-  c.conn.probes_tx += o.conn.probes_tx;
-  c.conn.probes_rx += o.conn.probes_rx;
-  c.conn.bad_stream += o.conn.bad_stream;
-  c.conn.bad_ack += o.conn.bad_ack;
-  c.conn.rx_bad_tag += o.conn.rx_bad_tag;
-  c.conn.rx_replayed += o.conn.rx_replayed;
+  c.conn += o.conn;
   c.tx += o.tx;
   c.rx += o.rx;
   c.rejected_channels += o.rejected_channels;

@@ -33,6 +33,20 @@ struct ConnectionStats {
   // transmission number was seen before (replayed).
   uint64_t rx_bad_tag = 0;
   uint64_t rx_replayed = 0;
+
+  ConnectionStats& operator+=(const ConnectionStats& o) {
+    packets_tx += o.packets_tx;
+    packets_rx += o.packets_rx;
+    wire_bytes_tx += o.wire_bytes_tx;
+    wire_bytes_rx += o.wire_bytes_rx;
+    probes_tx += o.probes_tx;
+    probes_rx += o.probes_rx;
+    bad_stream += o.bad_stream;
+    bad_ack += o.bad_ack;
+    rx_bad_tag += o.rx_bad_tag;
+    rx_replayed += o.rx_replayed;
+    return *this;
+  }
 };
 
 class Connection {
