@@ -147,6 +147,45 @@ void LibvirtMigration::set_max_downtime(uint64_t ms) {
   }
 }
 
+std::string LibvirtMigration::end_stuck_incoming(const std::string& dest_uri) {
+  int st = 0, reason = 0;
+  if (virDomainGetState(dom_, &st, &reason, 0) < 0 || st != VIR_DOMAIN_RUNNING) {
+    return "the domain is " + state() + " here, so its destination copy was left alone";
+  }
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  if (virDomainGetUUIDString(dom_, uuid) < 0) return "cannot read the domain's UUID: " + last_error();
+  virConnectPtr dconn = virConnectOpen(dest_uri.c_str());
+  if (!dconn) return "cannot connect to the destination's libvirt: " + last_error();
+  std::string what;
+  virDomainPtr d = virDomainLookupByUUIDString(dconn, uuid);
+  if (!d) {
+    what = "no copy of the domain on the destination";
+  } else {
+    if (virDomainGetState(d, &st, &reason, 0) < 0) {
+      what = "cannot read the destination copy's state: " + last_error();
+    } else if (st != VIR_DOMAIN_PAUSED || reason != VIR_DOMAIN_PAUSED_MIGRATION) {
+      what = "the destination copy is not paused in an incoming migration (state " + std::to_string(st) +
+             ", reason " + std::to_string(reason) + "), so it was left alone";
+    } else if (virDomainDestroy(d) == 0) {
+      what = "ended the destination's paused incoming copy (destroyed it)";
+    } else {
+      // The kill inside the destroy lets libvirt's stuck step go on, which
+      // may remove the transient domain before the destroy gets to it.
+      const std::string e = last_error();
+      virDomainPtr again = virDomainLookupByUUIDString(dconn, uuid);
+      if (!again || virDomainIsActive(again) == 0) {
+        what = "ended the destination's paused incoming copy (libvirt removed it)";
+      } else {
+        what = "destroying the destination's paused incoming copy failed: " + e;
+      }
+      if (again) virDomainFree(again);
+    }
+    virDomainFree(d);
+  }
+  virConnectClose(dconn);
+  return what;
+}
+
 std::string LibvirtMigration::state() {
   int st = 0, reason = 0;
   if (virDomainGetState(dom_, &st, &reason, 0) < 0) return "unknown";

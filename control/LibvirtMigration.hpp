@@ -68,6 +68,14 @@ class LibvirtMigration {
   void start_postcopy();
   void set_max_downtime(uint64_t ms);
   std::string state();
+  // When the job outlives a session that failed: the destination's
+  // incoming copy of the domain, if it is still paused in the incoming
+  // migration while the domain runs here, is destroyed (QEMU 7.2's
+  // destination can wait for ever at a multifd sync point when the
+  // destination daemon dies, and libvirt waits with it:
+  // dataplane/qemu/QEMU-7.2-STREAM.md). Nothing is touched otherwise.
+  // Returns what was found and done, as a sentence.
+  std::string end_stuck_incoming(const std::string& dest_uri);
 
  private:
   std::string last_error() const;

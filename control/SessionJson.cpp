@@ -77,6 +77,7 @@ json to_json(const engine::SessionInfo& s) {
            {"pages_written", c.pages.written},
            {"passthrough_channels", c.passthrough_channels},
            {"empty_packets_dropped", c.empty_packets_dropped},
+           {"released_channels", c.released_channels},
            {"main_eos", c.main_eos},
            {"main_zero_records", c.main_zero_records},
            {"main_page_records", c.main_page_records},

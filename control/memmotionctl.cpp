@@ -15,6 +15,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <optional>
 #include <thread>
 
 #include "LibvirtMigration.hpp"
@@ -235,6 +236,9 @@ int migrate_with_libvirt(Client& c, json args, LibvirtCli& lv, double timeout, b
   auto last_line = t0 - std::chrono::seconds(2);
   const bool tty = ::isatty(2);
   bool aborted = false, downtime_set = plan.downtime_ms == 0, postcopy_started = false;
+  std::optional<std::chrono::steady_clock::time_point> session_ended;
+  bool stuck_checked = false;
+  constexpr std::chrono::seconds kStuckJob{20};
   std::string why;
   json s, progress = json::object();
   // The daemon may die under a running libvirt job: then the job is what
@@ -299,6 +303,15 @@ int migrate_with_libvirt(Client& c, json args, LibvirtCli& lv, double timeout, b
     if (g_interrupted) abort_job("interrupted: aborted the libvirt job");
     if (st == "failed" || st == "cancelled") {
       abort_job("the daemon's session " + st + (s.contains("error") ? ": " + s["error"].get<std::string>() : ""));
+      if (!session_ended) session_ended = std::chrono::steady_clock::now();
+    }
+    // libvirt ends a failed job within seconds, unless the destination
+    // QEMU is stuck at a multifd sync point (its daemon died): then only
+    // that paused incoming copy holds the job.
+    if (session_ended && !stuck_checked && std::chrono::steady_clock::now() - *session_ended > kStuckJob) {
+      stuck_checked = true;
+      std::cerr << "memmotionctl: libvirt has not ended the job " << kStuckJob.count()
+                << " s after the session ended: " << job->end_stuck_incoming(lv.dest_uri) << "\n";
     }
     if (std::chrono::steady_clock::now() > deadline) abort_job("timed out after " + std::to_string(int(timeout)) + " s");
     if (show && !as_json && !s.is_null()) {

@@ -266,7 +266,10 @@ bool MultifdRebuilder::pump(transport::MessageReceiver& rx, qemu::ChannelRelay& 
   if (!relay.attached()) return true;
   auto sink = [&](std::span<const uint8_t> message) {
     if (message.empty() || message[0] != uint8_t(wire::RecordType::multifd_begin)) {
-      return relay.write_records(message);  // false: relay.error() says why, or QEMU is slow
+      const uint64_t before = relay.bytes_taken_for_qemu();
+      if (!relay.write_records(message)) return false;  // relay.error() says why, or QEMU is slow
+      if (relay.bytes_taken_for_qemu() != before) after_bytes_ = true;
+      return true;
     }
     if (relay.remote_fin_seen()) {
       error_ = "channel: data after FIN";
@@ -294,7 +297,14 @@ bool MultifdRebuilder::pump(transport::MessageReceiver& rx, qemu::ChannelRelay& 
       error_ = "channel: " + why;
       return false;
     }
-    return relay.write_packet(parts);
+    if (!relay.write_packet(parts)) return false;
+    if (!parts.empty()) {
+      after_bytes_ = false;
+      ++packets_;
+      pages_alloc_ = packet_.pages_alloc;
+      packet_num_ = packet_.packet_num;
+    }
+    return true;
   };
   if (rx.deliver_to(sink) < 0) {
     error_ = std::string("channel: ") + rx.error();
@@ -347,6 +357,18 @@ std::string MultifdRebuilder::rebuild(std::span<const uint8_t> message,
   }
   parts = parts_;
   return {};
+}
+
+std::span<const uint8_t> MultifdRebuilder::release_packet(const qemu::ChannelRelay& relay) {
+  // Before any packet only the init may have been taken, and all of it.
+  const bool at_boundary = packets_ > 0 ? !after_bytes_ : relay.bytes_taken_for_qemu() == format_.init_size();
+  if (!at_boundary || relay.remote_fin_seen()) return {};
+  qemu::MultifdHeaderView h;
+  static_cast<qemu::MultifdHeaderFields&>(h) =
+      format_.empty_sync(packets_ > 0 ? pages_alloc_ : format_.typical_pages_per_packet(), packet_num_ + 1);
+  const size_t n = h.header_size();
+  format_.encode_header(h, {}, {header_.get(), n});
+  return {header_.get(), n};
 }
 
 }  // namespace mm::engine

@@ -139,8 +139,21 @@ class MultifdRebuilder {
   const pages::PageStats& stats() const { return decoder_.stats(); }
   uint64_t dropped_empty() const { return dropped_empty_; }
 
+  // After the session failed: an empty SYNC packet that lets a destination
+  // QEMU parked at a sync point read on to the main channel's end
+  // (QEMU-7.2-STREAM.md, "A channel that ends at a sync point"). Empty
+  // when the channel is not at a packet boundary that QEMU would read it
+  // at: before its init was taken in full, or after bytes that were not a
+  // rebuilt packet (a packet QEMU compressed itself).
+  std::span<const uint8_t> release_packet(const qemu::ChannelRelay& relay);
+
  private:
   const qemu::StreamFormat& format_;
+  // Where the channel toward QEMU stands, for release_packet().
+  bool after_bytes_ = false;     // the last thing written was not a rebuilt packet
+  uint64_t packets_ = 0;         // rebuilt packets written
+  uint32_t pages_alloc_ = 0;     // of the last one
+  uint64_t packet_num_ = 0;      // of the last one
   pages::PageDecoder decoder_;
   pages::DecodedPacket packet_;
   std::unique_ptr<uint8_t[]> header_;            // the largest header QEMU 7.2 reads

@@ -443,12 +443,52 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
       }
     }
   }
+  if (releasing_.any()) work |= drain_releases(now);
   if (conn_) {
     if (share_->workers() > 1) {
       publish_part();
       share_pacer();
     }
     if (conn_->flush(now, port) > 0) work = true;
+  }
+  return work;
+}
+
+bool Session::drain_releases(uint64_t now) {
+  bool work = false;
+  for (uint16_t k = 1; k < kStreams; ++k) {
+    if (!releasing_.test(k)) continue;
+    qemu::ChannelRelay& r = *relays_[k];
+    // Nothing more once QEMU's socket broke or QEMU stopped reading.
+    bool done = !r.error().empty() || now - info_.finished_ns > kReleaseNs;
+    if (!done && !release_queued_.test(k)) {
+      const std::span<const uint8_t> sync = rebuilders_[k]->release_packet(r);
+      if (sync.empty()) {
+        done = true;  // not at a packet boundary: QEMU gets EOF there
+      } else if (r.out_room() >= sync.size()) {
+        const std::span<const uint8_t> parts[] = {sync};
+        if (r.write_packet(parts)) {
+          release_queued_.set(k);
+          ++released_channels_;
+          work = true;
+        } else {
+          done = true;
+        }
+      }
+    }
+    if (!done) {
+      const uint64_t before = r.bytes_to_qemu();
+      if (!r.flush_out()) {
+        done = true;
+      } else {
+        work |= r.bytes_to_qemu() != before;
+        done = release_queued_.test(k) && r.channel()->out_empty();
+      }
+    }
+    if (done) {
+      r.close();
+      releasing_.reset(k);
+    }
   }
   return work;
 }
@@ -507,8 +547,16 @@ void Session::finish(uint64_t now, SessionState s) {
   qemu_in_ = qemu_bytes_in();
   qemu_out_ = qemu_bytes_out();
   // Closing QEMU's socket is what makes a source QEMU abandon a migration
-  // that can no longer complete; its VM keeps running.
-  for (auto& r : relays_) r->close();
+  // that can no longer complete; its VM keeps running. A destination's
+  // multifd channels are ended first (drain_releases).
+  const bool release = info_.role == Role::destination && s != SessionState::completed;
+  for (uint16_t k = 0; k < relays_.size(); ++k) {
+    if (release && k > 0 && rebuilders_[k] && relays_[k]->attached()) {
+      releasing_.set(k);
+    } else {
+      relays_[k]->close();
+    }
+  }
   for (int fd : unclassified_) ::close(fd);
   unclassified_.clear();
   listener_.close();
@@ -525,6 +573,7 @@ void Session::release_transport() {
   conn_.reset();
   // Rebuilders are referenced by the relays, the filter by the sources:
   // relays first.
+  releasing_.reset();
   for (auto& r : relays_) r = std::make_unique<qemu::ChannelRelay>(0);
   for (auto& s : sources_) s.reset();
   for (auto& rb : rebuilders_) rb.reset();
@@ -585,6 +634,7 @@ SessionInfo Session::info() const {
     c.main_page_records = observer_->page_records();
   }
   c.late_channels = late_channels_;
+  c.released_channels = released_channels_;
 
   if (conn_) {
     c.conn = conn_->stats();
@@ -613,6 +663,7 @@ void SessionInfo::merge(const SessionInfo& part) {
   c.pages += o.pages;
   c.passthrough_channels += o.passthrough_channels;
   c.empty_packets_dropped += o.empty_packets_dropped;
+  c.released_channels += o.released_channels;
   parts.insert(parts.end(), part.parts.begin(), part.parts.end());
   if (error.empty() && !part.error.empty()) error = part.error;
 }

@@ -56,6 +56,9 @@ struct SessionCounters {
   pages::PageStats pages;
   uint64_t passthrough_channels = 0;  // QEMU compressed them itself: relayed as bytes
   uint64_t empty_packets_dropped = 0;  // destination: all pages unchanged, not a SYNC
+  // Destination, after a failure: multifd channels ended with an empty
+  // SYNC packet so that QEMU does not wait at a sync point for ever.
+  uint64_t released_channels = 0;
   // The source's view of the main channel's RAM section.
   uint64_t main_eos = 0;           // RAM EOS markers (epochs)
   uint64_t main_zero_records = 0;  // zero pages QEMU sent on the main channel
@@ -204,6 +207,10 @@ class Session {
   bool all_finished() const;
   void attach(uint16_t stream, int fd, uint64_t now);
   void finish(uint64_t now, SessionState s);
+  // Destination, after a failure: ends the multifd channels toward QEMU
+  // with an empty SYNC packet each, behind what they had queued, then
+  // closes them (QEMU-7.2-STREAM.md, "A channel that ends at a sync point").
+  bool drain_releases(uint64_t now);
   bool may_skip_unchanged(uint32_t epoch) const;
   uint32_t read_ahead() const;
   // Home: the newest packet from the peer over all parts; whether any
@@ -256,6 +263,12 @@ class Session {
   bool channels_frozen_ = false;  // the multifd channel set is known (after setup)
   std::vector<uint16_t> frozen_streams_;
   uint64_t late_channels_ = 0;
+  std::bitset<kStreams> releasing_;       // destination, failed: channels being ended
+  std::bitset<kStreams> release_queued_;  // ... whose empty SYNC is queued
+  uint64_t released_channels_ = 0;
+  // How long a failed session keeps writing its release to a QEMU that
+  // does not read.
+  static constexpr uint64_t kReleaseNs = 5'000'000'000;
 };
 
 }  // namespace mm::engine

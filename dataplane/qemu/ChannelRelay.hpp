@@ -72,6 +72,7 @@ class ChannelRelay {
 
   uint64_t bytes_from_qemu() const { return chan_ ? chan_->bytes_in() : 0; }
   uint64_t bytes_to_qemu() const { return chan_ ? chan_->bytes_out() : 0; }
+  uint64_t bytes_taken_for_qemu() const { return chan_ ? chan_->bytes_taken() : 0; }
   const std::string& error() const { return error_; }
 
  private:

@@ -37,6 +37,13 @@ class Qemu72Format final : public StreamFormat {
   size_t page_size() const override { return kTargetPageSize; }
   bool is_sync(const MultifdHeaderFields& h) const override { return h.flags & multifd_flag::sync; }
   bool compressed_by_qemu(const MultifdHeaderFields& h) const override { return h.compressed(); }
+  MultifdHeaderFields empty_sync(uint32_t pages_alloc, uint64_t packet_num) const override {
+    MultifdHeaderFields h;
+    h.flags = multifd_flag::sync;
+    h.pages_alloc = pages_alloc;
+    h.packet_num = packet_num;
+    return h;  // no pages, so no payload and no ramblock QEMU looks up
+  }
   std::unique_ptr<MainChannelObserver> observe_main(MainChannelObserver::Sink& sink) const override {
     return std::make_unique<MainChannelObserver>(sink);
   }

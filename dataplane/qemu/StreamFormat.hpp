@@ -61,6 +61,12 @@ class StreamFormat {
   // (multifd-compression) is relayed as bytes, not taken apart.
   virtual bool is_sync(const MultifdHeaderFields& h) const = 0;
   virtual bool compressed_by_qemu(const MultifdHeaderFields& h) const = 0;
+  // The header of a SYNC packet without pages, as the destination QEMU
+  // reads one: what a failed session writes on each multifd channel so
+  // that a QEMU waiting at a sync point for every channel reaches the main
+  // channel's end instead of waiting for ever (QEMU-7.2-STREAM.md,
+  // "A channel that ends at a sync point").
+  virtual MultifdHeaderFields empty_sync(uint32_t pages_alloc, uint64_t packet_num) const = 0;
 
   // The main channel: a parser of its RAM section that reports pages it
   // carries and the epochs (RAM EOS markers) to `sink`.

@@ -75,6 +75,8 @@ class ByteChannel {
 
   uint64_t bytes_in() const { return bytes_in_; }
   uint64_t bytes_out() const { return bytes_out_; }
+  // Bytes taken by send(): written or still buffered.
+  uint64_t bytes_taken() const { return bytes_out_ + out_len_; }
 
  private:
   ssize_t write_some(const uint8_t* p, size_t n);

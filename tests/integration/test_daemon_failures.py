@@ -562,16 +562,21 @@ def case_lying_pages(build: Path) -> None:
     must fail naming it, and its QEMU must get nothing of the lie."""
     print("lying pages:")
     multifd_init = struct.pack(">II", 0x11223344, 1) + bytes(16) + b"\x00" + bytes(7) + bytes(32)
+    # After its failure the destination ends each multifd channel with an
+    # empty SYNC packet (flags 1, pages_alloc 128, no pages, packet 1), so
+    # that a real QEMU waiting at a sync point reads on to the main
+    # channel's end (dataplane/qemu/QEMU-7.2-STREAM.md): no page in it.
+    release = struct.pack(">IIIIIIQ", 0x11223344, 1, 1, 128, 0, 0, 1) + bytes(1344 - 32)
     qevm = b"QEVM\x00\x00\x00\x03"
     cases = [
         (41, [(0, 0, rec_bytes(qevm)), (1, 0, rec_bytes(multifd_init)), (1, 1, page_message(0x1234))],
-         "fails its hash check", [qevm, multifd_init]),
+         "fails its hash check", [qevm, multifd_init + release]),
         (42, [(0, 0, rec_bytes(qevm)), (0, 1, page_message(0x1234))],
          "page records on a stream that carries none", [qevm]),
         # A pages_alloc no QEMU packet has: its rebuilt bound would never fit
         # the buffer toward QEMU; refused, not waited on forever.
         (43, [(0, 0, rec_bytes(qevm)), (1, 0, rec_bytes(multifd_init)), (1, 1, page_message(0x1234, 5000))],
-         "MULTIFD_BEGIN pages_alloc 5000 that no packet of QEMU 7.2 has", [qevm, multifd_init]),
+         "MULTIFD_BEGIN pages_alloc 5000 that no packet of QEMU 7.2 has", [qevm, multifd_init + release]),
     ]
     with Fabric(build, "af_packet-veth") as f:
         for sid, packets, expect, qemu_gets in cases:
@@ -591,6 +596,9 @@ def case_lying_pages(build: Path) -> None:
                   f"session {sid}: {s['state']}: {s.get('error')}")
             check(got == qemu_gets, f"session {sid}: QEMU got {[len(b) for b in got]} bytes per channel, "
                                    f"expected {[len(b) for b in qemu_gets]} (nothing of the lie)")
+            released = s["counters"].get("released_channels")
+            check(released == len(qemu_gets) - 1, f"session {sid}: {released} multifd channel(s) ended with "
+                                                  f"an empty SYNC, expected {len(qemu_gets) - 1}")
             qemu.close()
 
 

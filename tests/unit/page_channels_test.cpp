@@ -139,6 +139,49 @@ TEST(PageChannels, PacketsSplitAtEveryByteBoundaryComeOutIdentical) {
   EXPECT_EQ(p.rebuilder.stats().verified + p.rebuilder.stats().zero, 6u);
 }
 
+TEST(PageChannels, ReleasePacketIsAnEmptySyncAfterTheLastRebuiltPacket) {
+  // What a failed destination session ends a multifd channel with: a SYNC
+  // packet with no pages, numbered after the channel's last packet, in
+  // the header size QEMU reads; nothing before the init was taken.
+  pages::PagePolicy pol;
+  PagePath p(pol);
+  EXPECT_TRUE(p.rebuilder.release_packet(p.dst_relay).empty()) << "nothing taken yet";
+  p.input = qemu_channel(3, 2);
+  p.run(4096);
+  expect_identical(p);
+  const std::span<const uint8_t> sync = p.rebuilder.release_packet(p.dst_relay);
+  qemu::MultifdPacketHeader h;
+  ASSERT_EQ(qemu::parse_multifd_header(sync, h), qemu::MultifdError::ok);
+  EXPECT_EQ(sync.size(), h.header_size());
+  EXPECT_EQ(h.flags, qemu::multifd_flag::sync);
+  EXPECT_EQ(h.pages_alloc, 128u);
+  EXPECT_EQ(h.normal_pages, 0u);
+  EXPECT_EQ(h.payload_size(), 0u);
+  EXPECT_EQ(h.packet_num, 3u);
+}
+
+TEST(PageChannels, ReleasePacketAfterTheInitAloneAndNotInsideOne) {
+  pages::PagePolicy pol;
+  {
+    PagePath p(pol);
+    p.input = qemu_channel(0, 0);  // the init only
+    p.run(4096);
+    expect_identical(p);
+    const std::span<const uint8_t> sync = p.rebuilder.release_packet(p.dst_relay);
+    qemu::MultifdPacketHeader h;
+    ASSERT_EQ(qemu::parse_multifd_header(sync, h), qemu::MultifdError::ok);
+    EXPECT_EQ(h.pages_alloc, 128u);
+    EXPECT_EQ(h.packet_num, 1u);
+  }
+  {
+    PagePath p(pol);
+    p.input = qemu_channel(0, 0);
+    p.input.resize(p.input.size() / 2);  // half an init reached QEMU
+    p.run(4096);
+    EXPECT_TRUE(p.rebuilder.release_packet(p.dst_relay).empty());
+  }
+}
+
 TEST(PageChannels, MessagesWrittenAcrossSeparatePortBuffersComeOutIdentical) {
   // Each window slot its own buffer (mbufs): records straddle slots.
   for (auto codec : {pages::CodecKind::raw, pages::CodecKind::lz4}) {
