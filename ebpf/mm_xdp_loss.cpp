@@ -24,6 +24,7 @@ struct LossConfig {
   uint32_t drop_ppm;
   uint16_t port_base;
   uint16_t ports;
+  uint32_t all;
 };
 }  // namespace
 
@@ -37,6 +38,8 @@ int main(int argc, char** argv) {
   app.add_option("--port-base", port_base, "first MMP UDP port")->capture_default_str();
   app.add_option("--ports", ports, "number of MMP UDP ports")->capture_default_str();
   app.add_option("--object", object, "BPF object file")->capture_default_str();
+  bool all = false;
+  app.add_flag("--all", all, "drop that share of every frame, not only MMP ones (--loss 100: a cut link)");
   CLI11_PARSE(app, argc, argv);
 
   const unsigned ifindex = if_nametoindex(iface.c_str());
@@ -61,7 +64,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const uint32_t key = 0;
-  LossConfig cfg{uint32_t(percent * 10000.0 + 0.5), port_base, ports};
+  LossConfig cfg{uint32_t(percent * 10000.0 + 0.5), port_base, ports, all ? 1u : 0u};
   if (bpf_map_update_elem(bpf_map__fd(cfg_map), &key, &cfg, BPF_ANY) != 0) {
     std::cerr << "mm-xdp-loss: cannot set the drop rate\n";
     return 1;
@@ -80,14 +83,15 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  std::printf("mm-xdp-loss: attached to %s (%s mode), dropping %.3f%% of MMP frames\n",
-              iface.c_str(), mode == XDP_FLAGS_DRV_MODE ? "native" : "generic", percent);
+  const char* what = all ? "frames" : "MMP frames";
+  std::printf("mm-xdp-loss: attached to %s (%s mode), dropping %.3f%% of %s\n", iface.c_str(),
+              mode == XDP_FLAGS_DRV_MODE ? "native" : "generic", percent, what);
   std::fflush(stdout);
   while (!g_stop) pause();
   bpf_xdp_detach(int(ifindex), mode, nullptr);
   const auto totals = mm::ebpf::read_percpu_counters(bpf_map__fd(stats_map), 2);
-  std::printf("mm-xdp-loss: %s saw %llu MMP frames, dropped %llu\n", iface.c_str(),
-              (unsigned long long)totals[0], (unsigned long long)totals[1]);
+  std::printf("mm-xdp-loss: %s saw %llu %s, dropped %llu\n", iface.c_str(), (unsigned long long)totals[0], what,
+              (unsigned long long)totals[1]);
   bpf_object__close(obj);
   return 0;
 }

@@ -195,6 +195,7 @@ void Engine::add_session(const SessionParams& p, std::shared_ptr<SessionShare> s
 
 void Engine::retire(std::map<uint32_t, std::unique_ptr<Session>>::iterator it) {
   ended_[it->first] = it->second->info();
+  ended_[it->first].released = true;
   retired_pages_ += ended_[it->first].counters.pages.pages;
   ended_order_.push_back(it->first);
   while (ended_order_.size() > kMaxEnded) {

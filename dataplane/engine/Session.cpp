@@ -651,6 +651,7 @@ SessionInfo Session::info() const {
 }
 
 void SessionInfo::merge(const SessionInfo& part) {
+  released = released && part.released;
   SessionCounters& c = counters;
   const SessionCounters& o = part.counters;
   c.qemu_bytes_in += o.qemu_bytes_in;

@@ -95,6 +95,9 @@ struct SessionInfo {
   std::string unchanged_note;
   std::string main_channel_note;
   uint64_t created_ns = 0, started_ns = 0, finished_ns = 0;
+  // Its transport, buffers and page state are freed (after the linger);
+  // merged: every part's are.
+  bool released = false;
   SessionCounters counters;
 
   // Adds another part's counters and PartInfo to this (the home's) snapshot;

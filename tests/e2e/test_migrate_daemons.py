@@ -16,6 +16,10 @@ encrypted (AES-256-GCM) by default; --encrypt off keeps it in the clear
 (keyed tags only), --encrypt none sets it up directly (session-prepare /
 session-start, no key).
 
+--loss PCT drops that share of the frames arriving at each host's veth
+(XDP, both directions) for the whole migration: the result must be the
+same, with retransmits to show for it.
+
 --kill-destination-daemon instead kills the destination daemon mid-way: the
 source daemon must fail the session, the source QEMU must report a failed
 migration, and the source VM must keep running."""
@@ -67,7 +71,11 @@ def rss_mib(d) -> float:
 def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
     rss_before = {d.name: rss_mib(d) for d in (f.src_daemon, f.dst_daemon)}
     with vm_pair(f, kernel, initrd, a, 7) as (src, dst, uri):
+        if a.loss:
+            for host in (f.src, f.dst):
+                f.set_loss(host, a.loss)
         r = flow.migrate(src, dst, uri, timeout=300)
+        dropped = f.loss_reports() if a.loss else []
         s_src = f.src_daemon.wait_session(7, 60)
         s_dst = f.dst_daemon.wait_session(7, 60)
         problems = []
@@ -93,6 +101,12 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
                             f"destination {cd['qemu_bytes_out']}")
         if a.multifd and not problems:
             problems += check_pages(s_src, s_dst, a)
+        if a.loss:
+            print("  loss: " + "; ".join(dropped))
+            if cs["retransmits"] == 0:
+                problems.append(f"{a.loss} % loss but no retransmit")
+            if not any(" dropped " in d and not d.rstrip().endswith(" dropped 0") for d in dropped):
+                problems.append(f"the loss injectors dropped nothing: {dropped}")
         if a.expect_workers and not problems:
             problems += check_workers(f, s_src, s_dst, a.expect_workers)
         if a.multifd and not problems:
@@ -227,6 +241,7 @@ def main() -> int:
                     help='source page policy, e.g. \'{"codec": "zstd", "dedupe": false}\'')
     ap.add_argument("--expect-unchanged", action="store_true",
                     help="fail unless the unchanged filter skipped pages")
+    ap.add_argument("--loss", type=float, default=0, help="percent of frames dropped at each host (XDP)")
     ap.add_argument("--kill-destination-daemon", action="store_true")
     ap.add_argument("--expect-workers", type=int, default=0,
                     help="fail unless the session's pages went through this many workers on each side")

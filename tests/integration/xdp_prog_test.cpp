@@ -102,7 +102,8 @@ TEST_F(XdpProgram, LossDropsAtTheConfiguredRate) {
     uint32_t drop_ppm;
     uint16_t port_base;
     uint16_t ports;
-  } c{100000, 7470, 64};  // 10%
+    uint32_t all;
+  } c{100000, 7470, 64, 0};  // 10%
   const uint32_t key = 0;
   ASSERT_EQ(bpf_map_update_elem(p.map("loss_config"), &key, &c, BPF_ANY), 0);
   int dropped = 0;
@@ -113,4 +114,22 @@ TEST_F(XdpProgram, LossDropsAtTheConfiguredRate) {
   for (int i = 0; i < 100; ++i) EXPECT_EQ(p.run(udp_frame(80)), uint32_t(XDP_PASS));
   EXPECT_EQ(p.counter("loss_stats", 0), 4000u);
   EXPECT_EQ(p.counter("loss_stats", 1), uint64_t(dropped));
+}
+
+TEST_F(XdpProgram, LossWithAllCutsEveryFrame) {
+  // mm-xdp-loss --all --loss 100: a cut link, the peer channel's TCP too.
+  Prog p(MM_EBPF_DIR "/mm_loss.bpf.o", "mm_loss");
+  ASSERT_NE(p.prog, nullptr) << "cannot load mm_loss.bpf.o";
+  struct {
+    uint32_t drop_ppm;
+    uint16_t port_base;
+    uint16_t ports;
+    uint32_t all;
+  } c{1000000, 7470, 64, 1};
+  const uint32_t key = 0;
+  ASSERT_EQ(bpf_map_update_elem(p.map("loss_config"), &key, &c, BPF_ANY), 0);
+  EXPECT_EQ(p.run(udp_frame(7471)), uint32_t(XDP_DROP));
+  EXPECT_EQ(p.run(udp_frame(80)), uint32_t(XDP_DROP));
+  EXPECT_EQ(p.run(udp_frame(7471, 6)), uint32_t(XDP_DROP));  // TCP
+  EXPECT_EQ(p.counter("loss_stats", 1), 3u);
 }
