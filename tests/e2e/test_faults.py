@@ -17,8 +17,8 @@ Faults:
   kill-src, kill-dst  SIGKILL of a daemon (it is started again afterwards)
   cut-1s, cut-10s     every frame on both veth ends dropped by XDP for that
                       long (the daemons' dead timeout is 5 s)
-  restart-dst         the destination daemon killed and started again at
-                      once; then a new session to it must complete
+  restart-src/-dst    that daemon killed and started again at once; then a
+                      new session through it must complete
 
 What must hold in every cell:
   - the VM runs on exactly one side: on the source unless switchover
@@ -31,7 +31,8 @@ What must hold in every cell:
   - each daemon still up ends the session with a clear reason and then
     frees it (query-session "released" after the linger);
   - a daemon that was killed or restarted takes a new session that
-    completes (restart-dst; the others are checked in later cells).
+    completes (restart-src, restart-dst; after a kill, later cells use
+    the daemon started again).
 The table printed at the end is the matrix (one line per cell).
 
 Run all rows or some (`--rows precopy-early switchover`), some faults
@@ -60,7 +61,7 @@ from mmtest.proc import report  # noqa: E402
 from mmtest.vm import Vm  # noqa: E402
 
 ROWS = ["negotiating", "precopy-early", "precopy-late", "switchover", "postcopy"]
-FAULTS = ["kill-src", "kill-dst", "cut-1s", "cut-10s", "restart-dst"]
+FAULTS = ["kill-src", "kill-dst", "cut-1s", "cut-10s", "restart-src", "restart-dst"]
 PACE = 40_000_000  # the session's wire rate, bytes/s: phases last long enough to aim at
 LINGER_S = 5.0     # the daemons' dead timeout: a finished session is freed after it
 
@@ -214,8 +215,10 @@ class Matrix:
         time.sleep(0.5)  # the offer's TCP connection is being retried through the cut
         held = t.is_alive()
         c.check(held, f"the negotiation was not held by the cut: {result}")
-        if c.fault == "kill-src":
+        if c.fault in ("kill-src", "restart-src"):
             self.kill("src")
+            if c.fault == "restart-src":
+                self.revive("src")
         elif c.fault in ("kill-dst", "restart-dst"):
             self.kill("dst")
             if c.fault == "restart-dst":
@@ -248,8 +251,10 @@ class Matrix:
             self.cut()
             time.sleep(1 if c.fault == "cut-1s" else 10)
             self.uncut()
-        elif c.fault == "kill-src":
+        elif c.fault in ("kill-src", "restart-src"):
             self.kill("src")
+            if c.fault == "restart-src":
+                self.revive("src")
         else:
             self.kill("dst")
             if c.fault == "restart-dst":
@@ -260,7 +265,7 @@ class Matrix:
             self.expect_completed(c, sid, src, dst, "recovered")
             return
         self.expect_failed(c, sid, src, dst, switched)
-        if c.fault == "restart-dst":
+        if c.fault in ("restart-src", "restart-dst"):
             self.expect_fresh_session_works(c, self.source())
 
     def reach(self, row: str, sid: int, src: Vm, dst: Vm) -> None:
@@ -356,8 +361,8 @@ class Matrix:
         alive = []
         for role in ("src", "dst"):
             d = getattr(self.f, f"{role}_daemon")
-            if (c.fault == "kill-src" and role == "src") or (c.fault in ("kill-dst", "restart-dst") and role == "dst"):
-                if c.fault == "restart-dst":
+            if c.fault in (f"kill-{role}", f"restart-{role}"):
+                if c.fault.startswith("restart"):
                     try:
                         d.session(sid)
                         c.problems.append(f"the restarted {d.name} knows session {sid}")
