@@ -126,7 +126,9 @@ OfferResult offer_session(const std::string& peer, const TlsContext& tls, const 
       throw PeerError("AuthError", "peer authentication mismatch: the source uses " + ours_mode +
                                        ", the destination " + peer + " " + mode);
     }
-    auth_failed = [&](const TlsAuthError& e) {
+    // Called from the catch below, where this block's locals are gone:
+    // mode by value.
+    auth_failed = [&peer, mode](const TlsAuthError& e) {
       return PeerError("AuthError", "peer authentication failed: the destination " + peer +
                                         (mode == "psk" ? " does not hold our pre-shared key"
                                                        : " and we do not trust each other's certificates") +
