@@ -14,8 +14,8 @@
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <string>
 #include <optional>
+#include <string>
 #include <thread>
 
 #include "LibvirtMigration.hpp"

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 #include <vector>
 
 namespace {
@@ -95,17 +96,26 @@ TEST_F(XdpProgram, SteerSendsMmpToXskAndPassesTheRest) {
   EXPECT_EQ(p.counter("mm_steer_stats", 2), 1u);
 }
 
-TEST_F(XdpProgram, LossDropsAtTheConfiguredRate) {
-  Prog p(MM_EBPF_DIR "/mm_loss.bpf.o", "mm_loss");
-  ASSERT_NE(p.prog, nullptr) << "cannot load mm_loss.bpf.o";
-  struct {
-    uint32_t drop_ppm;
-    uint16_t port_base;
-    uint16_t ports;
-    uint32_t all;
-  } c{100000, 7470, 64, 0};  // 10%
+// ebpf/mm_loss.bpf.c's loss_config.
+struct LossConf {
+  uint32_t drop_ppm;
+  uint16_t port_base;
+  uint16_t ports;
+  uint32_t all;
+};
+
+// mm_loss loaded with that configuration (nullptr prog: it did not load).
+std::unique_ptr<Prog> loss_prog(LossConf c) {
+  auto p = std::make_unique<Prog>(MM_EBPF_DIR "/mm_loss.bpf.o", "mm_loss");
   const uint32_t key = 0;
-  ASSERT_EQ(bpf_map_update_elem(p.map("loss_config"), &key, &c, BPF_ANY), 0);
+  if (p->prog && bpf_map_update_elem(p->map("loss_config"), &key, &c, BPF_ANY) != 0) p->prog = nullptr;
+  return p;
+}
+
+TEST_F(XdpProgram, LossDropsAtTheConfiguredRate) {
+  auto pp = loss_prog({100000, 7470, 64, 0});  // 10% of MMP frames
+  Prog& p = *pp;
+  ASSERT_NE(p.prog, nullptr) << "cannot load or configure mm_loss.bpf.o";
   int dropped = 0;
   for (int i = 0; i < 4000; ++i) dropped += p.run(udp_frame(7471)) == XDP_DROP;
   // 10% of 4000 = 400; the binomial spread is ~19, so 300..500 cannot flake.
@@ -118,16 +128,9 @@ TEST_F(XdpProgram, LossDropsAtTheConfiguredRate) {
 
 TEST_F(XdpProgram, LossWithAllCutsEveryFrame) {
   // mm-xdp-loss --all --loss 100: a cut link, the peer channel's TCP too.
-  Prog p(MM_EBPF_DIR "/mm_loss.bpf.o", "mm_loss");
-  ASSERT_NE(p.prog, nullptr) << "cannot load mm_loss.bpf.o";
-  struct {
-    uint32_t drop_ppm;
-    uint16_t port_base;
-    uint16_t ports;
-    uint32_t all;
-  } c{1000000, 7470, 64, 1};
-  const uint32_t key = 0;
-  ASSERT_EQ(bpf_map_update_elem(p.map("loss_config"), &key, &c, BPF_ANY), 0);
+  auto pp = loss_prog({1000000, 7470, 64, 1});
+  Prog& p = *pp;
+  ASSERT_NE(p.prog, nullptr) << "cannot load or configure mm_loss.bpf.o";
   EXPECT_EQ(p.run(udp_frame(7471)), uint32_t(XDP_DROP));
   EXPECT_EQ(p.run(udp_frame(80)), uint32_t(XDP_DROP));
   EXPECT_EQ(p.run(udp_frame(7471, 6)), uint32_t(XDP_DROP));  // TCP
