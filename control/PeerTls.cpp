@@ -81,6 +81,16 @@ std::string need_file(const std::string& dir, const char* name, bool secret) {
 }  // namespace
 
 TlsContext::TlsContext(const PeerCredentials& creds, bool server) {
+  // The files are checked before there is a context to free (a throw from
+  // a constructor runs no destructor).
+  std::string ca, cert, key;
+  if (!creds.x509_dir.empty()) {
+    const std::string& d = creds.x509_dir;
+    const std::string role = server ? "server" : "client";
+    ca = need_file(d, "ca-cert.pem", false);
+    cert = need_file(d, (role + "-cert.pem").c_str(), false);
+    key = need_file(d, (role + "-key.pem").c_str(), true);
+  }
   ctx_ = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
   if (!ctx_) throw std::runtime_error("OpenSSL: no TLS context: " + ssl_error_text());
   auto fail = [&](const std::string& what) {
@@ -98,11 +108,6 @@ TlsContext::TlsContext(const PeerCredentials& creds, bool server) {
   SSL_CTX_set_num_tickets(ctx_, 0);
   SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_OFF);
   if (!creds.x509_dir.empty()) {
-    const std::string& d = creds.x509_dir;
-    const char* role = server ? "server" : "client";
-    const std::string ca = need_file(d, "ca-cert.pem", false);
-    const std::string cert = need_file(d, (std::string(role) + "-cert.pem").c_str(), false);
-    const std::string key = need_file(d, (std::string(role) + "-key.pem").c_str(), true);
     if (SSL_CTX_use_certificate_chain_file(ctx_, cert.c_str()) != 1) fail("certificate " + cert);
     if (SSL_CTX_use_PrivateKey_file(ctx_, key.c_str(), SSL_FILETYPE_PEM) != 1) fail("private key " + key);
     if (SSL_CTX_check_private_key(ctx_) != 1) fail(key + " does not belong to " + cert);

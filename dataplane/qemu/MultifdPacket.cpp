@@ -108,7 +108,9 @@ void encode_multifd_header(const MultifdHeaderView& h, std::span<const uint64_t>
   put_be32(p + 16, h.normal_pages);
   put_be32(p + 20, h.next_packet_size);
   put_be64(p + 24, h.packet_num);
-  std::memcpy(p + 64, h.ramblock.data(), std::min(h.ramblock.size(), kRamblockNameSize - 1));
+  if (!h.ramblock.empty()) {  // (a SYNC without pages names no block: no memcpy from nullptr)
+    std::memcpy(p + 64, h.ramblock.data(), std::min(h.ramblock.size(), kRamblockNameSize - 1));
+  }
   for (size_t i = 0; i < offsets.size() && i < h.pages_alloc; ++i) {
     put_be64(p + kMultifdHeaderFixed + 8 * i, offsets[i]);
   }
