@@ -329,7 +329,8 @@ std::string MultifdRebuilder::describe_written() const {
   auto one = [](const Written& w) {
     char flags[16];
     std::snprintf(flags, sizeof flags, "0x%x", w.flags);
-    return "#" + std::to_string(w.packet_num) + " flags " + flags + " " + std::to_string(w.pages) + " pages";
+    return "#" + std::to_string(w.packet_num) + " flags " + flags + " " + std::to_string(w.pages) +
+           " pages";
   };
   std::string s = " (after " + std::to_string(packets_) + " packets; last " + one(written_[0]);
   if (packets_ > 1) s += ", before it " + one(written_[1]);

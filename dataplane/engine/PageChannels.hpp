@@ -162,7 +162,7 @@ class MultifdRebuilder {
     uint32_t flags = 0, pages = 0;
   };
   Written written_[2];
-  uint64_t since_sync_ = 0;      // packets written after the last SYNC
+  uint64_t since_sync_ = 0;  // packets written after the last SYNC
   std::string describe_written() const;
   pages::PageDecoder decoder_;
   pages::DecodedPacket packet_;

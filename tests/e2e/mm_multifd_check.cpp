@@ -52,11 +52,12 @@ int main(int argc, char** argv) {
       last_num = h.packet_num;
       if (!h.ramblock.empty()) block = h.ramblock;
     }
-    std::printf("%s: channel %u: %llu packets, %llu pages, %llu syncs, last packet_num %llu, block %s; "
-                "%llu without pages or SYNC%s\n",
-                argv[f], init.id, (unsigned long long)packets, (unsigned long long)pages,
-                (unsigned long long)syncs, (unsigned long long)last_num, block.c_str(), (unsigned long long)empty,
-                ends_empty ? ", the channel ends with one" : "");
+    std::printf(
+        "%s: channel %u: %llu packets, %llu pages, %llu syncs, last packet_num %llu, block %s; "
+        "%llu without pages or SYNC%s\n",
+        argv[f], init.id, (unsigned long long)packets, (unsigned long long)pages,
+        (unsigned long long)syncs, (unsigned long long)last_num, block.c_str(),
+        (unsigned long long)empty, ends_empty ? ", the channel ends with one" : "");
   }
   return 0;
 }

@@ -66,7 +66,8 @@ std::vector<uint8_t> qemu_packets(std::initializer_list<QemuPacket> packets, boo
   if (init) {
     out.resize(qemu::kMultifdInitSize);
     qemu::MultifdInit mi;
-    qemu::encode_multifd_init(mi, std::span<uint8_t, qemu::kMultifdInitSize>(out.data(), qemu::kMultifdInitSize));
+    qemu::encode_multifd_init(
+        mi, std::span<uint8_t, qemu::kMultifdInitSize>(out.data(), qemu::kMultifdInitSize));
   }
   for (const QemuPacket& q : packets) {
     qemu::MultifdPacketHeader h;
@@ -76,13 +77,15 @@ std::vector<uint8_t> qemu_packets(std::initializer_list<QemuPacket> packets, boo
     h.next_packet_size = q.next_packet_size;
     h.packet_num = q.num;
     h.ramblock = "pc.ram";
-    for (uint32_t i = 0; i < q.pages; ++i) h.offsets.push_back((q.num * 128 + i) * qemu::kTargetPageSize);
+    for (uint32_t i = 0; i < q.pages; ++i)
+      h.offsets.push_back((q.num * 128 + i) * qemu::kTargetPageSize);
     const auto hb = qemu::encode_multifd_header(h);
     out.insert(out.end(), hb.begin(), hb.end());
     const size_t at = out.size();
     out.resize(at + size_t(q.pages) * qemu::kTargetPageSize);
     for (uint32_t i = 0; i < q.pages; ++i) {
-      mm::test::fill_page(out.data() + at + i * qemu::kTargetPageSize, PageKind::mix, q.num * 1000 + i);
+      mm::test::fill_page(out.data() + at + i * qemu::kTargetPageSize, PageKind::mix,
+                          q.num * 1000 + i);
     }
   }
   return out;
@@ -269,9 +272,12 @@ TEST(PageChannels, PacketsWithNeitherPagesNorSyncAreLeftOut) {
   pages::PagePolicy pol;
   PagePath p(pol);
   const uint32_t s = qemu::multifd_flag::sync;
-  p.input = qemu_packets({{1, s, 0, 0}, {8, s, 2, 8192}, {8, 0, 0, 8192}, {11, s, 4, 16384}, {11, 0, 0, 16384}});
-  const std::vector<uint8_t> needed = qemu_packets({{1, s, 0, 0}, {8, s, 2, 8192}, {11, s, 4, 16384}});
-  for (size_t idle = 0; (p.output.size() < needed.size() || p.fed < p.input.size()) && idle < 2000; ++idle) {
+  p.input = qemu_packets(
+      {{1, s, 0, 0}, {8, s, 2, 8192}, {8, 0, 0, 8192}, {11, s, 4, 16384}, {11, 0, 0, 16384}});
+  const std::vector<uint8_t> needed =
+      qemu_packets({{1, s, 0, 0}, {8, s, 2, 8192}, {11, s, 4, 16384}});
+  for (size_t idle = 0; (p.output.size() < needed.size() || p.fed < p.input.size()) && idle < 2000;
+       ++idle) {
     p.step(4096);
     ASSERT_FALSE(HasFatalFailure());
   }
@@ -299,7 +305,8 @@ TEST(PageChannels, AQemuThatClosesTheChannelBeforeItHasItsSyncFailsIt) {
   ASSERT_FALSE(ok) << "a SYNC written into a closed channel";
   const std::string& e = p.rebuilder.error();
   EXPECT_NE(e.find("write to QEMU"), std::string::npos) << e;
-  EXPECT_NE(e.find("last #11 flags 0x1 4 pages, before it #8 flags 0x0 2 pages"), std::string::npos) << e;
+  EXPECT_NE(e.find("last #11 flags 0x1 4 pages, before it #8 flags 0x0 2 pages"), std::string::npos)
+      << e;
 }
 
 TEST(PageChannels, MessagesWrittenAcrossSeparatePortBuffersComeOutIdentical) {

@@ -371,7 +371,8 @@ struct TwoSessions {
     deliver(*dst, link.end(1));
     deliver(*src, link.end(0));
     // The destination "QEMU" takes the main channel first (QEMU 7.2 does).
-    for (int fd; accepted < 2 && (fd = ::accept4(dst_listen, nullptr, nullptr, SOCK_NONBLOCK)) >= 0; ++accepted) {
+    for (int fd; accepted < 2 && (fd = ::accept4(dst_listen, nullptr, nullptr, SOCK_NONBLOCK)) >= 0;
+         ++accepted) {
       (accepted == 0 ? dst_main : dst_multifd) = fd;
     }
     if (dst_main >= 0 && drain(dst_main, main_in)) {
@@ -402,7 +403,8 @@ std::vector<uint8_t> main_channel() {
 }
 
 // stale: the next_packet_size QEMU leaves in a packet without pages.
-std::vector<uint8_t> multifd_packet(uint64_t num, uint32_t flags, uint32_t pages, uint32_t stale = 0) {
+std::vector<uint8_t> multifd_packet(uint64_t num, uint32_t flags, uint32_t pages,
+                                    uint32_t stale = 0) {
   qemu::MultifdPacketHeader h;
   h.flags = flags;
   h.pages_alloc = 128;
@@ -412,7 +414,8 @@ std::vector<uint8_t> multifd_packet(uint64_t num, uint32_t flags, uint32_t pages
   h.ramblock = "pc.ram";
   for (uint32_t i = 0; i < pages; ++i) h.offsets.push_back((num * 128 + i) * qemu::kTargetPageSize);
   std::vector<uint8_t> b = qemu::encode_multifd_header(h);
-  for (uint32_t i = 0; i < pages; ++i) b.resize(b.size() + qemu::kTargetPageSize, uint8_t(num + i + 1));
+  for (uint32_t i = 0; i < pages; ++i)
+    b.resize(b.size() + qemu::kTargetPageSize, uint8_t(num + i + 1));
   return b;
 }
 
@@ -438,7 +441,7 @@ void start(TwoSessions& t, const std::vector<std::vector<uint8_t>>& packets) {
   }
   t.run_until([&] { return t.multifd_in.size() >= want.size(); });
   ASSERT_EQ(t.multifd_in, want) << "the destination QEMU has every packet up to here; destination "
-                                 << to_string(t.dst->state()) << " " << t.dst->info().error;
+                                << to_string(t.dst->state()) << " " << t.dst->info().error;
   ASSERT_EQ(t.dst->state(), SessionState::precopy) << t.dst->info().error;
 }
 
@@ -460,7 +463,8 @@ TEST(SessionEnd, AnEmptyPacketAfterTheLastSyncDoesNotFailAMigrationTheDestinatio
   t.src_multifd = -1;
   ::close(t.src_main);
   t.src_main = -1;
-  t.run_until([&] { return engine::is_terminal(t.dst->state()) && engine::is_terminal(t.src->state()); });
+  t.run_until(
+      [&] { return engine::is_terminal(t.dst->state()) && engine::is_terminal(t.src->state()); });
   EXPECT_EQ(t.dst->state(), SessionState::completed) << t.dst->info().error;
   EXPECT_EQ(t.src->state(), SessionState::completed) << t.src->info().error;
   EXPECT_EQ(t.main_in, main_channel());
@@ -476,9 +480,12 @@ TEST(SessionEnd, ADestinationQemuThatClosesAChannelBeforeItsLastSyncFailsTheSess
   ::close(t.dst_multifd);
   t.dst_multifd = -2;
   TwoSessions::put(t.src_multifd, multifd_packet(11, sync, 4));
-  t.run_until([&] { return engine::is_terminal(t.dst->state()) && engine::is_terminal(t.src->state()); });
+  t.run_until(
+      [&] { return engine::is_terminal(t.dst->state()) && engine::is_terminal(t.src->state()); });
   EXPECT_EQ(t.dst->state(), SessionState::failed);
-  EXPECT_NE(t.dst->info().error.find("multifd channel 0: write to QEMU"), std::string::npos) << t.dst->info().error;
+  EXPECT_NE(t.dst->info().error.find("multifd channel 0: write to QEMU"), std::string::npos)
+      << t.dst->info().error;
   EXPECT_EQ(t.src->state(), SessionState::failed);
-  EXPECT_NE(t.src->info().error.find("peer failed the session"), std::string::npos) << t.src->info().error;
+  EXPECT_NE(t.src->info().error.find("peer failed the session"), std::string::npos)
+      << t.src->info().error;
 }
