@@ -1,6 +1,7 @@
 #include "dataplane/engine/PageChannels.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 
@@ -303,6 +304,11 @@ bool MultifdRebuilder::pump(transport::MessageReceiver& rx, qemu::ChannelRelay& 
       ++packets_;
       pages_alloc_ = packet_.pages_alloc;
       packet_num_ = packet_.packet_num;
+      written_[1] = written_[0];
+      written_[0] = {packet_.packet_num, packet_.flags, uint32_t(packet_.offsets.size())};
+      qemu::MultifdHeaderFields f;
+      f.flags = packet_.flags;
+      since_sync_ = format_.is_sync(f) ? 0 : since_sync_ + 1;
     }
     return true;
   };
@@ -312,10 +318,23 @@ bool MultifdRebuilder::pump(transport::MessageReceiver& rx, qemu::ChannelRelay& 
   }
   if (!error_.empty()) return false;
   if (!relay.flush_out()) {
-    error_ = relay.error();
+    error_ = relay.error() + describe_written();
     return false;
   }
   return true;
+}
+
+std::string MultifdRebuilder::describe_written() const {
+  if (packets_ == 0) return " (before any packet)";
+  auto one = [](const Written& w) {
+    char flags[16];
+    std::snprintf(flags, sizeof flags, "0x%x", w.flags);
+    return "#" + std::to_string(w.packet_num) + " flags " + flags + " " + std::to_string(w.pages) +
+           " pages";
+  };
+  std::string s = " (after " + std::to_string(packets_) + " packets; last " + one(written_[0]);
+  if (packets_ > 1) s += ", before it " + one(written_[1]);
+  return s + "; " + std::to_string(since_sync_) + " since the last SYNC)";
 }
 
 std::string MultifdRebuilder::rebuild(std::span<const uint8_t> message,
@@ -327,9 +346,14 @@ std::string MultifdRebuilder::rebuild(std::span<const uint8_t> message,
   h.flags = packet_.flags;
   if (format_.compressed_by_qemu(h)) return "page message for a packet QEMU compressed itself";
   const size_t n = packet_.offsets.size();
-  if (n == 0 && packet_.omitted > 0 && !format_.is_sync(h)) {
-    // Every page was unchanged: QEMU would do nothing with the packet.
-    // (A packet QEMU sent empty itself is rebuilt as it was.)
+  if (n == 0 && !format_.is_sync(h)) {
+    // No page and no SYNC: QEMU would do nothing with the packet, so it is
+    // not written. Either every page was unchanged, or QEMU sent it empty:
+    // QEMU 7.2's sender does so right after a SYNC that took the pages of
+    // the job queued before it (QEMU-7.2-STREAM.md, "An empty packet after
+    // a SYNC") -- after the last SYNC the destination QEMU may have closed
+    // the channel already, and writing it would fail a migration that has
+    // completed.
     ++dropped_empty_;
     return {};
   }

@@ -137,6 +137,7 @@ class MultifdRebuilder {
   std::string rebuild(std::span<const uint8_t> message, std::span<const std::span<const uint8_t>>& parts);
   const std::string& error() const { return error_; }
   const pages::PageStats& stats() const { return decoder_.stats(); }
+  // Packets without pages and without SYNC, not written to QEMU.
   uint64_t dropped_empty() const { return dropped_empty_; }
 
   // After the session failed: an empty SYNC packet that lets a destination
@@ -154,6 +155,15 @@ class MultifdRebuilder {
   uint64_t packets_ = 0;         // rebuilt packets written
   uint32_t pages_alloc_ = 0;     // of the last one
   uint64_t packet_num_ = 0;      // of the last one
+  // The last two rebuilt packets written (0: newest), for the reason a
+  // write to QEMU failed with (what QEMU had last been given).
+  struct Written {
+    uint64_t packet_num = 0;
+    uint32_t flags = 0, pages = 0;
+  };
+  Written written_[2];
+  uint64_t since_sync_ = 0;  // packets written after the last SYNC
+  std::string describe_written() const;
   pages::PageDecoder decoder_;
   pages::DecodedPacket packet_;
   std::unique_ptr<uint8_t[]> header_;            // the largest header QEMU 7.2 reads

@@ -55,7 +55,9 @@ struct SessionCounters {
   // destination's decoders, summed.
   pages::PageStats pages;
   uint64_t passthrough_channels = 0;  // QEMU compressed them itself: relayed as bytes
-  uint64_t empty_packets_dropped = 0;  // destination: all pages unchanged, not a SYNC
+  // Destination: packets without pages and not a SYNC (all pages
+  // unchanged, or QEMU sent it empty), not written to QEMU.
+  uint64_t empty_packets_dropped = 0;
   // Destination, after a failure: multifd channels ended with an empty
   // SYNC packet so that QEMU does not wait at a sync point for ever.
   uint64_t released_channels = 0;

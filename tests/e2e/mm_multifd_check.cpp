@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
     }
     rest = rest.subspan(kMultifdInitSize);
     uint64_t packets = 0, pages = 0, syncs = 0, last_num = 0;
+    // Packets with neither pages nor SYNC (QEMU-7.2-STREAM.md, "An empty
+    // packet after a SYNC"), and whether the channel ends with one.
+    uint64_t empty = 0;
+    bool ends_empty = false;
     std::string block;
     while (!rest.empty()) {
       MultifdPacketHeader h;
@@ -43,12 +47,17 @@ int main(int argc, char** argv) {
       ++packets;
       pages += h.normal_pages;
       syncs += (h.flags & multifd_flag::sync) != 0;
+      ends_empty = h.normal_pages == 0 && (h.flags & multifd_flag::sync) == 0;
+      empty += ends_empty;
       last_num = h.packet_num;
       if (!h.ramblock.empty()) block = h.ramblock;
     }
-    std::printf("%s: channel %u: %llu packets, %llu pages, %llu syncs, last packet_num %llu, block %s\n",
-                argv[f], init.id, (unsigned long long)packets, (unsigned long long)pages,
-                (unsigned long long)syncs, (unsigned long long)last_num, block.c_str());
+    std::printf(
+        "%s: channel %u: %llu packets, %llu pages, %llu syncs, last packet_num %llu, block %s; "
+        "%llu without pages or SYNC%s\n",
+        argv[f], init.id, (unsigned long long)packets, (unsigned long long)pages,
+        (unsigned long long)syncs, (unsigned long long)last_num, block.c_str(),
+        (unsigned long long)empty, ends_empty ? ", the channel ends with one" : "");
   }
   return 0;
 }

@@ -51,6 +51,46 @@ std::vector<uint8_t> qemu_channel(size_t packets, uint32_t pages, uint64_t seed 
   return out;
 }
 
+// One QEMU 7.2 packet of a channel built by qemu_packets().
+struct QemuPacket {
+  uint64_t num;
+  uint32_t flags;
+  uint32_t pages;
+  uint32_t next_packet_size;  // QEMU leaves a stale one in packets without pages
+};
+
+// The given packets (pages from the mix corpus), after a MultiFDInit when
+// `init`.
+std::vector<uint8_t> qemu_packets(std::initializer_list<QemuPacket> packets, bool init = true) {
+  std::vector<uint8_t> out;
+  if (init) {
+    out.resize(qemu::kMultifdInitSize);
+    qemu::MultifdInit mi;
+    qemu::encode_multifd_init(
+        mi, std::span<uint8_t, qemu::kMultifdInitSize>(out.data(), qemu::kMultifdInitSize));
+  }
+  for (const QemuPacket& q : packets) {
+    qemu::MultifdPacketHeader h;
+    h.flags = q.flags;
+    h.pages_alloc = 128;
+    h.normal_pages = q.pages;
+    h.next_packet_size = q.next_packet_size;
+    h.packet_num = q.num;
+    h.ramblock = "pc.ram";
+    for (uint32_t i = 0; i < q.pages; ++i)
+      h.offsets.push_back((q.num * 128 + i) * qemu::kTargetPageSize);
+    const auto hb = qemu::encode_multifd_header(h);
+    out.insert(out.end(), hb.begin(), hb.end());
+    const size_t at = out.size();
+    out.resize(at + size_t(q.pages) * qemu::kTargetPageSize);
+    for (uint32_t i = 0; i < q.pages; ++i) {
+      mm::test::fill_page(out.data() + at + i * qemu::kTargetPageSize, PageKind::mix,
+                          q.num * 1000 + i);
+    }
+  }
+  return out;
+}
+
 struct PagePath {
   // port_buffers: the source's send window in separate port buffers (as
   // with mbufs): page messages are written across slots.
@@ -70,7 +110,23 @@ struct PagePath {
   }
   ~PagePath() {
     ::close(qin[0]);
+    if (qout[1] >= 0) ::close(qout[1]);
+  }
+  // The destination QEMU shuts its side of the channel (multifd_load_cleanup).
+  void qemu_closes() {
     ::close(qout[1]);
+    qout[1] = -1;
+  }
+  // One step like step(), but the destination side may fail: its verdict.
+  bool step_dst(size_t chunk) {
+    if (fed < input.size()) {
+      const ssize_t w = ::write(qin[0], input.data() + fed, std::min(chunk, input.size() - fed));
+      if (w > 0) fed += size_t(w);
+    }
+    bool work = false;
+    EXPECT_TRUE(source.pump(src_relay, lb.a.sender(0), {}, work)) << source.error();
+    lb.step(++now);
+    return rebuilder.pump(lb.b.receiver(0), dst_relay);
   }
   // Writes at most `chunk` more input bytes, moves everything one step,
   // reads up to `read_max` output bytes.
@@ -88,7 +144,7 @@ struct PagePath {
     ASSERT_TRUE(rebuilder.pump(lb.b.receiver(0), dst_relay)) << rebuilder.error();
     test::AllocationCounter::pause();
     uint8_t buf[65536];
-    while (read_max > 0) {
+    while (read_max > 0 && qout[1] >= 0) {
       const ssize_t r = ::read(qout[1], buf, std::min(sizeof buf, read_max));
       if (r <= 0) break;
       output.insert(output.end(), buf, buf + r);
@@ -180,6 +236,77 @@ TEST(PageChannels, ReleasePacketAfterTheInitAloneAndNotInsideOne) {
     p.run(4096);
     EXPECT_TRUE(p.rebuilder.release_packet(p.dst_relay).empty());
   }
+}
+
+TEST(PageChannels, AnEmptyPacketAfterTheLastSyncIsNotWrittenToAQemuThatHasClosedTheChannel) {
+  // The end of QEMU 7.2's multifd channel 0 as captured from a real
+  // migration (fuzz/corpus/fuzz_multifd/qemu-channel0): the last SYNC #11
+  // carries 4 pages and is followed by #11 without pages or flags
+  // (QEMU-7.2-STREAM.md, "An empty packet after a SYNC"). The destination
+  // QEMU that read its last SYNC loads the device state and shuts the
+  // channel (multifd_load_cleanup); the empty packet arriving after that
+  // must not fail the channel of a migration that has completed.
+  pages::PagePolicy pol;
+  PagePath p(pol);
+  const uint32_t s = qemu::multifd_flag::sync;
+  p.input = qemu_packets({{1, s, 0, 0}, {8, s, 2, 8192}, {11, s, 4, 16384}});
+  p.run(4096);
+  expect_identical(p);
+  p.qemu_closes();
+  const std::vector<uint8_t> trailer = qemu_packets({{11, 0, 0, 16384}}, /*init=*/false);
+  const size_t needed = p.input.size();
+  p.input.insert(p.input.end(), trailer.begin(), trailer.end());
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(p.step_dst(4096)) << p.rebuilder.error();
+  }
+  EXPECT_EQ(p.fed, p.input.size());
+  EXPECT_EQ(p.source.stats().packets, 4u);
+  EXPECT_EQ(p.rebuilder.dropped_empty(), 1u);
+  EXPECT_EQ(p.dst_relay.bytes_taken_for_qemu(), needed) << "nothing written after the last SYNC";
+}
+
+TEST(PageChannels, PacketsWithNeitherPagesNorSyncAreLeftOut) {
+  // The whole captured channel: #8 without pages or flags also follows
+  // SYNC #8. QEMU does nothing with such packets, so they are not written
+  // (counted); everything else comes out as QEMU sent it.
+  pages::PagePolicy pol;
+  PagePath p(pol);
+  const uint32_t s = qemu::multifd_flag::sync;
+  p.input = qemu_packets(
+      {{1, s, 0, 0}, {8, s, 2, 8192}, {8, 0, 0, 8192}, {11, s, 4, 16384}, {11, 0, 0, 16384}});
+  const std::vector<uint8_t> needed =
+      qemu_packets({{1, s, 0, 0}, {8, s, 2, 8192}, {11, s, 4, 16384}});
+  for (size_t idle = 0; (p.output.size() < needed.size() || p.fed < p.input.size()) && idle < 2000;
+       ++idle) {
+    p.step(4096);
+    ASSERT_FALSE(HasFatalFailure());
+  }
+  for (int i = 0; i < 20; ++i) p.step(4096);
+  EXPECT_EQ(p.output, needed);
+  EXPECT_EQ(p.source.stats().packets, 5u);
+  EXPECT_EQ(p.rebuilder.dropped_empty(), 2u);
+}
+
+TEST(PageChannels, AQemuThatClosesTheChannelBeforeItHasItsSyncFailsIt) {
+  // The other side of the rule: a packet QEMU needs (here the SYNC its
+  // main thread waits for) that cannot be written fails the channel, and
+  // the reason says what the channel had last been given.
+  pages::PagePolicy pol;
+  PagePath p(pol);
+  const uint32_t s = qemu::multifd_flag::sync;
+  p.input = qemu_packets({{1, s, 0, 0}, {8, 0, 2, 8192}});
+  p.run(4096);
+  expect_identical(p);
+  p.qemu_closes();
+  const std::vector<uint8_t> rest = qemu_packets({{11, s, 4, 16384}}, /*init=*/false);
+  p.input.insert(p.input.end(), rest.begin(), rest.end());
+  bool ok = true;
+  for (int i = 0; i < 200 && ok; ++i) ok = p.step_dst(4096);
+  ASSERT_FALSE(ok) << "a SYNC written into a closed channel";
+  const std::string& e = p.rebuilder.error();
+  EXPECT_NE(e.find("write to QEMU"), std::string::npos) << e;
+  EXPECT_NE(e.find("last #11 flags 0x1 4 pages, before it #8 flags 0x0 2 pages"), std::string::npos)
+      << e;
 }
 
 TEST(PageChannels, MessagesWrittenAcrossSeparatePortBuffersComeOutIdentical) {

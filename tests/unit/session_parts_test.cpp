@@ -11,12 +11,14 @@
 
 #include <deque>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "FakeLink.hpp"
 #include "dataplane/engine/Session.hpp"
 #include "dataplane/qemu/MultifdPacket.hpp"
 #include "dataplane/transport/TokenBucket.hpp"
+#include "dataplane/wire/Mmp.hpp"
 
 using namespace mm;
 using engine::Role;
@@ -278,4 +280,212 @@ TEST(SessionInfo, MergeAddsTheOtherPartsCounters) {
   ASSERT_EQ(a.parts.size(), 2u);
   EXPECT_EQ(a.parts[1].worker, 0);
   EXPECT_EQ(a.error, "worker 0: broke");
+}
+
+namespace {
+
+// Two one-part sessions, source and destination, over a FakeLink, with
+// unix sockets standing in for the two QEMUs (e2e_migrate_multifd4_through_daemons
+// runs real ones): the source "QEMU" connects its main channel and one
+// multifd channel to the source session, the destination session connects
+// to the destination "QEMU"'s listener.
+struct TwoSessions {
+  TwoSessions() : link({}) {
+    const std::string base = "/tmp/mm-end-test-" + std::to_string(::getpid());
+    src_path = base + "-src.sock";
+    dst_path = base + "-dst.sock";
+    ::unlink(dst_path.c_str());
+    dst_listen = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    sockaddr_un a = address(dst_path);
+    EXPECT_EQ(::bind(dst_listen, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(dst_listen, 8), 0);
+    cfg.max_payload = link.end(0).max_datagram() - uint32_t(wire::kHeaderSize);
+    cfg.dead_timeout_ns = 2 * kSec;
+    SessionParams s;
+    s.id = 9;
+    s.role = Role::source;
+    s.qemu_uri = "unix:" + src_path;
+    s.peer = link.end(1).local_address();
+    s.pages.codec = pages::CodecKind::raw;
+    s.pages.auto_codec = false;
+    s.pages.unchanged = false;
+    src = std::make_unique<Session>(s, cfg, now);
+    SessionParams d;
+    d.id = 9;
+    d.role = Role::destination;
+    d.qemu_uri = "unix:" + dst_path;
+    dst = std::make_unique<Session>(d, cfg, now);
+  }
+  ~TwoSessions() {
+    for (int fd : {src_main, src_multifd, dst_main, dst_multifd, dst_listen}) {
+      if (fd >= 0) ::close(fd);
+    }
+    ::unlink(dst_path.c_str());
+  }
+  static sockaddr_un address(const std::string& path) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    return a;
+  }
+  int connect_source() {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a = address(src_path);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    return fd;
+  }
+  static void put(int fd, const std::vector<uint8_t>& b) {
+    ASSERT_EQ(::write(fd, b.data(), b.size()), ssize_t(b.size()));
+  }
+  void deliver(Session& s, test::FakeLink::End& e) {
+    std::array<transport::RxDatagram, 32> rx;
+    for (uint16_t n; (n = e.rx_burst(rx)) > 0;) {
+      for (uint16_t i = 0; i < n; ++i) {
+        wire::Header h;
+        std::span<const uint8_t> payload;
+        if (wire::decode_packet({rx[i].data, rx[i].len}, h, payload) == wire::DecodeError::ok) {
+          s.on_packet(h, payload, rx[i].from, now);
+        }
+      }
+      e.rx_release();
+    }
+  }
+  // Reads what the destination daemon wrote to "QEMU"; -1 fds are closed.
+  static bool drain(int fd, std::vector<uint8_t>& into) {
+    uint8_t buf[65536];
+    for (;;) {
+      const ssize_t r = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (r > 0) {
+        into.insert(into.end(), buf, buf + r);
+        continue;
+      }
+      return r == 0;  // EOF
+    }
+  }
+  // 100 us of simulated time: both sessions poll, the link carries.
+  void step() {
+    now += 100'000;
+    link.advance(100'000);
+    src->poll(now, link.end(0));
+    dst->poll(now, link.end(1));
+    deliver(*dst, link.end(1));
+    deliver(*src, link.end(0));
+    // The destination "QEMU" takes the main channel first (QEMU 7.2 does).
+    for (int fd; accepted < 2 && (fd = ::accept4(dst_listen, nullptr, nullptr, SOCK_NONBLOCK)) >= 0;
+         ++accepted) {
+      (accepted == 0 ? dst_main : dst_multifd) = fd;
+    }
+    if (dst_main >= 0 && drain(dst_main, main_in)) {
+      ::close(dst_main);  // loaded: QEMU closes its main channel
+      dst_main = -2;
+    }
+    if (dst_multifd >= 0) drain(dst_multifd, multifd_in);
+  }
+  template <class Done>
+  void run_until(Done done, int steps = 20000) {
+    for (int i = 0; i < steps && !done(); ++i) step();
+  }
+
+  test::FakeLink link;
+  transport::TransportConfig cfg;
+  uint64_t now = 1'000'000;
+  std::string src_path, dst_path;
+  std::unique_ptr<Session> src, dst;
+  int dst_listen = -1, src_main = -1, src_multifd = -1, dst_main = -1, dst_multifd = -1;
+  int accepted = 0;
+  std::vector<uint8_t> main_in, multifd_in;
+};
+
+// The beginning of a QEMU 7.2 main channel (QEVM, version 3, a
+// configuration section) and its QEMU_VM_EOF.
+std::vector<uint8_t> main_channel() {
+  return {'Q', 'E', 'V', 'M', 0, 0, 0, 3, 0x07, 0, 0, 0, 2, 'p', 'c', 0x00};
+}
+
+// stale: the next_packet_size QEMU leaves in a packet without pages.
+std::vector<uint8_t> multifd_packet(uint64_t num, uint32_t flags, uint32_t pages,
+                                    uint32_t stale = 0) {
+  qemu::MultifdPacketHeader h;
+  h.flags = flags;
+  h.pages_alloc = 128;
+  h.normal_pages = pages;
+  h.next_packet_size = pages ? pages * qemu::kTargetPageSize : stale;
+  h.packet_num = num;
+  h.ramblock = "pc.ram";
+  for (uint32_t i = 0; i < pages; ++i) h.offsets.push_back((num * 128 + i) * qemu::kTargetPageSize);
+  std::vector<uint8_t> b = qemu::encode_multifd_header(h);
+  for (uint32_t i = 0; i < pages; ++i)
+    b.resize(b.size() + qemu::kTargetPageSize, uint8_t(num + i + 1));
+  return b;
+}
+
+std::vector<uint8_t> multifd_init() {
+  std::vector<uint8_t> b(qemu::kMultifdInitSize);
+  qemu::MultifdInit mi;
+  qemu::encode_multifd_init(mi, std::span<uint8_t, qemu::kMultifdInitSize>(b.data(), b.size()));
+  return b;
+}
+
+// Starts a migration: the source "QEMU" connects and sends its main
+// channel's start and the multifd channel's init and `packets`; returns
+// once the destination "QEMU" has read them all.
+void start(TwoSessions& t, const std::vector<std::vector<uint8_t>>& packets) {
+  t.src_main = t.connect_source();
+  TwoSessions::put(t.src_main, main_channel());
+  t.src_multifd = t.connect_source();
+  std::vector<uint8_t> want = multifd_init();
+  TwoSessions::put(t.src_multifd, want);
+  for (const auto& p : packets) {
+    TwoSessions::put(t.src_multifd, p);
+    want.insert(want.end(), p.begin(), p.end());
+  }
+  t.run_until([&] { return t.multifd_in.size() >= want.size(); });
+  ASSERT_EQ(t.multifd_in, want) << "the destination QEMU has every packet up to here; destination "
+                                << to_string(t.dst->state()) << " " << t.dst->info().error;
+  ASSERT_EQ(t.dst->state(), SessionState::precopy) << t.dst->info().error;
+}
+
+}  // namespace
+
+TEST(SessionEnd, AnEmptyPacketAfterTheLastSyncDoesNotFailAMigrationTheDestinationCompleted) {
+  // QEMU 7.2 may send a packet with neither pages nor SYNC right after
+  // its last SYNC (QEMU-7.2-STREAM.md, "An empty packet after a SYNC").
+  // The destination QEMU, with its last SYNC read, loads the device state
+  // and shuts its multifd channels (multifd_load_cleanup) before it
+  // arrives: both sessions must still complete.
+  TwoSessions t;
+  const uint32_t sync = qemu::multifd_flag::sync;
+  start(t, {multifd_packet(1, sync, 0), multifd_packet(8, sync, 2), multifd_packet(11, sync, 4)});
+  ::close(t.dst_multifd);  // multifd_load_cleanup
+  t.dst_multifd = -2;
+  TwoSessions::put(t.src_multifd, multifd_packet(11, 0, 0, 4 * qemu::kTargetPageSize));
+  ::close(t.src_multifd);
+  t.src_multifd = -1;
+  ::close(t.src_main);
+  t.src_main = -1;
+  t.run_until(
+      [&] { return engine::is_terminal(t.dst->state()) && engine::is_terminal(t.src->state()); });
+  EXPECT_EQ(t.dst->state(), SessionState::completed) << t.dst->info().error;
+  EXPECT_EQ(t.src->state(), SessionState::completed) << t.src->info().error;
+  EXPECT_EQ(t.main_in, main_channel());
+  EXPECT_EQ(t.dst->info().counters.empty_packets_dropped, 1u);
+}
+
+TEST(SessionEnd, ADestinationQemuThatClosesAChannelBeforeItsLastSyncFailsTheSession) {
+  // The same end, but the destination QEMU shut the channel before the
+  // SYNC its main thread waits for: that migration cannot complete.
+  TwoSessions t;
+  const uint32_t sync = qemu::multifd_flag::sync;
+  start(t, {multifd_packet(1, sync, 0), multifd_packet(8, 0, 2)});
+  ::close(t.dst_multifd);
+  t.dst_multifd = -2;
+  TwoSessions::put(t.src_multifd, multifd_packet(11, sync, 4));
+  t.run_until(
+      [&] { return engine::is_terminal(t.dst->state()) && engine::is_terminal(t.src->state()); });
+  EXPECT_EQ(t.dst->state(), SessionState::failed);
+  EXPECT_NE(t.dst->info().error.find("multifd channel 0: write to QEMU"), std::string::npos)
+      << t.dst->info().error;
+  EXPECT_EQ(t.src->state(), SessionState::failed);
+  EXPECT_NE(t.src->info().error.find("peer failed the session"), std::string::npos)
+      << t.src->info().error;
 }

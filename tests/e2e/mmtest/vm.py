@@ -47,6 +47,11 @@ class Vm:
                "-qmp", f"unix:{self.mgmt_qmp_path},server=on,wait=off"]
         if incoming:
             cmd += ["-incoming", incoming]
+        # MM_QEMU_TRACE=<dir>: QEMU's multifd trace events into <dir> (debugging aid).
+        if os.environ.get("MM_QEMU_TRACE"):
+            trace = Path(os.environ["MM_QEMU_TRACE"]) / f"{name}-{os.getpid()}-{time.time_ns()}.trace"
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            cmd += ["-trace", "enable=multifd_*", "-trace", f"file={trace}"]
         if paused:
             cmd += ["-S"]
         if netns:
