@@ -302,10 +302,8 @@ bool MultifdRebuilder::pump(transport::MessageReceiver& rx, qemu::ChannelRelay& 
     if (!parts.empty()) {
       after_bytes_ = false;
       ++packets_;
-      pages_alloc_ = packet_.pages_alloc;
-      packet_num_ = packet_.packet_num;
       written_[1] = written_[0];
-      written_[0] = {packet_.packet_num, packet_.flags, uint32_t(packet_.offsets.size())};
+      written_[0] = {packet_.packet_num, packet_.flags, uint32_t(packet_.offsets.size()), packet_.pages_alloc};
       qemu::MultifdHeaderFields f;
       f.flags = packet_.flags;
       since_sync_ = format_.is_sync(f) ? 0 : since_sync_ + 1;
@@ -389,7 +387,8 @@ std::span<const uint8_t> MultifdRebuilder::release_packet(const qemu::ChannelRel
   if (!at_boundary || relay.remote_fin_seen()) return {};
   qemu::MultifdHeaderView h;
   static_cast<qemu::MultifdHeaderFields&>(h) =
-      format_.empty_sync(packets_ > 0 ? pages_alloc_ : format_.typical_pages_per_packet(), packet_num_ + 1);
+      format_.empty_sync(packets_ > 0 ? written_[0].pages_alloc : format_.typical_pages_per_packet(),
+                         written_[0].packet_num + 1);
   const size_t n = h.header_size();
   format_.encode_header(h, {}, {header_.get(), n});
   return {header_.get(), n};

@@ -153,13 +153,11 @@ class MultifdRebuilder {
   // Where the channel toward QEMU stands, for release_packet().
   bool after_bytes_ = false;     // the last thing written was not a rebuilt packet
   uint64_t packets_ = 0;         // rebuilt packets written
-  uint32_t pages_alloc_ = 0;     // of the last one
-  uint64_t packet_num_ = 0;      // of the last one
-  // The last two rebuilt packets written (0: newest), for the reason a
-  // write to QEMU failed with (what QEMU had last been given).
+  // The last two rebuilt packets written (0: newest): what release_packet()
+  // follows, and what QEMU had last been given when a write to it failed.
   struct Written {
     uint64_t packet_num = 0;
-    uint32_t flags = 0, pages = 0;
+    uint32_t flags = 0, pages = 0, pages_alloc = 0;
   };
   Written written_[2];
   uint64_t since_sync_ = 0;  // packets written after the last SYNC

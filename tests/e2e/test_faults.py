@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -84,7 +83,6 @@ class Matrix:
         self.src: Vm | None = None
         self.next_sid = 100
         self.vms = 0
-        self.cut_procs: list[subprocess.Popen] = []
 
     # -- VMs -------------------------------------------------------------
     def append(self) -> str:
@@ -114,22 +112,10 @@ class Matrix:
         """Drops every frame arriving at either veth end (XDP, mm-xdp-loss --all
         at 100 %): the dataplane's and the peer channel's."""
         for host in (self.f.src, self.f.dst):
-            p = subprocess.Popen(["ip", "netns", "exec", host.netns, str(self.f.build / "ebpf" / "mm-xdp-loss"),
-                                  "--iface", host.iface, "--loss", "100", "--all"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            said = ""
-            while p.stdout and "attached" not in said:
-                line = p.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"mm-xdp-loss did not attach to {host.iface}: {said}")
-                said += line
-            self.cut_procs.append(p)
+            self.f.set_loss(host, 100, every_frame=True)
 
     def uncut(self) -> None:
-        for p in self.cut_procs:
-            p.terminate()
-            p.communicate(timeout=10)
-        self.cut_procs.clear()
+        self.f.loss_reports()
 
     def kill(self, role: str) -> None:
         getattr(self.f, f"{role}_daemon").kill()

@@ -152,11 +152,15 @@ class Fabric:
     def exec(self, host: Host, cmd: list[str], **kw) -> subprocess.CompletedProcess:
         return subprocess.run(host.exec_prefix() + cmd, capture_output=True, text=True, **kw)
 
-    def set_loss(self, host: Host, percent: float) -> None:
+    def set_loss(self, host: Host, percent: float, every_frame: bool = False) -> None:
         """Drops `percent` of the MMP frames arriving at a host's veth with
         the XDP programs of ebpf/: on AF_XDP the steering program the PMD
         loaded has a drop rate; elsewhere mm-xdp-loss attaches its own
-        program (until the fabric closes)."""
+        program (until loss_reports() or the fabric's end). every_frame:
+        of all frames, the peer channel's TCP too (at 100 %: a cut link;
+        mm-xdp-loss --all, not on AF_XDP)."""
+        if every_frame and self.kind == "af_xdp-veth":
+            raise ValueError("every_frame loss needs mm-xdp-loss, which AF_XDP's own XDP program excludes")
         if self.kind == "af_xdp-veth":
             run(host.exec_prefix() + [str(self.build / "ebpf" / "mm-xdp-steer"), "--iface",
                                       host.iface or "", "--loss", str(percent)])
@@ -164,7 +168,8 @@ class Fabric:
             return
         proc = subprocess.Popen(host.exec_prefix() + [
             str(self.build / "ebpf" / "mm-xdp-loss"), "--iface", host.iface or "",
-            "--loss", str(percent)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            "--loss", str(percent), *(["--all"] if every_frame else [])],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         said = ""
         while proc.stdout and "attached" not in said:
             line = proc.stdout.readline()
