@@ -7,7 +7,10 @@ Rows (where the fault lands):
                  destination daemon over the peer channel (held there: the
                  fabric is cut while `migrate` is asked for)
   precopy-early  QEMU's first pass over RAM has begun (8 MiB through)
-  precopy-late   QEMU has synced its dirty log at least three times
+  precopy-late   QEMU has synced its dirty log at least three times (from
+                 the second pass on, QEMU's own rate is held at half of
+                 what the guest dirties, so precopy cannot converge and
+                 complete before the fault lands)
   switchover     the source VM is stopped and QEMU sends its last state
                  (pause-before-switchover, then migrate-continue; the fault
                  lands 4 MiB into the final stage)
@@ -63,6 +66,10 @@ ROWS = ["negotiating", "precopy-early", "precopy-late", "switchover", "postcopy"
 FAULTS = ["kill-src", "kill-dst", "cut-1s", "cut-10s", "restart-src", "restart-dst"]
 PACE = 40_000_000  # the session's wire rate, bytes/s: phases last long enough to aim at
 LINGER_S = 5.0     # the daemons' dead timeout: a finished session is freed after it
+# precopy-late: QEMU's max-bandwidth from the second pass on, bytes/s. Half
+# of what memload dirties at its default 2000 pages/s, so the dirty set
+# grows from pass to pass and a 10 ms downtime limit is never met.
+HOLD_BANDWIDTH = 4_000_000
 
 
 @dataclass
@@ -152,11 +159,17 @@ class Matrix:
         src.set_migration({"multifd": not postcopy, "postcopy-ram": postcopy,
                            "pause-before-switchover": row == "switchover"}, {})
         dst.set_migration({"multifd": not postcopy, "postcopy-ram": postcopy}, {})
-        # A downtime limit QEMU cannot meet keeps precopy going until the
-        # cell lets it finish; at the switchover row one that sends most of
-        # RAM in the final stage.
+        # A 10 ms downtime limit keeps precopy iterating for a few passes
+        # (precopy-late also holds QEMU's rate below the dirty rate) until
+        # the cell lets it finish; at the switchover row one that sends most
+        # of RAM in the final stage.
         flow.configure(src, dst, downtime_limit_ms=100_000 if row == "switchover" else 10,
                        multifd=0 if postcopy else 4)
+
+    @staticmethod
+    def let_converge(src: Vm) -> None:
+        """A downtime limit and a rate at which precopy converges."""
+        src.set_migration({}, {"downtime-limit": 2000, "max-bandwidth": flow.MAX_BANDWIDTH})
 
     def start(self, sid: int, src: Vm) -> str:
         reply = self.f.start_session(sid, f"unix:{self.f.workdir}/src-{sid}.sock",
@@ -217,7 +230,7 @@ class Matrix:
         t.join(30)
         c.check(not t.is_alive(), "migrate still negotiating 30 s after the fault")
         if "reply" in result:
-            src.set_migration({}, {"downtime-limit": 2000})
+            self.let_converge(src)
             src.execute("migrate", uri=result["reply"]["migrate-uri"])
             self.expect_completed(c, sid, src, dst, "negotiated after the fault")
             return
@@ -247,7 +260,7 @@ class Matrix:
                 self.revive("dst")
         if c.fault == "cut-1s":
             # Short of the dead timeout: the transport carries on.
-            src.set_migration({}, {"downtime-limit": 2000})
+            self.let_converge(src)
             self.expect_completed(c, sid, src, dst, "recovered")
             return
         self.expect_failed(c, sid, src, dst, switched)
@@ -270,7 +283,15 @@ class Matrix:
         if row == "precopy-early":
             wait(lambda: through() >= 8 << 20, "8 MiB through")
         elif row == "precopy-late":
+            # The second pass holds what the guest dirtied during the first
+            # (seconds of it): far more than one 50 ms poll sends.
+            wait(lambda: src.query_migrate().get("ram", {}).get("dirty-sync-count", 0) >= 2, "2 dirty syncs")
+            src.set_migration({}, {"max-bandwidth": HOLD_BANDWIDTH})
             wait(lambda: src.query_migrate().get("ram", {}).get("dirty-sync-count", 0) >= 3, "3 dirty syncs")
+        if row in ("precopy-early", "precopy-late"):
+            st = src.query_migrate().get("status")
+            if st != "active":
+                raise RuntimeError(f"the migration is {st} before the fault: the cell would test nothing")
         elif row == "switchover":
             wait(lambda: src.query_migrate().get("status") == "pre-switchover", "pre-switchover")
             at = through()
@@ -390,7 +411,7 @@ class Matrix:
         dst = self.dest(sid)
         try:
             self.configure("precopy", src, dst)
-            src.set_migration({}, {"downtime-limit": 2000})
+            self.let_converge(src)
             self.start(sid, src)
             info = src.wait_migration(180)
             c.check(info["status"] == "completed", f"a new session after the fault: QEMU {info['status']}")
