@@ -1,17 +1,40 @@
 #include "dataplane/pages/DedupeDictionary.hpp"
 
+#include <sys/mman.h>
+
 #include <bit>
 #include <cstring>
+#include <new>
 
 namespace mm::pages {
 
 namespace {
 uint32_t key_of(const PageHash& h) { return uint32_t(h.lo); }
+constexpr size_t kHugePage = size_t(2) << 20;
 }  // namespace
+
+DedupeDictionary::Ring::Ring(size_t bytes) {
+  // One huge page more than asked, so the ring can start on a 2 MiB
+  // boundary and every huge page of it can be backed as one.
+  map_len_ = bytes + kHugePage;
+  map_ = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (map_ == MAP_FAILED) {
+    map_ = nullptr;
+    throw std::bad_alloc();
+  }
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(map_) + kHugePage - 1) & ~(kHugePage - 1);
+  data_ = reinterpret_cast<uint8_t*>(a);
+  // Advice only: without transparent huge pages the ring is on 4 KiB pages.
+  (void)madvise(data_, bytes, MADV_HUGEPAGE);
+}
+
+DedupeDictionary::Ring::~Ring() {
+  if (map_) munmap(map_, map_len_);
+}
 
 DedupeDictionary::DedupeDictionary(uint32_t slots, Role role)
     : slots_(slots == 0 ? 1 : slots),
-      data_(std::make_unique_for_overwrite<uint8_t[]>(size_t(slots_) * kPageSize)) {
+      data_(size_t(slots_) * kPageSize) {
   if (role == Role::sender) {
     // At most half full: a miss ends within a couple of probes.
     const uint32_t cap = std::bit_ceil(uint32_t(2 * uint64_t(slots_)));

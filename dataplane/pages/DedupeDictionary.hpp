@@ -55,8 +55,24 @@ class DedupeDictionary {
   uint32_t slots_;
   uint32_t next_ = 0;
   uint32_t filled_ = 0;
-  // Not zeroed: slots are touched (and their memory committed) as filled.
-  std::unique_ptr<uint8_t[]> data_;
+  // The slot ring: anonymous memory on transparent huge pages where the
+  // kernel allows them (MADV_HUGEPAGE). Slots are touched, and their memory
+  // committed, as they fill: with 4 KiB pages a 64 MiB ring cost 16 k page
+  // faults per stream and session, in the middle of the migration.
+  class Ring {
+   public:
+    explicit Ring(size_t bytes);
+    ~Ring();
+    Ring(const Ring&) = delete;
+    Ring& operator=(const Ring&) = delete;
+    uint8_t* get() const { return data_; }
+
+   private:
+    void* map_ = nullptr;
+    size_t map_len_ = 0;
+    uint8_t* data_ = nullptr;
+  };
+  Ring data_;
   std::unique_ptr<PageHash[]> hashes_;  // sender: each slot's page hash
   std::unique_ptr<Entry[]> index_;      // sender's lookup
   uint32_t index_mask_ = 0;

@@ -4,6 +4,7 @@
 // corrupt or hostile compressed input fails without writing past the page.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 #include <unordered_map>
 
@@ -130,6 +131,27 @@ TEST(DedupeDictionary, IndexIsAFixedTableOfAtLeastTwiceTheSlots) {
   DedupeDictionary r(64, DedupeDictionary::Role::receiver);
   EXPECT_FALSE(r.has_index());
   EXPECT_EQ(r.index_capacity(), 0u);
+}
+
+TEST(DedupeDictionary, TheRingStartsOnAHugePageAndHoldsItsLastSlot) {
+  // The slot ring is mapped for transparent huge pages: it starts on a
+  // 2 MiB boundary, and its last slot (past a whole number of huge pages
+  // for 1000 slots) keeps its bytes like the first.
+  DedupeDictionary s(1000), r(1000, DedupeDictionary::Role::receiver);
+  std::vector<uint8_t> page(kPageSize);
+  for (uint32_t i = 0; i < 1000; ++i) {
+    std::memset(page.data(), int(i & 0xff), kPageSize);
+    page[0] = uint8_t(i >> 8);
+    EXPECT_EQ(s.insert(page.data(), page_hash(page.data())), i);
+    EXPECT_EQ(r.insert(page.data(), page_hash(page.data())), i);
+  }
+  ASSERT_NE(r.get(0), nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(r.get(0)) % (2u << 20), 0u);
+  ASSERT_NE(r.get(999), nullptr);
+  EXPECT_EQ(r.get(999)[0], uint8_t(999 >> 8));
+  EXPECT_EQ(r.get(999)[kPageSize - 1], uint8_t(999 & 0xff));
+  EXPECT_EQ(s.find(page.data(), page_hash(page.data())), std::optional<uint32_t>(999));
+  EXPECT_EQ(r.get(1000), nullptr);
 }
 
 TEST(DedupeDictionary, HitsMissesAndEvictionFollowTheRingOnBothEnds) {
