@@ -288,10 +288,6 @@ class Matrix:
             wait(lambda: src.query_migrate().get("ram", {}).get("dirty-sync-count", 0) >= 2, "2 dirty syncs")
             src.set_migration({}, {"max-bandwidth": HOLD_BANDWIDTH})
             wait(lambda: src.query_migrate().get("ram", {}).get("dirty-sync-count", 0) >= 3, "3 dirty syncs")
-        if row in ("precopy-early", "precopy-late"):
-            st = src.query_migrate().get("status")
-            if st != "active":
-                raise RuntimeError(f"the migration is {st} before the fault: the cell would test nothing")
         elif row == "switchover":
             wait(lambda: src.query_migrate().get("status") == "pre-switchover", "pre-switchover")
             at = through()
@@ -301,6 +297,10 @@ class Matrix:
             wait(lambda: through() >= 16 << 20, "16 MiB through")
             src.execute("migrate-start-postcopy")
             wait(lambda: dst.status() == "running", "the destination running in postcopy")
+        if row in ("precopy-early", "precopy-late"):
+            st = src.query_migrate().get("status")
+            if st != "active":
+                raise RuntimeError(f"the migration is {st} before the fault: the cell would test nothing")
 
     # -- what must hold --------------------------------------------------
     def expect_completed(self, c: Cell, sid: int, src: Vm, dst: Vm, how: str) -> None:
