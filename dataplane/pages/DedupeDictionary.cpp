@@ -5,9 +5,12 @@
 #include <emmintrin.h>
 #endif
 
+#include <atomic>
 #include <bit>
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <vector>
 
 namespace mm::pages {
 
@@ -40,16 +43,56 @@ void copy_to_slot(uint8_t* slot, const uint8_t* page) {
   std::memcpy(slot, page, kPageSize);
 #endif
 }
+
+// Rings of ended sessions, kept for the next ones (session set-up and
+// teardown only: the one lock here is never taken per page). A fresh ring
+// costs the kernel a zeroed page per page it touches: in a 512 MiB
+// migration that was a fifth of the source worker's time. A kept ring is
+// marked MADV_FREE: the kernel may take its memory back under pressure
+// (the next touch then faults in a zero page, which is fine: no slot is
+// read before it is filled), and until then reusing it costs nothing.
+struct RingPool {
+  struct Mapping {
+    void* map;
+    size_t len;
+  };
+  static constexpr size_t kMaxBytes = size_t(1) << 30;
+  std::mutex mutex;
+  std::vector<Mapping> kept;
+  size_t kept_bytes = 0;
+  std::atomic<uint64_t> mapped{0}, reused{0};
+};
+
+RingPool& ring_pool() {
+  static RingPool* p = new RingPool();  // never destroyed: rings may outlive static destruction order
+  return *p;
+}
 }  // namespace
 
-DedupeDictionary::Ring::Ring(size_t bytes) {
+DedupeDictionary::Ring::Ring(size_t bytes) : bytes_(bytes) {
   // One huge page more than asked, so the ring can start on a 2 MiB
   // boundary and every huge page of it can be backed as one.
   map_len_ = bytes + kHugePage;
-  map_ = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (map_ == MAP_FAILED) {
-    map_ = nullptr;
-    throw std::bad_alloc();
+  RingPool& pool = ring_pool();
+  {
+    std::lock_guard lock(pool.mutex);
+    for (auto it = pool.kept.begin(); it != pool.kept.end(); ++it) {
+      if (it->len != map_len_) continue;
+      map_ = it->map;
+      pool.kept_bytes -= it->len;
+      pool.kept.erase(it);
+      break;
+    }
+  }
+  if (map_) {
+    pool.reused.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    map_ = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map_ == MAP_FAILED) {
+      map_ = nullptr;
+      throw std::bad_alloc();
+    }
+    pool.mapped.fetch_add(1, std::memory_order_relaxed);
   }
   const uintptr_t a = (reinterpret_cast<uintptr_t>(map_) + kHugePage - 1) & ~(kHugePage - 1);
   data_ = reinterpret_cast<uint8_t*>(a);
@@ -58,7 +101,25 @@ DedupeDictionary::Ring::Ring(size_t bytes) {
 }
 
 DedupeDictionary::Ring::~Ring() {
-  if (map_) munmap(map_, map_len_);
+  if (!map_) return;
+  RingPool& pool = ring_pool();
+  {
+    std::lock_guard lock(pool.mutex);
+    if (pool.kept_bytes + map_len_ <= RingPool::kMaxBytes) {
+      (void)madvise(data_, bytes_, MADV_FREE);
+      pool.kept.push_back({map_, map_len_});
+      pool.kept_bytes += map_len_;
+      return;
+    }
+  }
+  munmap(map_, map_len_);
+}
+
+DedupeDictionary::RingCounts DedupeDictionary::ring_counts() {
+  RingPool& pool = ring_pool();
+  std::lock_guard lock(pool.mutex);
+  return {pool.mapped.load(std::memory_order_relaxed), pool.reused.load(std::memory_order_relaxed),
+          pool.kept.size(), pool.kept_bytes};
 }
 
 DedupeDictionary::DedupeDictionary(uint32_t slots, Role role)

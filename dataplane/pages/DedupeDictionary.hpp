@@ -38,6 +38,16 @@ class DedupeDictionary {
   // Entries of the sender's index table (a power of two, >= 2 x slots).
   uint32_t index_capacity() const { return index_ ? index_mask_ + 1 : 0; }
 
+  // Slot rings of the whole process: mapped fresh, reused from an ended
+  // dictionary, and kept now for the next one (at most 1 GiB).
+  struct RingCounts {
+    uint64_t mapped = 0;
+    uint64_t reused = 0;
+    size_t kept = 0;
+    size_t kept_bytes = 0;
+  };
+  static RingCounts ring_counts();
+
  private:
   // One index entry: the slot + 1 (0: empty) and the low 32 bits of the
   // page hash, which also give the entry's home bucket. Linear probing
@@ -58,7 +68,8 @@ class DedupeDictionary {
   // The slot ring: anonymous memory on transparent huge pages where the
   // kernel allows them (MADV_HUGEPAGE). Slots are touched, and their memory
   // committed, as they fill: with 4 KiB pages a 64 MiB ring cost 16 k page
-  // faults per stream and session, in the middle of the migration.
+  // faults per stream and session, in the middle of the migration. An
+  // ended dictionary's ring is kept for the next one of the same size.
   class Ring {
    public:
     explicit Ring(size_t bytes);
@@ -68,6 +79,7 @@ class DedupeDictionary {
     uint8_t* get() const { return data_; }
 
    private:
+    size_t bytes_;
     void* map_ = nullptr;
     size_t map_len_ = 0;
     uint8_t* data_ = nullptr;

@@ -154,6 +154,33 @@ TEST(DedupeDictionary, TheRingStartsOnAHugePageAndHoldsItsLastSlot) {
   EXPECT_EQ(r.get(1000), nullptr);
 }
 
+TEST(DedupeDictionary, AnEndedRingServesTheNextDictionaryWithOnlyItsOwnPages) {
+  // 777 slots: a size no other test uses, so the pool holds no ring of it.
+  std::vector<uint8_t> page(kPageSize, 0x5a);
+  const uint8_t* first = nullptr;
+  const auto before = DedupeDictionary::ring_counts();
+  {
+    DedupeDictionary r(777, DedupeDictionary::Role::receiver);
+    r.insert(page.data(), page_hash(page.data()));
+    r.insert(page.data(), page_hash(page.data()));
+    first = r.get(0);
+  }
+  const auto kept = DedupeDictionary::ring_counts();
+  EXPECT_EQ(kept.mapped, before.mapped + 1);
+  EXPECT_EQ(kept.kept, before.kept + 1);
+  DedupeDictionary again(777, DedupeDictionary::Role::receiver);
+  const auto after = DedupeDictionary::ring_counts();
+  EXPECT_EQ(after.reused, before.reused + 1);
+  EXPECT_EQ(after.mapped, kept.mapped);
+  // The old pages are not the new dictionary's: nothing is filled yet.
+  EXPECT_EQ(again.get(0), nullptr);
+  EXPECT_EQ(again.get(1), nullptr);
+  std::vector<uint8_t> other(kPageSize, 0x11);
+  EXPECT_EQ(again.insert(other.data(), page_hash(other.data())), 0u);
+  ASSERT_EQ(again.get(0), first);  // the same memory, now holding the new page
+  EXPECT_EQ(std::memcmp(again.get(0), other.data(), kPageSize), 0);
+}
+
 TEST(DedupeDictionary, HitsMissesAndEvictionFollowTheRingOnBothEnds) {
   // A sender with its index and a receiver without one, fed the same
   // pages in the same order, assign the same slots and evict in the same
