@@ -21,6 +21,8 @@
 #include "control/SessionJson.hpp"
 #include "dataplane/engine/Engine.hpp"
 #include "dataplane/pages/CompressdevDeflate.hpp"
+#include "dataplane/pages/DedupeDictionary.hpp"
+#include "dataplane/pages/PagePipeline.hpp"
 #include "dataplane/port/Eal.hpp"
 #include "dataplane/port/EthPort.hpp"
 #include "dataplane/port/NicProfile.hpp"
@@ -69,6 +71,7 @@ struct Settings {
   std::string encrypt = "required";
   std::string x509_dir;
   std::string control_group;  // "" = the daemon's own group
+  int dedupe_reserve = 4;      // dedupe rings of the default size made ready at start
 };
 
 // A group name or number -> gid; throws naming it when there is none.
@@ -111,6 +114,11 @@ void load_config(const std::string& path, Settings& s) {
     else if (k == "udp_port") {
       if (!v.is_integer()) throw std::invalid_argument(path + ": udp_port: must be an integer");
       s.udp_port = int(v.as_integer());
+    } else if (k == "dedupe_reserve") {
+      if (!v.is_integer()) throw std::invalid_argument(path + ": dedupe_reserve: must be an integer");
+      const int64_t n = v.as_integer();
+      if (n < 0 || n > 64) throw std::invalid_argument(path + ": dedupe_reserve: must be 0..64");
+      s.dedupe_reserve = int(n);
     } else if (k == "set") {
       if (!v.is_table()) throw std::invalid_argument(path + ": set: must be a table of profile variables");
       for (const auto& [vk, vv] : v.as_table()) {
@@ -119,7 +127,7 @@ void load_config(const std::string& path, Settings& s) {
       }
     } else {
       throw std::invalid_argument(path + ": " + k + ": unknown key (known: profile, ip, udp_port, control, "
-                                  "name, key_file, x509_dir, peer_listen, metrics, run_dir, encrypt, control_group, set)");
+                                  "name, key_file, x509_dir, peer_listen, metrics, run_dir, encrypt, control_group, dedupe_reserve, set)");
     }
   }
 }
@@ -139,6 +147,7 @@ int main(int argc, char** argv) {
       run_dir, encrypt, x509_dir, control_group;
   std::vector<std::string> sets;
   int udp_port = -1;
+  int dedupe_reserve = -1;
   app.add_option("--config", config_path, "TOML settings file (command-line options override it)");
   app.add_option("-p,--profile", profile_name, "NIC profile: a shipped name or a .toml path (default af_packet-veth)");
   app.add_option("--set", sets, "profile variable NAME=VALUE (e.g. iface=eth1)");
@@ -157,6 +166,10 @@ int main(int argc, char** argv) {
   app.add_option("--run-dir", run_dir, "directory for per-session sockets (default: the control socket's)");
   app.add_option("--encrypt", encrypt, "AES-256-GCM for sessions negotiated over the peer channel: required "
                                        "(default) or off; a peer with the other setting is refused");
+  app.add_option("--dedupe-reserve", dedupe_reserve,
+                 "dedupe rings (64 MiB each, the default dedupe-slots) made ready at start, so the first "
+                 "sessions' dictionaries need no fresh memory (0..64, default 4; one per stream and end)")
+      ->check(CLI::Range(0, 64));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -172,6 +185,7 @@ int main(int argc, char** argv) {
     if (!profile_name.empty()) cfg.profile = profile_name;
     if (!ip_text.empty()) cfg.ip = ip_text;
     if (udp_port != -1) cfg.udp_port = udp_port;
+    if (dedupe_reserve != -1) cfg.dedupe_reserve = dedupe_reserve;
     if (!control_path.empty()) cfg.control = control_path;
     if (!name.empty()) cfg.name = name;
     if (!key_file.empty()) cfg.key_file = key_file;
@@ -213,6 +227,8 @@ int main(int argc, char** argv) {
 
   try {
     mm::port::init_eal(mm::port::eal_arguments(profile, "mm-" + name));
+    // Before the control socket opens: a session the daemon takes finds them.
+    mm::pages::DedupeDictionary::reserve(mm::pages::PagePolicy{}.dedupe_slots, unsigned(cfg.dedupe_reserve));
   } catch (const std::exception& e) {
     std::cerr << "memmotiond: " << e.what() << std::endl;
     return 1;

@@ -115,6 +115,18 @@ DedupeDictionary::Ring::~Ring() {
   munmap(map_, map_len_);
 }
 
+void DedupeDictionary::reserve(uint32_t slots, unsigned count) {
+  const size_t bytes = size_t(slots == 0 ? 1 : slots) * kPageSize;
+  std::vector<std::unique_ptr<Ring>> made;
+  for (unsigned i = 0; i < count; ++i) {
+    auto r = std::make_unique<Ring>(bytes);
+    volatile uint8_t* p = r->get();
+    for (size_t off = 0; off < bytes; off += 4096) p[off] = 0;
+    made.push_back(std::move(r));
+  }
+  // All at once into the pool (each ring's destructor keeps it there).
+}
+
 DedupeDictionary::RingCounts DedupeDictionary::ring_counts() {
   RingPool& pool = ring_pool();
   std::lock_guard lock(pool.mutex);

@@ -47,6 +47,11 @@ class DedupeDictionary {
     size_t kept_bytes = 0;
   };
   static RingCounts ring_counts();
+  // Makes `count` rings for dictionaries of `slots` ready (mapped, every
+  // page touched) and keeps them for the next dictionaries of that size:
+  // the daemon does it at start, so that its first sessions do not pay the
+  // kernel's zeroing of fresh memory mid-migration. Throws std::bad_alloc.
+  static void reserve(uint32_t slots, unsigned count);
 
  private:
   // One index entry: the slot + 1 (0: empty) and the low 32 bits of the

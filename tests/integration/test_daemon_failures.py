@@ -88,6 +88,16 @@ def case_profiles(build: Path) -> None:
         r = subprocess.run([str(build / "control/memmotiond"), "--profile", "memif", "--ip", "10.0.0.300"],
                            capture_output=True, text=True, timeout=30)
         check(r.returncode == 2 and "not an IPv4 address" in r.stderr, f"bad --ip: {r.stderr.strip()}")
+        r = subprocess.run([str(build / "control/memmotiond"), "--profile", "memif", "--ip", "10.0.0.1",
+                            "--dedupe-reserve", "65"], capture_output=True, text=True, timeout=30)
+        check(r.returncode == 2 and "--dedupe-reserve" in r.stderr and "0 to 64" in r.stderr,
+              f"bad --dedupe-reserve: {r.stderr.strip()}")
+        cfg = Path(d) / "reserve.toml"
+        cfg.write_text('ip = "10.0.0.1"\nprofile = "memif"\ndedupe_reserve = -1\n')
+        r = subprocess.run([str(build / "control/memmotiond"), "--config", str(cfg)],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode == 2 and "dedupe_reserve: must be 0..64" in r.stderr,
+              f"bad dedupe_reserve in --config: {r.stderr.strip()}")
         # A window that cannot hold the largest message would stall a stream
         # on its first big page message: refused once the port's MTU is known.
         small = re.sub(r"(?m)^window = \d+", "window = 64", (PROFILES / "memif.toml").read_text())
