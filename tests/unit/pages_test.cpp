@@ -181,6 +181,26 @@ TEST(DedupeDictionary, AnEndedRingServesTheNextDictionaryWithOnlyItsOwnPages) {
   EXPECT_EQ(std::memcmp(again.get(0), other.data(), kPageSize), 0);
 }
 
+TEST(DedupeDictionary, ReservedRingsServeTheFirstDictionariesOfTheirSize) {
+  // 555 slots: a size no other test uses.
+  const auto before = DedupeDictionary::ring_counts();
+  DedupeDictionary::reserve(555, 2);
+  const auto reserved = DedupeDictionary::ring_counts();
+  EXPECT_EQ(reserved.mapped, before.mapped + 2);
+  EXPECT_EQ(reserved.kept, before.kept + 2);
+  {
+    DedupeDictionary a(555), b(555, DedupeDictionary::Role::receiver);
+    const auto taken = DedupeDictionary::ring_counts();
+    EXPECT_EQ(taken.reused, before.reused + 2);
+    EXPECT_EQ(taken.mapped, reserved.mapped);  // nothing mapped fresh
+    std::vector<uint8_t> page(kPageSize, 0x33);
+    EXPECT_EQ(a.insert(page.data(), page_hash(page.data())), 0u);
+    EXPECT_EQ(a.find(page.data(), page_hash(page.data())), std::optional<uint32_t>(0));
+    EXPECT_EQ(b.get(0), nullptr);
+  }
+  EXPECT_EQ(DedupeDictionary::ring_counts().kept, reserved.kept);  // both back in the pool
+}
+
 TEST(DedupeDictionary, HitsMissesAndEvictionFollowTheRingOnBothEnds) {
   // A sender with its index and a receiver without one, fed the same
   // pages in the same order, assign the same slots and evict in the same
