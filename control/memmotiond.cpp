@@ -13,6 +13,8 @@
 #include <map>
 #include <string>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <grp.h>
 #include <toml.hpp>
 
@@ -88,9 +90,18 @@ int resolve_group(const std::string& g) {
 }
 
 void load_config(const std::string& path, Settings& s) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::invalid_argument(path + ": cannot read it");
+  std::stringstream text;
+  text << f.rdbuf();
+  // Checked before toml11 sees it (see first_invalid_utf8).
+  if (const size_t bad = mm::port::first_invalid_utf8(text.str()); bad != std::string::npos) {
+    throw std::invalid_argument(path + ": malformed TOML: not UTF-8 at byte " + std::to_string(bad));
+  }
   toml::value root;
   try {
-    root = toml::parse(path);
+    std::istringstream in(text.str());
+    root = toml::parse(in, path);
   } catch (const std::exception& e) {
     throw std::invalid_argument(path + ": malformed TOML: " + std::string(e.what()).substr(0, 200));
   }

@@ -180,10 +180,44 @@ NicProfile load_profile(const std::filesystem::path& path,
   return parse_profile(text.str(), path, vars, builtins);
 }
 
+size_t first_invalid_utf8(std::string_view text) {
+  const auto* b = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = b[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    uint32_t cp = 0, min = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+      return i;
+    }
+    if (n - i < len) return i;
+    for (size_t k = 1; k < len; ++k) {
+      if ((b[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (b[i + k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
 NicProfile parse_profile(std::string_view text, const std::filesystem::path& path,
                          const std::map<std::string, std::string>& vars,
                          const std::map<std::string, std::string>& builtins) {
   const std::string file = path.string();
+  if (const size_t bad = first_invalid_utf8(text); bad != std::string_view::npos) {
+    throw ProfileError(file + ": malformed TOML: not UTF-8 at byte " + std::to_string(bad));
+  }
   toml::value root;
   try {
     std::istringstream in{std::string(text)};

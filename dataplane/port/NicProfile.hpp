@@ -79,6 +79,13 @@ NicProfile load_profile(const std::filesystem::path& file,
                         const std::map<std::string, std::string>& vars,
                         const std::map<std::string, std::string>& builtins = {});
 
+// The offset of the first byte of `text` that is not valid UTF-8 (an
+// overlong form, a surrogate, past U+10FFFF or a cut sequence), or npos.
+// TOML files must be UTF-8, and toml11 3.7 reads past the end of its
+// buffer on some invalid sequences inside a literal string (found by
+// fuzz_nic_profile), so every TOML text is checked with this first.
+size_t first_invalid_utf8(std::string_view text);
+
 // The same from the profile's text; `file` names it in errors.
 NicProfile parse_profile(std::string_view text, const std::filesystem::path& file,
                          const std::map<std::string, std::string>& vars,

@@ -98,6 +98,11 @@ def case_profiles(build: Path) -> None:
                            capture_output=True, text=True, timeout=30)
         check(r.returncode == 2 and "dedupe_reserve: must be 0..64" in r.stderr,
               f"bad dedupe_reserve in --config: {r.stderr.strip()}")
+        cfg.write_bytes(b'ip = "10.0.0.1"\nname = \'x\xe8y\'\n')  # toml11 3.7.1 read past its buffer on this
+        r = subprocess.run([str(build / "control/memmotiond"), "--config", str(cfg)],
+                           capture_output=True, text=True, errors="replace", timeout=30)
+        check(r.returncode == 2 and "malformed TOML: not UTF-8 at byte" in r.stderr,
+              f"--config not UTF-8: {r.stderr.strip()}")
         # A window that cannot hold the largest message would stall a stream
         # on its first big page message: refused once the port's MTU is known.
         small = re.sub(r"(?m)^window = \d+", "window = 64", (PROFILES / "memif.toml").read_text())

@@ -78,6 +78,26 @@ TEST(NicProfile, ErrorsNameFileAndKey) {
   EXPECT_THROW(load_profile(kDir + "/af_packet-veth.toml", {{"iface", "a,b"}}), ProfileError);
 }
 
+TEST(NicProfile, InvalidUtf8IsRefusedBeforeTheTomlParserSeesIt) {
+  // fuzz_nic_profile's crash: toml11 3.7.1 read past its buffer on a lead
+  // byte without its continuation bytes inside a literal string.
+  const std::string crash = "[profile]\nname = 'x\xe8y'\n";
+  try {
+    parse_profile(crash, "crash.toml", {});
+    FAIL() << "accepted";
+  } catch (const ProfileError& e) {
+    EXPECT_NE(std::string(e.what()).find("crash.toml: malformed TOML: not UTF-8 at byte 19"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(first_invalid_utf8("plain ascii"), std::string_view::npos);
+  EXPECT_EQ(first_invalid_utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"), std::string_view::npos);
+  EXPECT_EQ(first_invalid_utf8("a\xc3"), 1u);              // cut short
+  EXPECT_EQ(first_invalid_utf8("a\xc0\xaf"), 1u);          // overlong '/'
+  EXPECT_EQ(first_invalid_utf8("ab\xed\xa0\x80"), 2u);     // a surrogate
+  EXPECT_EQ(first_invalid_utf8("\xf4\x90\x80\x80"), 0u);  // past U+10FFFF
+  EXPECT_EQ(first_invalid_utf8("\x80"), 0u);                // a lone continuation byte
+}
+
 TEST(NicProfile, EveryShippedProfileLoads) {
   const std::map<std::string, std::string> samples = {
       {"iface", "veth0"}, {"pci", "0000:3b:00.0"}, {"qat", "0000:6b:00.1"}};
