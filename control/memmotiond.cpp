@@ -94,14 +94,10 @@ void load_config(const std::string& path, Settings& s) {
   if (!f) throw std::invalid_argument(path + ": cannot read it");
   std::stringstream text;
   text << f.rdbuf();
-  // Checked before toml11 sees it (see first_invalid_utf8).
-  if (const size_t bad = mm::port::first_invalid_utf8(text.str()); bad != std::string::npos) {
-    throw std::invalid_argument(path + ": malformed TOML: not UTF-8 at byte " + std::to_string(bad));
-  }
   toml::value root;
   try {
-    std::istringstream in(text.str());
-    root = toml::parse(in, path);
+    mm::port::require_utf8(text.view());  // before toml11 sees it (see first_invalid_utf8)
+    root = toml::parse(text, path);
   } catch (const std::exception& e) {
     throw std::invalid_argument(path + ": malformed TOML: " + std::string(e.what()).substr(0, 200));
   }

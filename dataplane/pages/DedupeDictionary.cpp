@@ -16,7 +16,6 @@ namespace mm::pages {
 
 namespace {
 uint32_t key_of(const PageHash& h) { return uint32_t(h.lo); }
-constexpr size_t kHugePage = size_t(2) << 20;
 
 // A page into its ring slot. The ring (64 MiB per stream by default) is far
 // larger than the caches and a slot is read again only on a dedupe hit, so
@@ -70,34 +69,31 @@ RingPool& ring_pool() {
 }  // namespace
 
 DedupeDictionary::Ring::Ring(size_t bytes) : bytes_(bytes) {
-  // One huge page more than asked, so the ring can start on a 2 MiB
-  // boundary and every huge page of it can be backed as one.
-  map_len_ = bytes + kHugePage;
   RingPool& pool = ring_pool();
   {
     std::lock_guard lock(pool.mutex);
     for (auto it = pool.kept.begin(); it != pool.kept.end(); ++it) {
-      if (it->len != map_len_) continue;
+      if (it->len != map_len()) continue;
       map_ = it->map;
       pool.kept_bytes -= it->len;
       pool.kept.erase(it);
       break;
     }
   }
-  if (map_) {
-    pool.reused.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    map_ = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const bool kept = map_ != nullptr;
+  if (!kept) {
+    map_ = mmap(nullptr, map_len(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (map_ == MAP_FAILED) {
       map_ = nullptr;
       throw std::bad_alloc();
     }
-    pool.mapped.fetch_add(1, std::memory_order_relaxed);
   }
+  (kept ? pool.reused : pool.mapped).fetch_add(1, std::memory_order_relaxed);
   const uintptr_t a = (reinterpret_cast<uintptr_t>(map_) + kHugePage - 1) & ~(kHugePage - 1);
   data_ = reinterpret_cast<uint8_t*>(a);
   // Advice only: without transparent huge pages the ring is on 4 KiB pages.
-  (void)madvise(data_, bytes, MADV_HUGEPAGE);
+  // A kept ring has it already (MADV_FREE leaves it in place).
+  if (!kept) (void)madvise(data_, bytes, MADV_HUGEPAGE);
 }
 
 DedupeDictionary::Ring::~Ring() {
@@ -105,18 +101,20 @@ DedupeDictionary::Ring::~Ring() {
   RingPool& pool = ring_pool();
   {
     std::lock_guard lock(pool.mutex);
-    if (pool.kept_bytes + map_len_ <= RingPool::kMaxBytes) {
+    if (pool.kept_bytes + map_len() <= RingPool::kMaxBytes) {
       (void)madvise(data_, bytes_, MADV_FREE);
-      pool.kept.push_back({map_, map_len_});
-      pool.kept_bytes += map_len_;
+      pool.kept.push_back({map_, map_len()});
+      pool.kept_bytes += map_len();
       return;
     }
   }
-  munmap(map_, map_len_);
+  munmap(map_, map_len());
 }
 
 void DedupeDictionary::reserve(uint32_t slots, unsigned count) {
   const size_t bytes = size_t(slots == 0 ? 1 : slots) * kPageSize;
+  // All held until the last is made: a ring released inside the loop
+  // would only be taken again by the next one.
   std::vector<std::unique_ptr<Ring>> made;
   for (unsigned i = 0; i < count; ++i) {
     auto r = std::make_unique<Ring>(bytes);
@@ -124,8 +122,7 @@ void DedupeDictionary::reserve(uint32_t slots, unsigned count) {
     for (size_t off = 0; off < bytes; off += 4096) p[off] = 0;
     made.push_back(std::move(r));
   }
-  // All at once into the pool (each ring's destructor keeps it there).
-}
+}  // each ring's destructor keeps it in the pool
 
 DedupeDictionary::RingCounts DedupeDictionary::ring_counts() {
   RingPool& pool = ring_pool();

@@ -84,9 +84,12 @@ class DedupeDictionary {
     uint8_t* get() const { return data_; }
 
    private:
+    static constexpr size_t kHugePage = size_t(2) << 20;
+    // One huge page more than the ring, so that it can start on a 2 MiB
+    // boundary and every huge page of it can be backed as one.
+    size_t map_len() const { return bytes_ + kHugePage; }
     size_t bytes_;
     void* map_ = nullptr;
-    size_t map_len_ = 0;
     uint8_t* data_ = nullptr;
   };
   Ring data_;

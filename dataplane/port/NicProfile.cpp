@@ -211,15 +211,19 @@ size_t first_invalid_utf8(std::string_view text) {
   return std::string_view::npos;
 }
 
+void require_utf8(std::string_view text) {
+  if (const size_t bad = first_invalid_utf8(text); bad != std::string_view::npos) {
+    throw std::invalid_argument("not UTF-8 at byte " + std::to_string(bad));
+  }
+}
+
 NicProfile parse_profile(std::string_view text, const std::filesystem::path& path,
                          const std::map<std::string, std::string>& vars,
                          const std::map<std::string, std::string>& builtins) {
   const std::string file = path.string();
-  if (const size_t bad = first_invalid_utf8(text); bad != std::string_view::npos) {
-    throw ProfileError(file + ": malformed TOML: not UTF-8 at byte " + std::to_string(bad));
-  }
   toml::value root;
   try {
+    require_utf8(text);
     std::istringstream in{std::string(text)};
     root = toml::parse(in, file);
   } catch (const std::exception& e) {

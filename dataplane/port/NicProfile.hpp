@@ -85,6 +85,9 @@ NicProfile load_profile(const std::filesystem::path& file,
 // buffer on some invalid sequences inside a literal string (found by
 // fuzz_nic_profile), so every TOML text is checked with this first.
 size_t first_invalid_utf8(std::string_view text);
+// Throws std::invalid_argument("not UTF-8 at byte N") where that finds one:
+// what every TOML reader calls, inside the try that wraps toml::parse.
+void require_utf8(std::string_view text);
 
 // The same from the profile's text; `file` names it in errors.
 NicProfile parse_profile(std::string_view text, const std::filesystem::path& file,
