@@ -415,6 +415,7 @@ json ControlServer::migrate(const json& args) {
   p.pages = policy;
   if (encrypt) {
     p.keys = derive_session_keys(r.session_key, true);
+    p.keys->engine = id_.cipher;
   } else {
     p.auth = derive_auth_secret(r.session_key);
   }
@@ -477,6 +478,7 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     p.qemu_uri = uri;
     if (id_.encrypt) {
       p.keys = derive_session_keys(session_key, false);
+      p.keys->engine = id_.cipher;
     } else {
       p.auth = derive_auth_secret(session_key);
     }

@@ -18,6 +18,7 @@
 #include "control/PeerChannel.hpp"
 #include "control/QmpClient.hpp"
 #include "dataplane/engine/Engine.hpp"
+#include "dataplane/wire/PacketCipher.hpp"
 
 namespace mm::control {
 
@@ -37,6 +38,9 @@ struct DaemonIdentity {
   // encrypted ("required", the default) or not ("off"); a peer that asks
   // for the other is refused, never silently followed.
   bool encrypt = true;
+  // --cipher: the code that computes those sessions' AES-256-GCM (the same
+  // records either way; wire/PacketCipher.hpp).
+  wire::CipherEngine cipher = wire::CipherEngine::automatic;
   int control_gid = -1;     // group that may use the control socket (-1: the daemon's own)
 };
 

@@ -28,6 +28,7 @@
 #include "dataplane/port/Eal.hpp"
 #include "dataplane/port/EthPort.hpp"
 #include "dataplane/port/NicProfile.hpp"
+#include "dataplane/wire/PacketCipher.hpp"
 
 namespace {
 
@@ -71,6 +72,7 @@ struct Settings {
   std::string name = "memmotiond";
   std::string key_file, peer_listen, metrics, run_dir;
   std::string encrypt = "required";
+  std::string cipher = "auto";
   std::string x509_dir;
   std::string control_group;  // "" = the daemon's own group
   int dedupe_reserve = 4;      // dedupe rings of the default size made ready at start
@@ -116,6 +118,7 @@ void load_config(const std::string& path, Settings& s) {
     else if (k == "metrics") s.metrics = str();
     else if (k == "run_dir") s.run_dir = str();
     else if (k == "encrypt") s.encrypt = str();
+    else if (k == "cipher") s.cipher = str();
     else if (k == "x509_dir") s.x509_dir = str();
     else if (k == "control_group") s.control_group = str();
     else if (k == "udp_port") {
@@ -134,7 +137,7 @@ void load_config(const std::string& path, Settings& s) {
       }
     } else {
       throw std::invalid_argument(path + ": " + k + ": unknown key (known: profile, ip, udp_port, control, "
-                                  "name, key_file, x509_dir, peer_listen, metrics, run_dir, encrypt, control_group, dedupe_reserve, set)");
+                                  "name, key_file, x509_dir, peer_listen, metrics, run_dir, encrypt, cipher, control_group, dedupe_reserve, set)");
     }
   }
 }
@@ -151,7 +154,7 @@ int main(int argc, char** argv) {
   CLI::App app{"memmotiond: the MemoryMotion migration dataplane"};
   Settings cfg;
   std::string config_path, profile_name, ip_text, control_path, name, key_file, peer_listen, metrics,
-      run_dir, encrypt, x509_dir, control_group;
+      run_dir, encrypt, cipher, x509_dir, control_group;
   std::vector<std::string> sets;
   int udp_port = -1;
   int dedupe_reserve = -1;
@@ -173,6 +176,9 @@ int main(int argc, char** argv) {
   app.add_option("--run-dir", run_dir, "directory for per-session sockets (default: the control socket's)");
   app.add_option("--encrypt", encrypt, "AES-256-GCM for sessions negotiated over the peer channel: required "
                                        "(default) or off; a peer with the other setting is refused");
+  app.add_option("--cipher", cipher, "code for the AES-256-GCM of encrypted sessions: auto (default: "
+                                     "intel-ipsec-mb where the CPU has AES-NI, else OpenSSL), openssl or "
+                                     "ipsec-mb; the records are the same, peers may differ");
   app.add_option("--dedupe-reserve", dedupe_reserve,
                  "dedupe rings (64 MiB each, the default dedupe-slots) made ready at start, so the first "
                  "sessions' dictionaries need no fresh memory (0..64, default 4; one per stream and end)")
@@ -187,6 +193,7 @@ int main(int argc, char** argv) {
   uint32_t ip = 0;
   int control_gid = -1;
   mm::control::Bytes key;
+  mm::wire::CipherEngine cipher_engine = mm::wire::CipherEngine::automatic;
   try {
     if (!config_path.empty()) load_config(config_path, cfg);
     if (!profile_name.empty()) cfg.profile = profile_name;
@@ -200,12 +207,21 @@ int main(int argc, char** argv) {
     if (!metrics.empty()) cfg.metrics = metrics;
     if (!run_dir.empty()) cfg.run_dir = run_dir;
     if (!encrypt.empty()) cfg.encrypt = encrypt;
+    if (!cipher.empty()) cfg.cipher = cipher;
     if (!x509_dir.empty()) cfg.x509_dir = x509_dir;
     if (!cfg.x509_dir.empty() && !cfg.key_file.empty()) {
       throw std::invalid_argument("give --key-file or --x509-dir for the peer channel, not both");
     }
     if (cfg.encrypt != "required" && cfg.encrypt != "off") {
       throw std::invalid_argument("--encrypt must be 'required' or 'off', not '" + cfg.encrypt + "'");
+    }
+    if (!mm::wire::parse_cipher_engine(cfg.cipher, cipher_engine)) {
+      throw std::invalid_argument("--cipher must be 'auto', 'openssl' or 'ipsec-mb', not '" + cfg.cipher + "'");
+    }
+    // Asked for by name, it must work here: refused now, not at the first session.
+    if (cipher_engine == mm::wire::CipherEngine::ipsec_mb) {
+      mm::wire::PacketCipher probe(mm::wire::CipherKey{}, mm::wire::Direction::source_to_destination, true,
+                                   cipher_engine);
     }
     if (!control_group.empty()) cfg.control_group = control_group;
     if (cfg.run_dir.empty()) cfg.run_dir = std::filesystem::path(cfg.control).parent_path().string();
@@ -335,6 +351,7 @@ int main(int argc, char** argv) {
       id.metrics_listen = cfg.metrics;
       id.run_dir = cfg.run_dir;
       id.encrypt = cfg.encrypt == "required";
+      id.cipher = cipher_engine;
       id.control_gid = control_gid;
       mm::control::ControlServer server(control_path, engine_ptrs, id);
       for (size_t w = 0; w < engines.size(); ++w) {

@@ -4,7 +4,8 @@
 // transport Connection with data in flight (its SACK scoreboard, RACK,
 // PROBE echo and CLOSE parsing). Input: pieces (FuzzCheck.hpp), each a
 // mode byte then the datagram; mode bit 0 fixes the length field and bit 1
-// the CRC so the fuzzer gets past them, bit 2 sets the session to ours.
+// the CRC (0 on a sealed datagram) so the fuzzer gets past them, bit 2
+// sets the session to ours.
 // Properties: a decoded header re-encodes to the same 32 bytes; a decoded
 // ACK re-encodes to its payload.
 #include <array>
@@ -59,10 +60,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (mode & 4) wire::put_be32(d.data() + 4, kSession);
       if (mode & 1) wire::put_be32(d.data() + 20, uint32_t(d.size() - wire::kHeaderSize));
       if (mode & 2) {
+        // A sealed datagram's crc is 0 (MMP.md "Encryption"), anything else's its CRC32C.
         const auto payload = std::span<const uint8_t>(d).subspan(wire::kHeaderSize);
-        wire::put_be32(d.data() + 28, wire::packet_crc(std::span<const uint8_t, wire::kHeaderSize>(
-                                                           d.data(), wire::kHeaderSize),
-                                                       payload));
+        wire::put_be32(d.data() + 28, 0);
+        if (!(wire::get_be16(d.data() + 10) & wire::flag::sealed)) {
+          wire::put_be32(d.data() + 28, wire::packet_crc(std::span<const uint8_t, wire::kHeaderSize>(
+                                                             d.data(), wire::kHeaderSize),
+                                                         payload));
+        }
       }
     }
     wire::Header h;

@@ -49,8 +49,8 @@ void Connection::set_cipher(const wire::SessionKeys& keys) {
   const auto rx_dir = keys.tx_direction == wire::Direction::source_to_destination
                           ? wire::Direction::destination_to_source
                           : wire::Direction::source_to_destination;
-  tx_cipher_ = std::make_unique<wire::PacketCipher>(keys.tx, keys.tx_direction, true);
-  rx_cipher_ = std::make_unique<wire::PacketCipher>(keys.rx, rx_dir, false);
+  tx_cipher_ = std::make_unique<wire::PacketCipher>(keys.tx, keys.tx_direction, true, keys.engine);
+  rx_cipher_ = std::make_unique<wire::PacketCipher>(keys.rx, rx_dir, false, keys.engine);
   seal_staging_.resize(size_t(StreamSender::kBurst) * (cfg_.max_payload + wire::kTagSize));
   open_scratch_.resize(wire::kMaxPayload);
   rx_data_replay_.assign(senders_.size(), wire::ReplayWindow{});

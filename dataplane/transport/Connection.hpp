@@ -16,6 +16,7 @@
 #include "dataplane/transport/TokenBucket.hpp"
 #include "dataplane/transport/TransportConfig.hpp"
 #include "dataplane/wire/Mmp.hpp"
+#include "dataplane/wire/PacketCipher.hpp"
 
 namespace mm::transport {
 
@@ -100,6 +101,8 @@ class Connection {
     for (auto& s : senders_) s->set_auth(auth_.get());
   }
   bool authentic(const wire::Header& h, std::span<const uint8_t> payload) const {
+    // A sealed datagram (ciphertext, no CRC) is never one of this session's.
+    if (h.flags & wire::flag::sealed) return false;
     return auth_ ? wire::auth_ok(*auth_, h, payload) : h.auth == 0;
   }
 
@@ -109,6 +112,10 @@ class Connection {
   // whose max_payload leaves room for the tag (see kTagSize).
   void set_cipher(const wire::SessionKeys& keys);
   bool encrypted() const { return tx_cipher_ != nullptr; }
+  // The AES-GCM code receiving uses (openssl when not encrypted).
+  wire::CipherEngine rx_cipher_engine() const {
+    return rx_cipher_ ? rx_cipher_->engine() : wire::CipherEngine::openssl;
+  }
   // A stream (or the control packets) ran out of nonces: nothing more can
   // be sent under these keys.
   bool nonces_exhausted() const { return nonces_out_; }

@@ -90,6 +90,14 @@ DecodeError decode_packet(std::span<const uint8_t> datagram, Header& h,
     return DecodeError::bad_length;
   }
   payload = datagram.subspan(kHeaderSize, h.len);
+  if (h.flags & flag::sealed) {
+    // MMP.md "Encryption": the GCM tag, checked before anything of the
+    // packet is used, covers header and payload; a CRC would be a second
+    // pass over the same bytes.
+    if (h.crc != 0) return DecodeError::bad_crc;
+    if (h.len < kTagSize) return DecodeError::bad_length;
+    return DecodeError::ok;
+  }
   if (packet_crc(datagram.first<kHeaderSize>(), payload) != h.crc) return DecodeError::bad_crc;
   return DecodeError::ok;
 }

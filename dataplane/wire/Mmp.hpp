@@ -12,12 +12,16 @@ namespace mm::wire {
 
 // MMP.md "Header": magic "MM", 32 bytes, big-endian fields.
 inline constexpr uint16_t kMagic = 0x4D4D;
-inline constexpr uint8_t kVersion = 3;  // 2: ACKs carry up to 1024 SACK bits; 3: AES-256-GCM sessions
+// 2: ACKs carry up to 1024 SACK bits; 3: AES-256-GCM sessions; 4: sealed
+// datagrams carry flag::sealed and no CRC (the GCM tag covers them).
+inline constexpr uint8_t kVersion = 4;
 inline constexpr size_t kHeaderSize = 32;
 // MMP.md "Encapsulation": IPv4 (20) + UDP (8) sit between the MTU and MMP.
 inline constexpr size_t kIpUdpOverhead = 28;
 // Largest MMP payload we accept at all (MTU 9600 minus IP/UDP/MMP headers).
 inline constexpr size_t kMaxPayload = 9600 - kIpUdpOverhead - kHeaderSize;
+// The GCM tag after a sealed datagram's ciphertext (PacketCipher.hpp).
+inline constexpr size_t kTagSize = 16;
 
 // MMP.md "Encapsulation": the queue (worker) of a host with `queues` of
 // them that owns stream `stream` of session `session`. Stream 0 (the main
@@ -39,7 +43,10 @@ inline constexpr uint16_t ack_requested = 1u << 3;
 // On an ACK: since the stream's previous ACK a data packet arrived that was
 // already there (a retransmission that was not needed; MMP.md "ACK").
 inline constexpr uint16_t duplicate = 1u << 4;
-inline constexpr uint16_t known = first | last | retransmit | ack_requested | duplicate;
+// The payload is AES-256-GCM ciphertext and tag (MMP.md "Encryption"): the
+// tag authenticates the datagram, so its crc field is 0 and not computed.
+inline constexpr uint16_t sealed = 1u << 5;
+inline constexpr uint16_t known = first | last | retransmit | ack_requested | duplicate | sealed;
 }  // namespace flag
 
 struct Header {
@@ -81,8 +88,10 @@ uint32_t seal_header(Header h, std::span<const uint8_t> payload, std::span<uint8
                      const std::array<uint8_t, 192>* auth_secret = nullptr);
 
 // Parses and validates a datagram: magic, version, type, flags, length (the
-// header's len must equal the bytes that follow it) and CRC. On ok, `payload`
-// views the payload inside `datagram`.
+// header's len must equal the bytes that follow it) and CRC; a sealed
+// datagram instead needs crc 0 and room for its tag (its tag is checked by
+// PacketCipher::open, which the session must call). On ok, `payload` views
+// the payload inside `datagram`.
 DecodeError decode_packet(std::span<const uint8_t> datagram, Header& h,
                           std::span<const uint8_t>& payload);
 

@@ -26,14 +26,18 @@ def crc32c(data: bytes) -> int:
     return c ^ 0xFFFFFFFF
 
 
+SEALED = 0x20  # header flag: AES-256-GCM ciphertext and tag, no CRC
+
+
 def mmp(session: int, payload: bytes = b"", *, ptype: int = 1, stream: int = 0, flags: int = 3,
-        seq: int = 0, msg: int = 0, auth: int = 0, magic: int = 0x4D4D, version: int = 3,
+        seq: int = 0, msg: int = 0, auth: int = 0, magic: int = 0x4D4D, version: int = 4,
         length: int | None = None, good_crc: bool = True) -> bytes:
-    """An MMP datagram; every field may be set wrong on purpose."""
+    """An MMP datagram; every field may be set wrong on purpose. A sealed
+    one (flags with SEALED) carries crc 0, as MMP.md "Encryption" says."""
     ln = len(payload) if length is None else length
     hdr = struct.pack(">HBBIHHIIIII", magic, version, ptype, session, stream, flags, seq, msg, ln,
                       auth, 0)
-    crc = crc32c(hdr + payload)
+    crc = 0 if flags & SEALED else crc32c(hdr + payload)
     if not good_crc:
         crc ^= 0xDEADBEEF
     return hdr[:28] + struct.pack(">I", crc) + payload

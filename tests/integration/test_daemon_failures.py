@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mmpacket import crc32c, frame, mmp  # noqa: E402
+from mmpacket import SEALED, frame, mmp  # noqa: E402
 from mmtest.daemon import ControlClient, ControlError, Daemon  # noqa: E402
 from mmtest.fabric import Fabric  # noqa: E402
 
@@ -348,6 +348,8 @@ def case_packets(build: Path) -> None:
             frames += [(name, d)] * 3
         frames.append(("unknown_session", mmp(12345, b"x")))
         frames.append(("bad_auth", mmp(99, b"\x01\x00\x00\x00\x01z", auth=7)))
+        # A sealed datagram (no CRC) for a session that is not encrypted.
+        frames.append(("bad_auth", mmp(99, bytes(40), flags=3 | SEALED)))
         frames.append(("not_mmp", None))
         code = (
             "import socket,sys,pickle\n"
@@ -369,7 +371,8 @@ def case_packets(build: Path) -> None:
             delta = ea["rx_invalid"][name] - eb["rx_invalid"][name]
             check(delta == 3, f"{name}: counted {delta} of 3")
         check(ea["rx_unknown_session"] - eb["rx_unknown_session"] >= 1, "unknown session counted")
-        check(ea["rx_bad_auth"] - eb["rx_bad_auth"] == 1, "non-zero auth without a key counted")
+        check(ea["rx_bad_auth"] - eb["rx_bad_auth"] == 2,
+              "non-zero auth without a key, and a sealed datagram for a session in the clear, counted")
         check(after["port"]["rx_not_mmp"] > before["port"]["rx_not_mmp"], "UDP to another port counted as not MMP")
         s = f.dst_daemon.session(99)
         check(s["state"] == "prepared" and s["counters"]["packets_rx"] == 0,
@@ -489,13 +492,14 @@ def case_encrypted(build: Path) -> None:
 
         def resealed(fr: bytes, tx: int, flip: int | None) -> bytes:
             """The frame with another transmission number (and a flipped
-            ciphertext byte), its CRC made right again: only GCM can tell."""
+            ciphertext byte); a sealed datagram has no CRC (crc stays 0), so
+            only GCM can tell."""
             b = bytearray(fr)
+            check(struct.unpack(">H", b[42 + 10:42 + 12])[0] & SEALED
+                  and b[42 + 28:42 + 32] == bytes(4), "a captured frame is sealed, with crc 0")
             b[42 + 24:42 + 28] = struct.pack(">I", tx)
             if flip is not None:
                 b[flip] ^= 0x40
-            b[42 + 28:42 + 32] = bytes(4)
-            b[42 + 28:42 + 32] = struct.pack(">I", crc32c(bytes(b[42:])))
             return bytes(b)
 
         inject(f, frames)  # while the session lingers

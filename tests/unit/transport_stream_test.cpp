@@ -600,11 +600,9 @@ TEST(EncryptedStream, ReplayedAndForgedDatagramsAreRefusedAndCounted) {
     }
     return o;
   };
-  // Fixes the CRC after a change, so that only the GCM tag can catch it.
-  auto recrc = [](std::vector<uint8_t>& d) {
-    wire::put_be32(d.data() + 28, 0);
-    wire::put_be32(d.data() + 28, wire::packet_crc(std::span<const uint8_t, 32>(d.data(), 32), {d.data() + 32, d.size() - 32}));
-  };
+  // Sealed datagrams carry no CRC (crc 0, MMP.md "Encryption"): the
+  // changes below decode, and only the GCM tag can catch them.
+  ASSERT_EQ(wire::get_be32(seen.front().data() + 28), 0u);
   EXPECT_EQ(offer(seen.front()), Connection::Open::replayed);
   EXPECT_EQ(offer(seen.back()), Connection::Open::replayed);
   EXPECT_EQ(p.b.conn.stats().rx_replayed, 2u);
@@ -616,21 +614,29 @@ TEST(EncryptedStream, ReplayedAndForgedDatagramsAreRefusedAndCounted) {
   uint32_t fresh = 1'000'000;
   d = seen.front();
   wire::put_be32(d.data() + 24, fresh++);
-  recrc(d);
   EXPECT_EQ(offer(d), Connection::Open::forged);
   d = seen.front();
   d[40] ^= 1;
   wire::put_be32(d.data() + 24, fresh++);
-  recrc(d);
   EXPECT_EQ(offer(d), Connection::Open::forged);
   d = seen.front();
   wire::put_be32(d.data() + 16, 5000);
   wire::put_be32(d.data() + 24, fresh++);
-  recrc(d);
   EXPECT_EQ(offer(d), Connection::Open::forged);
+  EXPECT_EQ(p.b.conn.stats().rx_bad_tag, 3u);
+  // A cut tag: no room for one, refused before any AES work.
   d.assign(seen.front().begin(), seen.front().begin() + 40);
   wire::put_be32(d.data() + 20, 8);
-  recrc(d);
+  {
+    wire::Header ch;
+    std::span<const uint8_t> cpl;
+    EXPECT_EQ(wire::decode_packet(d, ch, cpl), wire::DecodeError::bad_length);
+  }
+  // The flag cleared and a CRC made right: a datagram in the clear.
+  d = seen.front();
+  d[11] &= uint8_t(~wire::flag::sealed);
+  wire::put_be32(d.data() + 24, fresh++);
+  wire::put_be32(d.data() + 28, wire::packet_crc(std::span<const uint8_t, 32>(d.data(), 32), {d.data() + 32, d.size() - 32}));
   EXPECT_EQ(offer(d), Connection::Open::forged);
   EXPECT_EQ(p.b.conn.stats().rx_bad_tag, 4u);
   // A packet sealed the way a session without encryption seals it.

@@ -1,9 +1,11 @@
 // Proves the AES-256-GCM records of dataplane/wire/PacketCipher
 // (dataplane/wire/MMP.md "Encryption"): a sealed datagram opens to its
-// plaintext with the peer's key and passes decode_packet; every header
-// field (the additional data), every ciphertext and tag bit, the nonce's
-// transmission number and direction are covered; the known-answer vector
-// pins the format; the replay window refuses what it saw and what is too old.
+// plaintext with the peer's key and passes decode_packet with no CRC (crc 0,
+// flag::sealed); every header field (the additional data), every
+// ciphertext and tag bit, the nonce's transmission number and direction
+// are covered; a datagram in the clear does not open; the known-answer
+// vector pins the format; the replay window refuses what it saw and what
+// is too old.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -33,7 +35,7 @@ Sealed seal(const PacketCipher& c, Header h, const std::vector<uint8_t>& plain) 
   return s;
 }
 
-// decode_packet (CRC included) then open; the plaintext on success.
+// decode_packet then open; the plaintext on success.
 bool open_datagram(const PacketCipher& c, const std::vector<uint8_t>& d, std::vector<uint8_t>& out) {
   Header h;
   std::span<const uint8_t> p;
@@ -42,6 +44,7 @@ bool open_datagram(const PacketCipher& c, const std::vector<uint8_t>& d, std::ve
   return c.open(h, p, out.data());
 }
 
+// A CRC that decode_packet accepts for a datagram in the clear.
 void fix_crc(std::vector<uint8_t>& d) {
   put_be32(d.data() + 28, 0);
   put_be32(d.data() + 28, packet_crc(std::span<const uint8_t, kHeaderSize>(d.data(), kHeaderSize),
@@ -73,6 +76,8 @@ TEST(PacketCipher, SealedDatagramOpensToItsPlaintext) {
   ASSERT_EQ(decode_packet(s.datagram, h, p), DecodeError::ok);
   EXPECT_EQ(h.len, plain.size() + kTagSize);
   EXPECT_EQ(h.auth, 5u);
+  EXPECT_EQ(h.flags, flag::first | flag::last | flag::sealed);
+  EXPECT_EQ(h.crc, 0u);  // the tag covers the datagram: no CRC pass
   EXPECT_NE(std::vector<uint8_t>(p.begin(), p.begin() + 64), std::vector<uint8_t>(plain.begin(), plain.begin() + 64));
   std::vector<uint8_t> out;
   ASSERT_TRUE(open_datagram(rx, s.datagram, out));
@@ -101,27 +106,35 @@ TEST(PacketCipher, EveryHeaderFieldAndEveryBitIsCovered) {
   const Sealed s = seal(tx, data_header(), plain);
   std::vector<uint8_t> out;
   // Header bytes 3..27 (type to auth; magic, version are checked by
-  // decode_packet, crc is recomputed here so only GCM can notice).
+  // decode_packet, and a sealed datagram has no CRC: only GCM can notice).
   for (size_t off = 3; off < kAadSize; ++off) {
     if (off >= 10 && off < 12) continue;  // flags: only known bits decode (below)
     if (off >= 20 && off < 24) continue;  // len: decode_packet checks it against the datagram
     std::vector<uint8_t> d = s.datagram;
     d[off] ^= off == 3 ? 0x03 : 0x01;  // type: DATA becomes ACK
-    fix_crc(d);
     EXPECT_FALSE(open_datagram(rx, d, out)) << "header byte " << off << " changed unnoticed";
   }
   // Flags: another known flag.
   {
     std::vector<uint8_t> d = s.datagram;
     d[11] ^= flag::retransmit;
+    EXPECT_FALSE(open_datagram(rx, d, out));
+  }
+  // The sealed flag cleared and a valid CRC written: a datagram in the
+  // clear, which decodes but never opens.
+  {
+    std::vector<uint8_t> d = s.datagram;
+    d[11] ^= flag::sealed;
     fix_crc(d);
+    Header h;
+    std::span<const uint8_t> p;
+    ASSERT_EQ(decode_packet(d, h, p), DecodeError::ok);
     EXPECT_FALSE(open_datagram(rx, d, out));
   }
   // Every bit of ciphertext and tag, one at a time (sampled every 7th).
   for (size_t bit = 0; bit < (plain.size() + kTagSize) * 8; bit += 7) {
     std::vector<uint8_t> d = s.datagram;
     d[kHeaderSize + bit / 8] ^= uint8_t(1u << (bit % 8));
-    fix_crc(d);
     EXPECT_FALSE(open_datagram(rx, d, out)) << "bit " << bit;
   }
   EXPECT_TRUE(open_datagram(rx, s.datagram, out));
@@ -153,20 +166,58 @@ TEST(PacketCipher, NonceLayoutAndKnownAnswer) {
   const std::array<uint8_t, kNonceSize> want{1, 1, 0, 3, 0, 0, 0, 77, 0, 0, 0, 5};
   EXPECT_EQ(n, want);
   // Pins the format: AES-256-GCM, key 0x00..0x1f, that nonce, the 28 header
-  // bytes as additional data, plaintext "MMP3". Computed with Python's
-  // cryptography package (AESGCM) from MMP.md's description.
+  // bytes (version 4, flags FIRST|LAST|SEALED) as additional data,
+  // plaintext "MMP3". Computed with Python's cryptography package (AESGCM)
+  // from MMP.md's description; both engines must give it.
   CipherKey k;
   for (size_t i = 0; i < k.size(); ++i) k[i] = uint8_t(i);
-  const PacketCipher tx(k, Direction::destination_to_source, true);
-  const std::vector<uint8_t> plain{'M', 'M', 'P', '3'};
-  const Sealed s = seal(tx, data_header(), plain);
-  std::string hex;
-  for (size_t i = kHeaderSize; i < s.datagram.size(); ++i) {
-    static const char* d = "0123456789abcdef";
-    hex += d[s.datagram[i] >> 4];
-    hex += d[s.datagram[i] & 15];
+  for (CipherEngine e : {CipherEngine::openssl, CipherEngine::ipsec_mb}) {
+    const PacketCipher tx(k, Direction::destination_to_source, true, e);
+    ASSERT_EQ(tx.engine(), e);
+    const std::vector<uint8_t> plain{'M', 'M', 'P', '3'};
+    const Sealed s = seal(tx, data_header(), plain);
+    std::string hex;
+    for (size_t i = kHeaderSize; i < s.datagram.size(); ++i) {
+      static const char* d = "0123456789abcdef";
+      hex += d[s.datagram[i] >> 4];
+      hex += d[s.datagram[i] & 15];
+    }
+    EXPECT_EQ(hex, "df30aac7ed1a4a64ee3928bdb7c085a7a23b323b") << to_string(e);
   }
-  EXPECT_EQ(hex, "df30aac70cc65e66979b485162cbdcb13b94dd46");
+}
+
+TEST(PacketCipher, BothEnginesMakeTheSameRecordsAndOpenEachOthers) {
+  // The build machine's CPU has AES-NI (CI's too): automatic takes ipsec-mb.
+  EXPECT_EQ(PacketCipher(key(1), Direction::source_to_destination, true).engine(), CipherEngine::ipsec_mb);
+  const CipherEngine engines[] = {CipherEngine::openssl, CipherEngine::ipsec_mb};
+  for (size_t len : {size_t(0), size_t(1), size_t(15), size_t(16), size_t(17), size_t(4096), size_t(8940)}) {
+    std::vector<uint8_t> plain(len);
+    for (size_t i = 0; i < len; ++i) plain[i] = uint8_t(i * 13 + len);
+    for (CipherEngine a : engines) {
+      const Sealed s = seal(PacketCipher(key(3), Direction::source_to_destination, true, a), data_header(), plain);
+      EXPECT_EQ(s.datagram, seal(PacketCipher(key(3), Direction::source_to_destination, true, engines[0]),
+                                 data_header(), plain).datagram) << to_string(a) << " " << len;
+      for (CipherEngine b : engines) {
+        const PacketCipher rx(key(3), Direction::source_to_destination, false, b);
+        std::vector<uint8_t> out;
+        ASSERT_TRUE(open_datagram(rx, s.datagram, out)) << to_string(a) << " -> " << to_string(b) << " " << len;
+        EXPECT_EQ(out, plain);
+        std::vector<uint8_t> d = s.datagram;
+        d.back() ^= 1;  // the tag's last bit
+        EXPECT_FALSE(open_datagram(rx, d, out)) << to_string(a) << " -> " << to_string(b) << " " << len;
+        if (len) {
+          d = s.datagram;
+          d[kHeaderSize] ^= 0x80;  // the ciphertext's first bit
+          EXPECT_FALSE(open_datagram(rx, d, out));
+        }
+      }
+    }
+  }
+  CipherEngine e;
+  EXPECT_TRUE(parse_cipher_engine("ipsec-mb", e) && e == CipherEngine::ipsec_mb);
+  EXPECT_TRUE(parse_cipher_engine("openssl", e) && e == CipherEngine::openssl);
+  EXPECT_TRUE(parse_cipher_engine("auto", e) && e == CipherEngine::automatic);
+  EXPECT_FALSE(parse_cipher_engine("aesni", e));
 }
 
 TEST(ReplayWindow, RefusesWhatItSawAndWhatIsTooOld) {

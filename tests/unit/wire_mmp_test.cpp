@@ -43,7 +43,7 @@ TEST(MmpHeader, LayoutIsBigEndianAsSpecified) {
   ASSERT_EQ(d.size(), kHeaderSize + 3);
   EXPECT_EQ(d[0], 0x4D);
   EXPECT_EQ(d[1], 0x4D);
-  EXPECT_EQ(d[2], 3);  // MMP version 3
+  EXPECT_EQ(d[2], 4);  // MMP version 4
   EXPECT_EQ(d[3], 1);
   EXPECT_EQ(get_be32(&d[4]), 0xA1B2C3D4u);
   EXPECT_EQ(get_be16(&d[8]), 7);
@@ -101,6 +101,8 @@ TEST(MmpHeader, RejectsEachMalformation) {
   EXPECT_EQ(decode(bad), DecodeError::bad_version);
   bad[2] = 2;  // version 2 (no encrypted sessions) too
   EXPECT_EQ(decode(bad), DecodeError::bad_version);
+  bad[2] = 3;  // version 3 (a CRC over sealed datagrams too)
+  EXPECT_EQ(decode(bad), DecodeError::bad_version);
   for (uint8_t t : {0, 5, 255}) {
     bad = good;
     bad[3] = t;
@@ -123,6 +125,33 @@ TEST(MmpHeader, RejectsEachMalformation) {
   EXPECT_EQ(decode(bad), DecodeError::bad_crc);
   bad = good;
   bad[13] ^= 0x10;  // seq bit flip
+  EXPECT_EQ(decode(bad), DecodeError::bad_crc);
+}
+
+TEST(MmpHeader, SealedDatagramsCarryNoCrcAndRoomForTheirTag) {
+  // MMP.md "Encryption": flag::sealed, crc 0, at least the 16-byte tag;
+  // the tag itself is PacketCipher's to check (wire_cipher_test).
+  Header h = sample_header();
+  h.flags |= flag::sealed;
+  h.len = uint32_t(kTagSize + 5);
+  std::vector<uint8_t> d(kHeaderSize + h.len, 0xC3);
+  encode_header(h, std::span<uint8_t, kHeaderSize>(d.data(), kHeaderSize));
+  Header got;
+  std::span<const uint8_t> p;
+  ASSERT_EQ(decode_packet(d, got, p), DecodeError::ok);
+  EXPECT_EQ(got.flags, h.flags);
+  EXPECT_EQ(p.size(), kTagSize + 5);
+  auto bad = d;
+  put_be32(&bad[28], packet_crc(std::span<const uint8_t, kHeaderSize>(d.data(), kHeaderSize),
+                                {d.data() + kHeaderSize, d.size() - kHeaderSize}));
+  EXPECT_EQ(decode(bad), DecodeError::bad_crc);  // a sealed datagram's crc is 0
+  h.len = uint32_t(kTagSize - 1);
+  bad.assign(kHeaderSize + h.len, 0xC3);
+  encode_header(h, std::span<uint8_t, kHeaderSize>(bad.data(), kHeaderSize));
+  EXPECT_EQ(decode(bad), DecodeError::bad_length);  // no room for a tag
+  // The same bytes without the flag need their CRC.
+  bad = d;
+  bad[11] &= uint8_t(~flag::sealed);
   EXPECT_EQ(decode(bad), DecodeError::bad_crc);
 }
 
