@@ -24,6 +24,7 @@ json to_json(const engine::SessionInfo& s) {
       {"max-bandwidth", s.max_bandwidth},
       {"authenticated", s.authenticated},
       {"encrypted", s.encrypted},
+      {"cipher", s.cipher},
       {"released", s.released},
       {"duration-ms", ms(s.started_ns, s.finished_ns)},
       {"counters",

@@ -133,6 +133,7 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
   }
   info_.authenticated = p.auth.has_value() || p.keys.has_value();
   info_.encrypted = p.keys.has_value();
+  if (p.keys) info_.cipher = wire::to_string(conn_->rx_cipher_engine());
   conn_->set_peer_queues(p.peer_queues);
   // A part other than the home one probes on the first stream it holds
   // (the peer's part holding that stream hears it) and never sends CLOSE.

@@ -91,6 +91,7 @@ struct SessionInfo {
   uint64_t max_bandwidth = 0;
   bool authenticated = false;  // MMP packets carry the session key's tag
   bool encrypted = false;      // MMP packets are AES-256-GCM records (MMP.md "Encryption")
+  const char* cipher = "";     // ... computed by this engine ("ipsec-mb", "openssl"; "" in the clear)
   pages::PagePolicy pages;     // source: what the page pipeline does
   // Source: why the unchanged filter is (or went) off, if it is; and where
   // the main-channel parser stopped reading RAM records.
