@@ -14,6 +14,7 @@
 #include "dataplane/pages/PagePipeline.hpp"
 #include "dataplane/qemu/MultifdPacket.hpp"
 #include "dataplane/wire/Mmp.hpp"
+#include "dataplane/wire/PacketCipher.hpp"
 #include "dataplane/wire/Records.hpp"
 #include "fuzz/PeerCapabilities.hpp"
 
@@ -96,6 +97,22 @@ void mmp_seeds() {
   piece(other,
         with_mode(0, datagram(wire::PacketType::data, 99, 3, wire::flag::retransmit, 17, data)));
   write("fuzz_mmp_packet", "foreign-session", other);
+  // A sealed datagram as an encrypted session sends it (MMP.md
+  // "Encryption"): SEALED, crc 0, ciphertext and tag (here of a key the
+  // fuzzed connection does not have).
+  Bytes sealed;
+  {
+    wire::CipherKey k{};
+    const wire::PacketCipher tx(k, wire::Direction::source_to_destination, true);
+    wire::Header h;
+    h.type = wire::PacketType::data;
+    h.session = 7;
+    h.flags = wire::flag::first | wire::flag::last;
+    Bytes d(wire::kHeaderSize + data.size() + wire::kTagSize);
+    tx.seal(h, data, d.data() + wire::kHeaderSize, std::span<uint8_t, wire::kHeaderSize>(d.data(), wire::kHeaderSize));
+    piece(sealed, with_mode(0, d));
+  }
+  write("fuzz_mmp_packet", "sealed", sealed);
 }
 
 // A packet of n pages of mixed kinds: zero, random, repeated, text-like.
