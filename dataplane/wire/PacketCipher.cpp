@@ -56,7 +56,7 @@ PacketCipher::PacketCipher(const CipherKey& key, Direction d, bool encrypt, Ciph
       IMB_AES256_GCM_PRE(imb_, key.data(), &imb_keys_->key);
       return;
     }
-    free_mb_mgr(m);
+    if (m) free_mb_mgr(m);
     if (engine == CipherEngine::ipsec_mb) {
       throw std::runtime_error("intel-ipsec-mb has no AES-NI code for this CPU (cipher engine ipsec-mb)");
     }
