@@ -108,10 +108,10 @@ bool PacketCipher::seal(Header h, std::span<const uint8_t> plaintext, uint8_t* o
 
 bool PacketCipher::open(const Header& h, std::span<const uint8_t> payload, uint8_t* out) const {
   if (encrypt_ || !(h.flags & flag::sealed) || payload.size() < kTagSize) return false;
-  Header aad_h = h;
-  aad_h.crc = 0;
+  // The additional data is bytes 0..kAadSize of the header: the crc field
+  // is not part of it.
   std::array<uint8_t, kHeaderSize> aad;
-  encode_header(aad_h, aad);
+  encode_header(h, aad);
   const auto nonce = packet_nonce(dir_, h);
   const size_t clen = payload.size() - kTagSize;
   if (imb_) {
