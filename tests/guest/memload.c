@@ -5,8 +5,15 @@
  * rewritten with identical bytes -- and prints a TICK every second so a
  * test can see the guest running after migration.
  *
- * usage: memload MIB DIRTY_PAGES_PER_S SAME_PERCENT MIX
+ * usage: memload MIB DIRTY_PAGES_PER_S SAME_PERCENT MIX [LINES [HOT_PERCENT]]
  *   MIX: default | idle (no dirtying) | random (all random pages)
+ *   LINES: 0 (default) rewrites a dirtied page whole (new bytes of its
+ *     kind); N > 0 changes N of its 64 cache lines (8 bytes each, at random
+ *     places in the line), as counters, heap objects and page-cache updates
+ *     do: a partial-page write.
+ *   HOT_PERCENT: 0 (default) dirties pages uniformly; P > 0 gives 90 % of
+ *     the writes to a hot set of P % of the pages (the rest go to the
+ *     whole of memory), a hot/cold working set.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -105,9 +112,12 @@ int main(int argc, char** argv) {
   long dirty = argc > 2 ? atol(argv[2]) : 2000;
   long same = argc > 3 ? atol(argv[3]) : 30;
   const char* mix = argc > 4 ? argv[4] : "default";
+  long lines = argc > 5 ? atol(argv[5]) : 0;
+  long hot = argc > 6 ? atol(argv[6]) : 0;
   int all_random = strcmp(mix, "random") == 0;
   if (strcmp(mix, "idle") == 0) dirty = 0;
-  if (mib <= 0 || dirty < 0 || same < 0 || same > 100) {
+  if (mib <= 0 || dirty < 0 || same < 0 || same > 100 || lines < 0 || lines > PAGE / 64 || hot < 0 ||
+      hot > 100) {
     fprintf(stderr, "memload: bad arguments\n");
     return 2;
   }
@@ -122,7 +132,13 @@ int main(int argc, char** argv) {
   for (int t = 0; t < 16; ++t)
     for (int i = 0; i < PAGE; ++i) templates[t][i] = (unsigned char)xorshift(&seed);
   for (uint64_t i = 0; i < pages; ++i) fill(mem + i * PAGE, i, 0, all_random);
-  printf("MEMLOAD READY %ld MiB dirty=%ld/s same=%ld%% mix=%s\n", mib, dirty, same, mix);
+  /* The hot set: the first hot_pages of a fixed permutation-free spread,
+   * page (k * stride) % pages, so that it is scattered over memory. */
+  uint64_t hot_pages = hot > 0 ? pages * (uint64_t)hot / 100 : 0;
+  if (hot > 0 && hot_pages == 0) hot_pages = 1;
+  const uint64_t stride = 0x9E3779B1ULL | 1;
+  printf("MEMLOAD READY %ld MiB dirty=%ld/s same=%ld%% mix=%s lines=%ld hot=%ld%%\n", mib, dirty,
+         same, mix, lines, hot);
   fflush(stdout);
 
   uint64_t rng = 0xC0FFEE, generation = 1, tick = 0;
@@ -134,11 +150,20 @@ int main(int argc, char** argv) {
     uint64_t due = (uint64_t)(elapsed * (double)dirty);
     while (done < due) {
       uint64_t page = xorshift(&rng) % pages;
+      if (hot_pages > 0 && xorshift(&rng) % 100 < 90)
+        page = ((xorshift(&rng) % hot_pages) * stride) % pages;
       unsigned char* p = mem + page * PAGE;
       if ((long)(xorshift(&rng) % 100) < same) {
         /* Same bytes written again: the page is dirty but unchanged. */
         volatile uint64_t* w = (volatile uint64_t*)p;
         for (size_t i = 0; i < PAGE / 8; ++i) w[i] = w[i];
+      } else if (lines > 0) {
+        /* A partial-page write: N cache lines each get 8 new bytes. */
+        for (long l = 0; l < lines; ++l) {
+          uint64_t r = xorshift(&rng);
+          uint64_t v = mix64(generation++);
+          memcpy(p + (r % (PAGE / 64)) * 64 + ((r >> 16) % 8) * 8, &v, 8);
+        }
       } else {
         fill(p, page, generation++, all_random);
       }

@@ -1,0 +1,222 @@
+#include "dataplane/store/Image.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace mm::store {
+
+Content content_of(pages::CodecKind k) {
+  switch (k) {
+    case pages::CodecKind::lz4: return Content::lz4;
+    case pages::CodecKind::zstd: return Content::zstd;
+    case pages::CodecKind::deflate: return Content::deflate;
+    case pages::CodecKind::raw: break;
+  }
+  return Content::raw;
+}
+
+Capture::Capture(Budget& budget, Backing backing, std::string file) : bytes_(budget, backing, std::move(file)) {
+  log_.emplace(budget, Backing::memory);
+}
+
+uint16_t Capture::block(std::string_view name) {
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    if (blocks_[i] == name) return uint16_t(i);
+  }
+  if (blocks_.size() == 0xffff) {
+    broken_ = true;  // no VM has that many RAM blocks; the log cannot say which
+    return 0;
+  }
+  blocks_.emplace_back(name);
+  return uint16_t(blocks_.size() - 1);
+}
+
+void Capture::page(uint16_t block, uint64_t index, uint32_t epoch, const pages::PageHash& h, Content c,
+                   std::span<const uint8_t> body) {
+  if (broken_) return;
+  Loc at;
+  if (!body.empty()) {
+    if (body.size() > pages::kPageSize || !bytes_.append(body, at)) {
+      c = Content::none;
+      body = {};
+    }
+  }
+  if (c == Content::none) ++without_bytes_;
+  Loc el;
+  auto* e = reinterpret_cast<Entry*>(log_->reserve(kEntryBytes, el));
+  if (!e) {
+    broken_ = true;
+    return;
+  }
+  *e = Entry{h, index, at, epoch, block, uint16_t(body.size()), c};
+  log_->commit(kEntryBytes);
+  ++entries_n_;
+}
+
+namespace {
+
+struct Key {
+  uint16_t block;
+  uint64_t index;
+};
+
+// Where the bytes of a hash are, for pages logged as repeats of it.
+struct Source {
+  Loc at;
+  uint16_t len;
+  uint8_t capture;
+  Content content;
+};
+
+}  // namespace
+
+std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<Capture>> captures, Budget& budget,
+                                    std::string& why) {
+  if (captures.size() > 255) {
+    why = "more than 255 captures";
+    return nullptr;
+  }
+  std::shared_ptr<Image> img(new Image());
+  img->info_.vm = std::move(vm);
+  std::unordered_map<pages::PageHash, Source, pages::PageHashHasher> by_hash;
+  // Per page the epoch of the write kept, and whether two writes claimed
+  // the same epoch (QEMU never does that; the page is then not held).
+  struct Chosen {
+    uint32_t epoch = 0;
+    bool any = false;
+    bool ambiguous = false;
+    uint8_t capture = 0;
+    uint64_t entry = 0;
+  };
+  std::vector<std::vector<Chosen>> chosen;
+  for (size_t ci = 0; ci < captures.size(); ++ci) {
+    Capture& c = *captures[ci];
+    if (c.broken()) {
+      why = "a flow's capture ran out of budget for its log";
+      return nullptr;
+    }
+    std::vector<uint16_t> map(c.blocks_.size());
+    for (size_t b = 0; b < c.blocks_.size(); ++b) {
+      size_t k = 0;
+      while (k < img->blocks_.size() && img->blocks_[k].name != c.blocks_[b]) ++k;
+      if (k == img->blocks_.size()) {
+        img->blocks_.push_back({c.blocks_[b], {}});
+        chosen.emplace_back();
+      }
+      map[b] = uint16_t(k);
+    }
+    for (uint64_t i = 0; i < c.entries(); ++i) {
+      const Capture::Entry& e = c.entry(i);
+      if (e.block >= map.size()) {
+        why = "a capture names an unknown RAM block";
+        return nullptr;
+      }
+      auto& v = chosen[map[e.block]];
+      if (e.index >= v.size()) v.resize(e.index + 1);
+      Chosen& ch = v[e.index];
+      if (!ch.any || e.epoch > ch.epoch || (e.epoch == ch.epoch && ch.capture == ci)) {
+        // Within one flow a later entry of the same epoch is a later write.
+        ch = {e.epoch, true, false, uint8_t(ci), i};
+      } else if (e.epoch == ch.epoch) {
+        ch.ambiguous = true;
+      }
+      if (e.content != Content::none && e.content != Content::ref && e.content != Content::zero) {
+        by_hash.try_emplace(e.hash, Source{e.at, e.len, uint8_t(ci), e.content});
+      }
+    }
+  }
+  uint64_t pages_total = 0;
+  for (auto& v : chosen) pages_total += v.size();
+  img->table_bytes_ = pages_total * sizeof(Page);
+  if (!budget.take(img->table_bytes_)) {
+    img->table_bytes_ = 0;
+    why = "the image's page table does not fit the store budget";
+    return nullptr;
+  }
+  img->budget_ = &budget;
+  img->info_.pages = pages_total;
+  for (size_t b = 0; b < img->blocks_.size(); ++b) {
+    auto& pages = img->blocks_[b].pages;
+    pages.resize(chosen[b].size());
+    for (size_t idx = 0; idx < pages.size(); ++idx) {
+      const Chosen& ch = chosen[b][idx];
+      Page& p = pages[idx];
+      if (!ch.any || ch.ambiguous) continue;
+      const Capture::Entry& e = captures[ch.capture]->entry(ch.entry);
+      p.hash = e.hash;
+      switch (e.content) {
+        case Content::none: break;
+        case Content::zero: p.content = Content::zero; break;
+        case Content::ref: {
+          auto it = by_hash.find(e.hash);
+          if (it != by_hash.end()) {
+            p.at = it->second.at;
+            p.len = it->second.len;
+            p.capture = it->second.capture;
+            p.content = it->second.content;
+          }
+          break;
+        }
+        default:
+          p.at = e.at;
+          p.len = e.len;
+          p.capture = ch.capture;
+          p.content = e.content;
+      }
+      if (p.content != Content::none) ++img->info_.pages_held;
+    }
+  }
+  for (auto& c : captures) c->log_.reset();  // the log's budget goes back
+  img->captures_ = std::move(captures);
+  std::random_device rd;
+  img->info_.generation = (uint64_t(rd()) << 32) ^ rd();
+  img->info_.made_unix_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count());
+  img->info_.bytes = img->table_bytes_;
+  for (auto& c : img->captures_) img->info_.bytes += c->bytes_held();
+  return img;
+}
+
+Image::~Image() {
+  if (budget_) budget_->give(table_bytes_);
+}
+
+const Image::Block* Image::block(std::string_view name) const {
+  for (const Block& b : blocks_) {
+    if (b.name == name) return &b;
+  }
+  return nullptr;
+}
+
+std::string Image::read(const Page& p, uint8_t* out, const CodecFor& codecs) const {
+  switch (p.content) {
+    case Content::none:
+    case Content::ref: return "page not held";
+    case Content::zero: std::memset(out, 0, pages::kPageSize); break;
+    case Content::raw:
+      if (p.len != pages::kPageSize) return "stored raw page of a wrong length";
+      std::memcpy(out, captures_[p.capture]->bytes_.at(p.at), pages::kPageSize);
+      break;
+    case Content::lz4:
+    case Content::zstd:
+    case Content::deflate: {
+      const pages::CodecKind k = p.content == Content::lz4    ? pages::CodecKind::lz4
+                                 : p.content == Content::zstd ? pages::CodecKind::zstd
+                                                              : pages::CodecKind::deflate;
+      pages::PageCodec* codec = codecs ? codecs(k) : nullptr;
+      if (!codec) return std::string("no ") + std::string(pages::to_string(k)) + " codec for a stored page";
+      if (!codec->decompress(captures_[p.capture]->bytes_.at(p.at), p.len, out)) {
+        return "stored page does not decompress";
+      }
+      break;
+    }
+  }
+  if (!(pages::page_hash(out) == p.hash)) return "stored page does not match its hash";
+  return {};
+}
+
+}  // namespace mm::store
