@@ -92,11 +92,22 @@ uint32_t session_arg(const json& args) {
   return uint32_t(uint_arg(args, "session", UINT32_MAX, 1));
 }
 
+std::string vm_arg(const json& args) {
+  const std::string vm = string_arg(args, "vm");
+  if (vm.empty() || vm.size() > 128) throw CommandError("InvalidParameter", "'vm' must be 1..128 characters");
+  for (unsigned char c : vm) {
+    if (c < 0x21 || c > 0x7e) {
+      throw CommandError("InvalidParameter", "'vm' must be printable ASCII without spaces");
+    }
+  }
+  return vm;
+}
+
 engine::SessionParams session_params_from_args(bool source, const json& args,
                                                uint16_t udp_base_port, uint16_t queues) {
   if (source) {
     no_other_args(args, {"session", "listen", "peer-ip", "peer-mac", "peer-udp-port", "peer-queues",
-                         "max-bandwidth", "pages"});
+                         "max-bandwidth", "pages", "vm"});
   } else {
     no_other_args(args, {"session", "qemu-uri", "peer-udp-port", "peer-queues", "max-bandwidth"});
   }
@@ -115,6 +126,7 @@ engine::SessionParams session_params_from_args(bool source, const json& args,
   p.peer_queues = uint16_t(peer_queues);
   p.max_bandwidth =
       args.contains("max-bandwidth") ? uint_arg(args, "max-bandwidth", uint64_t(1) << 50) : 0;
+  if (args.contains("vm")) p.vm = vm_arg(args);
   try {
     if (args.contains("pages")) p.pages = page_policy_from_json(args["pages"]);
     if (source) {

@@ -54,6 +54,9 @@ uint32_t session_arg(const nlohmann::json& args);
 // session-prepare (source false) / session-start (source true) arguments as
 // the session to add. udp_base_port / queues: ours, the defaults for the
 // peer's. Throws CommandError("InvalidParameter").
+// The VM's identity for the page store (`vm`): 1..128 printable ASCII
+// characters without spaces, e.g. a libvirt domain UUID.
+std::string vm_arg(const nlohmann::json& args);
 engine::SessionParams session_params_from_args(bool source, const nlohmann::json& args,
                                                uint16_t udp_base_port, uint16_t queues);
 

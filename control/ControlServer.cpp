@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "control/SessionJson.hpp"
@@ -56,6 +57,7 @@ int listen_tcp(const std::string& ip_port, const char* what) {
 ControlServer::ControlServer(const std::string& path, std::vector<engine::Engine*> engines,
                              DaemonIdentity id)
     : path_(path), engines_(std::move(engines)), id_(std::move(id)) {
+  store_ = std::make_unique<store::PageStore>(id_.store);
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   if (path.size() >= sizeof a.sun_path) throw std::runtime_error("control socket path too long: " + path);
@@ -160,15 +162,16 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     json list = json::array();
     for (const char* c : {"qmp_capabilities", "query-version", "query-commands", "session-prepare",
                           "session-start", "migrate", "query-session", "query-sessions",
-                          "session-cancel", "query-stats", "quit"}) {
+                          "session-cancel", "query-stats", "query-store", "store-check", "store-forget", "quit"}) {
       list.push_back({{"name", c}});
     }
     return list;
   }
   if (cmd == "session-prepare" || cmd == "session-start") {
     const bool source = cmd == "session-start";
-    const engine::SessionParams p =
+    engine::SessionParams p =
         session_params_from_args(source, args, id_.udp_base_port, uint16_t(engines_.size()));
+    if (source) start_capture(p, 0);
     add_session_parts(p);
     json r = {{"session", p.id}, {"state", "prepared"}};
     if (source) r["migrate-uri"] = p.qemu_uri;
@@ -204,6 +207,20 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     return json::object();
   }
   if (cmd == "migrate") return migrate(args);
+  if (cmd == "query-store") {
+    no_other_args(args, {});
+    return store_json();
+  }
+  if (cmd == "store-check") {
+    no_other_args(args, {"vm", "file", "block"});
+    return store_check(vm_arg(args), string_arg(args, "file"), args.contains("block") ? string_arg(args, "block") : "pc.ram");
+  }
+  if (cmd == "store-forget") {
+    no_other_args(args, {"vm"});
+    const std::string vm = vm_arg(args);
+    if (!store_->forget(vm)) throw CommandError("InvalidParameter", "the store holds no image of VM '" + vm + "'");
+    return {{"forgotten", vm}};
+  }
   if (cmd == "query-stats") {
     no_other_args(args, {});
     json workers = json::array();
@@ -283,6 +300,7 @@ void ControlServer::add_session_parts(const engine::SessionParams& p) {
     const uint16_t w = share->owner(s);
     if (std::find(order.begin(), order.end(), w) == order.end()) order.push_back(w);
   }
+  if (p.capture) p.capture->expect(uint32_t(order.size()));
   for (size_t i = 0; i < order.size(); ++i) {
     engine::Engine* e = engines_[order[i]];
     auto error = std::make_shared<std::string>();
@@ -306,8 +324,110 @@ void ControlServer::add_session_parts(const engine::SessionParams& p) {
       engine::Engine* h = engines_[order[0]];
       h->run_on_worker([h, id = p.id, why] { h->cancel_session(id, "setting up failed: " + why); }, kWorkerTimeout);
     }
+    if (p.capture) captures_pending_.erase(p.id);
     throw CommandError(*invalid ? "InvalidParameter" : "GenericError", why);
   }
+}
+
+void ControlServer::start_capture(engine::SessionParams& p, uint64_t ram_bytes) {
+  if (!store_->enabled() || p.vm.empty() || p.role != engine::Role::source) return;
+  // Room for this migration's image, least recently migrated VMs first;
+  // the VM's own older image goes when the new one replaces it.
+  const uint64_t want = ram_bytes > 0 ? std::min(ram_bytes, store_->budget().limit()) : store_->budget().limit() / 2;
+  store_->make_room(want, p.vm);
+  const std::string files = store_->config().backing == store::Backing::file
+                                ? store_->config().dir + "/session-" + std::to_string(p.id)
+                                : std::string();
+  p.capture = std::make_shared<store::CaptureBin>(store_->budget(), store_->config().backing, files, p.vm);
+  captures_pending_[p.id] = p.capture;
+}
+
+void ControlServer::collect_captures() {
+  for (auto it = captures_pending_.begin(); it != captures_pending_.end();) {
+    if (!it->second->complete()) {
+      ++it;
+      continue;
+    }
+    std::string why;
+    auto caps = it->second->take(why);
+    const std::string vm = it->second->vm();
+    it = captures_pending_.erase(it);
+    if (why.empty()) {
+      const uint64_t t0 = engine::now_ns();
+      auto img = store::Image::merge(vm, std::move(caps), store_->budget(), why);
+      store_stats_.last_merge_ms = (engine::now_ns() - t0) / 1'000'000;
+      if (img) {
+        store_->put(std::move(img));
+        ++store_stats_.images_made;
+        continue;
+      }
+    }
+    ++store_stats_.captures_dropped;
+    store_stats_.last_dropped = "VM '" + vm + "': " + why;
+  }
+}
+
+json ControlServer::store_check(const std::string& vm, const std::string& file, const std::string& block) {
+  auto img = store_->find(vm);
+  if (!img) throw CommandError("InvalidParameter", "the store holds no image of VM '" + vm + "'");
+  const store::Image::Block* b = img->block(block);
+  if (!b) throw CommandError("InvalidParameter", "VM '" + vm + "''s image has no RAM block '" + block + "'");
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw CommandError("InvalidParameter", "cannot read " + file);
+  pages::Lz4Codec lz4;
+  pages::ZstdCodec zstd;
+  const store::Image::CodecFor codecs = [&](pages::CodecKind k) -> pages::PageCodec* {
+    return k == pages::CodecKind::lz4 ? static_cast<pages::PageCodec*>(&lz4)
+           : k == pages::CodecKind::zstd ? static_cast<pages::PageCodec*>(&zstd) : nullptr;
+  };
+  std::vector<uint8_t> want(pages::kPageSize), got(pages::kPageSize);
+  uint64_t same = 0, different = 0, not_held = 0, unreadable = 0, beyond = 0;
+  json first = nullptr;
+  for (size_t idx = 0; idx < b->pages.size(); ++idx) {
+    const store::Image::Page& pg = b->pages[idx];
+    if (pg.content == store::Content::none) {
+      ++not_held;
+      continue;
+    }
+    in.seekg(std::streamoff(idx * pages::kPageSize));
+    if (!in.read(reinterpret_cast<char*>(want.data()), std::streamsize(want.size()))) {
+      in.clear();
+      ++beyond;
+      continue;
+    }
+    const std::string why = img->read(pg, got.data(), codecs);
+    if (!why.empty()) {
+      ++unreadable;
+      if (first.is_null()) first = {{"page", idx}, {"why", why}};
+    } else if (std::memcmp(want.data(), got.data(), want.size()) == 0) {
+      ++same;
+    } else {
+      ++different;
+      if (first.is_null()) first = {{"page", idx}, {"why", "bytes differ"}};
+    }
+  }
+  return {{"vm", vm}, {"block", block}, {"pages", b->pages.size()}, {"identical", same}, {"different", different},
+          {"not-held", not_held}, {"unreadable", unreadable}, {"beyond-file", beyond}, {"first-problem", first}};
+}
+
+json ControlServer::store_json() {
+  json images = json::array();
+  for (const auto& i : store_->list()) {
+    char gen[20];
+    std::snprintf(gen, sizeof gen, "%016llx", static_cast<unsigned long long>(i.generation));
+    images.push_back({{"vm", i.vm}, {"generation", gen}, {"pages", i.pages}, {"pages-held", i.pages_held},
+                      {"bytes", i.bytes}, {"made-unix-ms", i.made_unix_ms}});
+  }
+  return {{"budget", store_->budget().limit()},
+          {"used", store_->budget().used()},
+          {"backing", std::string(store::to_string(store_->config().backing))},
+          {"images", images},
+          {"capturing", captures_pending_.size()},
+          {"images-made", store_stats_.images_made},
+          {"evictions", store_->evictions()},
+          {"captures-dropped", store_stats_.captures_dropped},
+          {"last-dropped", store_stats_.last_dropped},
+          {"last-merge-ms", store_stats_.last_merge_ms}};
 }
 
 json ControlServer::session_json(const engine::SessionInfo& info) {
@@ -328,8 +448,9 @@ json ControlServer::session_json(const engine::SessionInfo& info) {
 
 json ControlServer::migrate(const json& args) {
   no_other_args(args, {"session", "peer", "src-qmp", "dst-qmp", "dst-incoming", "listen", "max-bandwidth",
-                       "downtime-limit", "postcopy-after", "multifd-channels", "pages", "encrypt"});
+                       "downtime-limit", "postcopy-after", "multifd-channels", "pages", "encrypt", "vm"});
   const uint32_t id = session_arg(args);
+  std::string vm = args.contains("vm") ? vm_arg(args) : "";
   const std::string peer = string_arg(args, "peer");
   const bool has_src_qmp = args.contains("src-qmp");
   const std::string src_qmp = has_src_qmp ? string_arg(args, "src-qmp") : "";
@@ -377,6 +498,25 @@ json ControlServer::migrate(const json& args) {
   }
   Migration m;
   m.started_ns = engine::now_ns();
+  // QEMU first: an unreachable QMP fails the request before the peer is asked.
+  uint64_t ram_bytes = 0;
+  if (has_src_qmp) {
+    try {
+      m.qmp = std::make_unique<QmpClient>(src_qmp);
+      // The VM's identity for the page store: QEMU's UUID unless the
+      // manager named it (QEMU without -uuid has none: all zeros).
+      if (vm.empty()) {
+        const json u = m.qmp->execute("query-uuid");
+        const std::string uuid = u.value("UUID", "");
+        if (!uuid.empty() && uuid != "00000000-0000-0000-0000-000000000000") vm = uuid;
+      }
+      const json mem = m.qmp->execute("query-memory-size-summary");
+      ram_bytes = mem.value("base-memory", uint64_t(0));
+    } catch (const QmpError& e) {
+      throw CommandError("QemuError", e.what());
+    }
+  }
+
   m.postcopy_after_s = postcopy_after;
   broadcast_session({{"session", id}, {"role", "source"}, {"state", "negotiating"}});
 
@@ -420,11 +560,12 @@ json ControlServer::migrate(const json& args) {
     p.auth = derive_auth_secret(r.session_key);
   }
   p.peer = peer_fabric_from_accept(r.accept, p.peer_queues);
+  p.vm = vm;
+  start_capture(p, ram_bytes);
   add_session_parts(p);
   m.phase = "prepared";
   if (has_src_qmp) {
     try {
-      m.qmp = std::make_unique<QmpClient>(src_qmp);
       m.qmp->set_capabilities({{"return-path", true}, {"events", true}, {"postcopy-ram", postcopy_after > 0},
                                {"multifd", multifd > 0}});
       // Lift QEMU's own cap (128 MiB/s by default): the fabric paces.
@@ -508,6 +649,7 @@ void ControlServer::tick() {
   const uint64_t now = engine::now_ns();
   if (now - last_tick_ns_ < 200'000'000) return;
   last_tick_ns_ = now;
+  collect_captures();
   for (auto& [id, m] : migrations_) {
     if (m.done || !m.qmp) continue;
     const std::string before = m.phase;

@@ -18,6 +18,7 @@
 #include "control/PeerChannel.hpp"
 #include "control/QmpClient.hpp"
 #include "dataplane/engine/Engine.hpp"
+#include "dataplane/store/PageStore.hpp"
 #include "dataplane/wire/PacketCipher.hpp"
 
 namespace mm::control {
@@ -42,6 +43,8 @@ struct DaemonIdentity {
   // records either way; wire/PacketCipher.hpp).
   wire::CipherEngine cipher = wire::CipherEngine::automatic;
   int control_gid = -1;     // group that may use the control socket (-1: the daemon's own)
+  // --store-budget / --store: the page store (dataplane/store/README.md).
+  store::StoreConfig store;
 };
 
 // Refusals and traffic of the control socket (query-stats "control", metrics
@@ -111,6 +114,15 @@ class ControlServer {
   nlohmann::json migrate(const nlohmann::json& args);
   nlohmann::json accept_offer(const nlohmann::json& offer, const Bytes& session_key);
   void tick();
+  // The page store: a source session of a named VM logs its pages; once
+  // every part handed its captures in, they become the VM's image.
+  void start_capture(engine::SessionParams& p, uint64_t ram_bytes);
+  void collect_captures();
+  nlohmann::json store_json();
+  // Compares a VM's image, page by page (decoded, hash-checked), with a
+  // RAM dump whose page k is the block's page k (pmemsave of a VM whose
+  // block is mapped from guest address 0: pc.ram below 4 GiB).
+  nlohmann::json store_check(const std::string& vm, const std::string& file, const std::string& block);
   nlohmann::json session_json(const engine::SessionInfo& info);
   std::optional<engine::SessionInfo> session_info(uint32_t id);
   std::string metrics_text();
@@ -127,6 +139,14 @@ class ControlServer {
   // (written by the peer thread and the control thread).
   std::atomic<uint64_t> encrypt_refusals_{0};
   std::map<uint32_t, Migration> migrations_;
+  std::unique_ptr<store::PageStore> store_;
+  std::map<uint32_t, std::shared_ptr<store::CaptureBin>> captures_pending_;
+  struct StoreStats {
+    uint64_t images_made = 0;
+    uint64_t captures_dropped = 0;  // no image made: the migration failed, or writes were not all seen
+    std::string last_dropped;       // why, for the last of them
+    uint64_t last_merge_ms = 0;     // how long the last merge took on the control thread
+  } store_stats_;
   uint64_t last_tick_ns_ = 0;
   int epoll_fd_ = -1;
   struct Client {

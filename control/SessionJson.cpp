@@ -84,8 +84,12 @@ json to_json(const engine::SessionInfo& s) {
            {"main_zero_records", c.main_zero_records},
            {"main_page_records", c.main_page_records},
            {"late_channels", c.late_channels},
+           {"store_pages", c.store_pages},
+           {"store_pages_without_bytes", c.store_pages_without_bytes},
+           {"store_bytes", c.store_bytes},
        }},
   };
+  if (!s.vm.empty()) j["vm"] = s.vm;
   if (s.role == engine::Role::source) {
     j["pages"] = to_json(s.pages);
     if (!s.unchanged_note.empty()) j["pages"]["unchanged-note"] = s.unchanged_note;

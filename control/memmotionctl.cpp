@@ -366,6 +366,27 @@ int migrate_with_libvirt(Client& c, json args, LibvirtCli& lv, double timeout, b
 
 }  // namespace
 
+// `memmotionctl store`: the budget, then one line per image, newest first.
+void print_store(const json& r) {
+  auto mib = [](uint64_t b) { return std::to_string((b + (1 << 19)) >> 20) + " MiB"; };
+  std::cout << "page store (" << r.value("backing", "") << "): " << mib(r.value("used", uint64_t(0))) << " of "
+            << mib(r.value("budget", uint64_t(0))) << " used, " << r.value("images-made", uint64_t(0))
+            << " image(s) made, " << r.value("evictions", uint64_t(0)) << " evicted, "
+            << r.value("captures-dropped", uint64_t(0)) << " capture(s) dropped";
+  const std::string why = r.value("last-dropped", "");
+  if (!why.empty()) std::cout << " (last: " << why << ")";
+  std::cout << "\n";
+  if (!r.contains("images") || r["images"].empty()) {
+    std::cout << "no images\n";
+    return;
+  }
+  for (const auto& i : r["images"]) {
+    std::cout << "  " << i.value("vm", "") << "  generation " << i.value("generation", "") << ", "
+              << i.value("pages-held", uint64_t(0)) << " of " << i.value("pages", uint64_t(0)) << " pages held, "
+              << mib(i.value("bytes", uint64_t(0))) << "\n";
+  }
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"memmotionctl: drive memmotiond over its control socket"};
   std::string socket_path = "/run/memmotion/control.sock";
@@ -405,6 +426,10 @@ int main(int argc, char** argv) {
   auto* stats = app.add_subcommand("stats", "port and engine counters");
   auto* version = app.add_subcommand("version", "daemon version");
   auto* quit = app.add_subcommand("quit", "stop the daemon");
+  std::string vm;
+  auto* store = app.add_subcommand("store", "list the VM images the daemon's page store holds");
+  auto* forget = app.add_subcommand("forget", "drop a VM's image from the daemon's page store");
+  forget->add_option("--vm", vm, "the VM's identity (as given to migrate --vm, or its QEMU UUID)")->required();
   auto* migrate = app.add_subcommand("migrate", "migrate a VM: negotiate with the peer daemon, drive QEMU, show progress");
   std::string peer, src_qmp, dst_qmp, dst_incoming, listen;
   uint64_t downtime_ms = 0;
@@ -448,6 +473,7 @@ int main(int argc, char** argv) {
       ->needs("--libvirt");
   migrate->add_flag("--copy-storage-inc", copy_storage_inc, "refused, as --copy-storage-all")->needs("--libvirt");
   for (CLI::App* sub : {start, migrate}) {
+    sub->add_option("--vm", vm, "the VM's identity for the page store (default for migrate --src-qmp: QEMU's UUID)");
     sub->add_option("--codec", codec, "page codec: auto (default: LZ4 where the CPU is the limit, zstd where the link is), lz4, zstd, deflate (compressdev), none")
         ->check(CLI::IsMember({"lz4", "zstd", "deflate", "none"}));
     sub->add_flag("--no-zero", no_zero, "send zero pages like any other");
@@ -492,6 +518,7 @@ int main(int argc, char** argv) {
       args["session"] = session;
       args["listen"] = uri;
       args["peer-ip"] = peer_ip;
+      if (!vm.empty()) args["vm"] = vm;
       if (!peer_mac.empty()) args["peer-mac"] = peer_mac;
       reply = c.execute("session-start", args);
     } else if (*status) {
@@ -506,6 +533,10 @@ int main(int argc, char** argv) {
       reply = c.execute("query-version");
     } else if (*quit) {
       reply = c.execute("quit");
+    } else if (*store) {
+      reply = c.execute("query-store");
+    } else if (*forget) {
+      reply = c.execute("store-forget", {{"vm", vm}});
     } else if (*rawcmd) {
       reply = c.call(raw);
     } else if (*migrate && !lv.domain.empty()) {
@@ -530,6 +561,7 @@ int main(int argc, char** argv) {
       if (postcopy_after > 0) args["postcopy-after"] = postcopy_after;
       if (multifd_channels >= 0) args["multifd-channels"] = multifd_channels;
       if (!encrypt.empty()) args["encrypt"] = encrypt;
+      if (!vm.empty()) args["vm"] = vm;
       reply = c.execute("migrate", args);
       if (!reply.contains("error") && !src_qmp.empty()) {
         // Follow the session to its end, drawing progress on stderr.
@@ -597,6 +629,10 @@ int main(int argc, char** argv) {
       std::cout << "session " << session << " started; migrate QEMU to " << r["migrate-uri"].get<std::string>() << "\n";
     } else if (*prepare) {
       std::cout << "session " << session << " prepared\n";
+    } else if (*store) {
+      print_store(r);
+    } else if (*forget) {
+      std::cout << "forgot VM " << vm << "\n";
     } else if (!r.empty()) {
       std::cout << r.dump(2) << "\n";
     }

@@ -76,6 +76,8 @@ struct Settings {
   std::string x509_dir;
   std::string control_group;  // "" = the daemon's own group
   int dedupe_reserve = 4;      // dedupe rings of the default size made ready at start
+  std::string store_budget = "2G";  // the page store's budget (0: off)
+  std::string store = "memory";     // ... kept in memory or in files under <run_dir>/store
 };
 
 // A group name or number -> gid; throws naming it when there is none.
@@ -121,6 +123,8 @@ void load_config(const std::string& path, Settings& s) {
     else if (k == "cipher") s.cipher = str();
     else if (k == "x509_dir") s.x509_dir = str();
     else if (k == "control_group") s.control_group = str();
+    else if (k == "store_budget") s.store_budget = str();
+    else if (k == "store") s.store = str();
     else if (k == "udp_port") {
       if (!v.is_integer()) throw std::invalid_argument(path + ": udp_port: must be an integer");
       s.udp_port = int(v.as_integer());
@@ -137,7 +141,7 @@ void load_config(const std::string& path, Settings& s) {
       }
     } else {
       throw std::invalid_argument(path + ": " + k + ": unknown key (known: profile, ip, udp_port, control, "
-                                  "name, key_file, x509_dir, peer_listen, metrics, run_dir, encrypt, cipher, control_group, dedupe_reserve, set)");
+                                  "name, key_file, x509_dir, peer_listen, metrics, run_dir, encrypt, cipher, control_group, dedupe_reserve, store, store_budget, set)");
     }
   }
 }
@@ -154,7 +158,7 @@ int main(int argc, char** argv) {
   CLI::App app{"memmotiond: the MemoryMotion migration dataplane"};
   Settings cfg;
   std::string config_path, profile_name, ip_text, control_path, name, key_file, peer_listen, metrics,
-      run_dir, encrypt, cipher, x509_dir, control_group;
+      run_dir, encrypt, cipher, x509_dir, control_group, store_budget, store_kind;
   std::vector<std::string> sets;
   int udp_port = -1;
   int dedupe_reserve = -1;
@@ -183,6 +187,11 @@ int main(int argc, char** argv) {
                  "dedupe rings (64 MiB each, the default dedupe-slots) made ready at start, so the first "
                  "sessions' dictionaries need no fresh memory (0..64, default 4; one per stream and end)")
       ->check(CLI::Range(0, 64));
+  app.add_option("--store-budget", store_budget,
+                 "bytes the page store may hold: the last image of each VM migrated from here, "
+                 "for later migrations back (e.g. 2G, the default; 0: off)");
+  app.add_option("--store", store_kind, "where the page store keeps its bytes: memory (default) or file "
+                                        "(files of mode 0600 under <run-dir>/store)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -194,6 +203,7 @@ int main(int argc, char** argv) {
   int control_gid = -1;
   mm::control::Bytes key;
   mm::wire::CipherEngine cipher_engine = mm::wire::CipherEngine::automatic;
+  mm::store::StoreConfig store_cfg;
   try {
     if (!config_path.empty()) load_config(config_path, cfg);
     if (!profile_name.empty()) cfg.profile = profile_name;
@@ -224,6 +234,17 @@ int main(int argc, char** argv) {
                                    cipher_engine);
     }
     if (!control_group.empty()) cfg.control_group = control_group;
+    if (!store_budget.empty()) cfg.store_budget = store_budget;
+    if (!store_kind.empty()) cfg.store = store_kind;
+    try {
+      store_cfg.budget = mm::store::parse_bytes(cfg.store_budget);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("--store-budget: ") + e.what());
+    }
+    if (cfg.store != "memory" && cfg.store != "file") {
+      throw std::invalid_argument("--store must be 'memory' or 'file', not '" + cfg.store + "'");
+    }
+    store_cfg.backing = cfg.store == "file" ? mm::store::Backing::file : mm::store::Backing::memory;
     if (cfg.run_dir.empty()) cfg.run_dir = std::filesystem::path(cfg.control).parent_path().string();
     for (const auto& s : sets) {
       const auto eq = s.find('=');
@@ -353,6 +374,8 @@ int main(int argc, char** argv) {
       id.encrypt = cfg.encrypt == "required";
       id.cipher = cipher_engine;
       id.control_gid = control_gid;
+      id.store = store_cfg;
+      id.store.dir = cfg.run_dir + "/store";
       mm::control::ControlServer server(control_path, engine_ptrs, id);
       for (size_t w = 0; w < engines.size(); ++w) {
         rte_eal_remote_launch(worker_main, engines[w].get(), lcores[w]);

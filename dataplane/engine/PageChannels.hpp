@@ -67,6 +67,8 @@ class MultifdSource {
   bool passthrough() const { return step_ == Step::passthrough; }
   const std::string& error() const { return error_; }
   const pages::PageStats& stats() const { return encoder_.stats(); }
+  // Logs every page sent into the flow's capture for the page store.
+  void set_capture(store::Capture* c) { encoder_.set_capture(c); }
 
  private:
   enum class Step { init, packets, passthrough };

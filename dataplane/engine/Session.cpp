@@ -47,8 +47,20 @@ const char* to_string(SessionState s) {
 // it) may not be skipped by a multifd packet until it was sent again.
 struct Session::MainSink final : qemu::MainChannelObserver::Sink {
   explicit MainSink(Session& s) : s(s) {}
-  void on_zero_page(std::string_view block, uint64_t offset) override { written(block, offset); }
-  void on_page(std::string_view block, uint64_t offset) override { written(block, offset); }
+  void on_zero_page(std::string_view block, uint64_t offset) override {
+    written(block, offset);
+    if (store::Capture* c = s.captures_.empty() ? nullptr : s.captures_[0].get()) {
+      c->page(c->block(block), offset / pages::kPageSize, uint32_t(s.observer_->eos_count()), pages::zero_page_hash(),
+              store::Content::zero);
+    }
+  }
+  void on_page(std::string_view block, uint64_t offset) override {
+    written(block, offset);
+    // The relay does not hold the page's bytes for the observer.
+    if (store::Capture* c = s.captures_.empty() ? nullptr : s.captures_[0].get()) {
+      c->lost(c->block(block), offset / pages::kPageSize, uint32_t(s.observer_->eos_count()));
+    }
+  }
   void written(std::string_view block, uint64_t offset) {
     if (!s.info_.pages.unchanged) return;  // nobody reads the filter
     s.filter_.written_elsewhere(block, offset / pages::kPageSize, uint32_t(s.observer_->eos_count()));
@@ -85,6 +97,7 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
   sources_.resize(kStreams);
   rebuilders_.resize(kStreams);
   info_.pages = p.pages;
+  info_.vm = p.vm;
   info_.home = home();
   if (p.role == Role::source) {
     if (p.pages.codec != pages::CodecKind::raw) {
@@ -100,6 +113,11 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
     }
     // The main channel is observed whatever the policy (its counters say
     // what QEMU sent there); only the unchanged filter depends on it.
+    if (p.capture) {
+      bin_ = p.capture;
+      captures_.resize(kStreams);
+      if (home()) captures_[0] = bin_->make();
+    }
     if (home()) {
       main_sink_ = std::make_unique<MainSink>(*this);
       observer_ = format_.observe_main(*main_sink_);
@@ -206,7 +224,40 @@ void Session::part_failed(uint64_t now, uint16_t worker, const std::string& why)
   fail(now, "worker " + std::to_string(worker) + ": " + why);
 }
 
-Session::~Session() = default;
+Session::~Session() { hand_in_captures(); }
+
+std::string Session::capture_gap() const {
+  if (info_.state != SessionState::completed) return "the migration did not complete";
+  if (!observer_) return "the main channel was not observed";
+  if (observer_->eos_count() == 0) return "no RAM EOS was seen on the main channel";
+  if (!observer_->sync_before_each_eos() || observer_->multifd_flushes() > 0) {
+    return "the machine type does not order multifd SYNCs by RAM EOS";
+  }
+  // After the last RAM record QEMU 7.2 sends the device state, which the
+  // observer does not parse: that is where it should have stopped.
+  const std::string& why = observer_->opaque_reason();
+  if (!observer_->opaque() || (why.rfind("device state", 0) != 0 && why.rfind("end of the device state", 0) != 0)) {
+    return "the main channel's RAM records were not all read (" + (why.empty() ? std::string("not ended") : why) + ")";
+  }
+  if (late_channels_ > 0) return "a multifd channel opened after setup";
+  for (const auto& src : sources_) {
+    if (src && src->passthrough()) return "QEMU compressed a multifd channel itself";
+  }
+  return {};
+}
+
+void Session::hand_in_captures() {
+  if (!bin_) return;
+  std::string why;
+  if (home()) why = capture_gap();
+  else if (info_.state != SessionState::completed) why = "the migration did not complete";
+  for (size_t k = 1; k < captures_.size(); ++k) {
+    if (captures_[k] && (!sources_[k] || sources_[k]->passthrough())) captures_[k].reset();
+  }
+  bin_->hand_in(std::move(captures_), home(), why);
+  captures_.clear();
+  bin_.reset();
+}
 
 void Session::attach(uint16_t stream, int fd, uint64_t now) {
   relays_[stream]->attach(fd);
@@ -216,6 +267,10 @@ void Session::attach(uint16_t stream, int fd, uint64_t now) {
     sources_[stream] = std::make_unique<MultifdSource>(uint16_t(stream - 1), info_.pages, codec_,
                                                        info_.pages.unchanged ? &filter_ : nullptr, kMaxMessage,
                                                        heavy_codec_, format_);
+    if (bin_) {
+      captures_[stream] = bin_->make();
+      sources_[stream]->set_capture(captures_[stream].get());
+    }
     if (channels_frozen_) {
       // QEMU opened this channel after setup: which epochs its packets
       // belong to is unknown, so nothing is skipped from now on.
@@ -571,6 +626,7 @@ void Session::finish(uint64_t now, SessionState s) {
 
 void Session::release_transport() {
   final_counters_ = info().counters;
+  hand_in_captures();
   conn_.reset();
   // Rebuilders are referenced by the relays, the filter by the sources:
   // relays first.
@@ -636,6 +692,12 @@ SessionInfo Session::info() const {
   }
   c.late_channels = late_channels_;
   c.released_channels = released_channels_;
+  for (const auto& cap : captures_) {
+    if (!cap) continue;
+    c.store_pages += cap->entries();
+    c.store_pages_without_bytes += cap->pages_without_bytes();
+    c.store_bytes += cap->bytes_held();
+  }
 
   if (conn_) {
     c.conn = conn_->stats();
@@ -666,6 +728,9 @@ void SessionInfo::merge(const SessionInfo& part) {
   c.passthrough_channels += o.passthrough_channels;
   c.empty_packets_dropped += o.empty_packets_dropped;
   c.released_channels += o.released_channels;
+  c.store_pages += o.store_pages;
+  c.store_pages_without_bytes += o.store_pages_without_bytes;
+  c.store_bytes += o.store_bytes;
   parts.insert(parts.end(), part.parts.begin(), part.parts.end());
   if (error.empty() && !part.error.empty()) error = part.error;
 }

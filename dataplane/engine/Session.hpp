@@ -19,6 +19,7 @@
 #include "dataplane/qemu/ChannelRelay.hpp"
 #include "dataplane/qemu/MainChannelObserver.hpp"
 #include "dataplane/qemu/UnixSocket.hpp"
+#include "dataplane/store/Capture.hpp"
 #include "dataplane/transport/Connection.hpp"
 #include "dataplane/wire/AuthTag.hpp"
 #include "dataplane/wire/PacketCipher.hpp"
@@ -66,6 +67,12 @@ struct SessionCounters {
   uint64_t main_zero_records = 0;  // zero pages QEMU sent on the main channel
   uint64_t main_page_records = 0;  // raw pages QEMU sent on the main channel
   uint64_t late_channels = 0;      // multifd channels that appeared after setup
+  // Source with a page store: pages logged for the VM's image, ... of them
+  // without their bytes (over the store's budget, or written by the main
+  // channel as raw pages), the store budget the captures hold.
+  uint64_t store_pages = 0;
+  uint64_t store_pages_without_bytes = 0;
+  uint64_t store_bytes = 0;
 };
 
 // One worker's part of a session: which worker, how many of the session's
@@ -93,6 +100,7 @@ struct SessionInfo {
   bool encrypted = false;      // MMP packets are AES-256-GCM records (MMP.md "Encryption")
   const char* cipher = "";     // ... computed by this engine ("ipsec-mb", "openssl"; "" in the clear)
   pages::PagePolicy pages;     // source: what the page pipeline does
+  std::string vm;              // the VM's identity for the page store ("": none)
   // Source: why the unchanged filter is (or went) off, if it is; and where
   // the main-channel parser stopped reading RAM records.
   std::string unchanged_note;
@@ -124,6 +132,10 @@ struct SessionParams {
   // wire::stream_queue(id, s, peer_queues) (peer.udp_port / peer_udp_port
   // are then its base port). 0 or 1: every stream to that one port.
   uint16_t peer_queues = 0;
+  // The VM's identity, and (source, page store on) where every part hands
+  // the captures of its flows when it ends.
+  std::string vm;
+  std::shared_ptr<store::CaptureBin> capture;
 };
 
 // Whether a session's streams may be spread over the workers: not for a
@@ -218,6 +230,11 @@ class Session {
   // closes them (QEMU-7.2-STREAM.md, "A channel that ends at a sync point").
   bool drain_releases(uint64_t now);
   bool may_skip_unchanged(uint32_t epoch) const;
+  // Home, source: why the captures cannot make an image of the VM's
+  // memory ("": they can: every write QEMU made was seen, in epochs).
+  std::string capture_gap() const;
+  // Hands this part's captures to the bin (once).
+  void hand_in_captures();
   uint32_t read_ahead() const;
   // Home: the newest packet from the peer over all parts; whether any
   // part has heard from it; whether every other part is done.
@@ -265,6 +282,9 @@ class Session {
   std::vector<std::unique_ptr<MultifdSource>> sources_;
   std::vector<std::unique_ptr<MultifdRebuilder>> rebuilders_;
   std::unique_ptr<MainSink> main_sink_;
+  // Page store captures by stream (stream 0: the main channel's zero pages).
+  std::shared_ptr<store::CaptureBin> bin_;
+  std::vector<std::unique_ptr<store::Capture>> captures_;
   std::unique_ptr<qemu::MainChannelObserver> observer_;
   bool channels_frozen_ = false;  // the multifd channel set is known (after setup)
   std::vector<uint16_t> frozen_streams_;

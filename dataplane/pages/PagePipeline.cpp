@@ -103,6 +103,8 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
   b.ramblock = p.ramblock;
   w.put_multifd_begin(b);
   UnchangedFilter::Block* block = filter_ && !p.offsets.empty() ? &filter_->block(p.ramblock) : nullptr;
+  store::Capture* cap = capture_;
+  const uint16_t cap_block = cap && !p.offsets.empty() ? cap->block(p.ramblock) : 0;
   for (size_t i = 0; i < p.offsets.size(); ++i) {
     const uint64_t off = p.offsets[i];
     const uint64_t index = off / kPageSize;
@@ -112,6 +114,7 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
       // Counted as sent: a later identical zero page may then go as SAME.
       if (block) UnchangedFilter::sent(*block, index, zero_page_hash(), epoch);
       w.put_page_zero(off);
+      if (cap) cap->page(cap_block, index, epoch, zero_page_hash(), store::Content::zero);
       ++stats_.zero;
       continue;
     }
@@ -130,6 +133,7 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
     if (dict_) {
       if (auto slot = dict_->find(page, h)) {
         w.put_page_ref(off, record_hash(h), *slot);
+        if (cap) cap->page(cap_block, index, epoch, h, store::Content::ref);
         ++stats_.dedupe_hits;
         continue;
       }
@@ -140,10 +144,12 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
     const size_t n = codec_ ? codec_->compress(page, scratch_.get(), kCompressBound) : 0;
     if (n > 0 && n <= wire::kMaxCompressedPage) {
       w.put_page_compressed(record_type(codec_->kind()), off, record_hash(h), {scratch_.get(), n});
+      if (cap) cap->page(cap_block, index, epoch, h, store::content_of(codec_->kind()), {scratch_.get(), n});
       ++stats_.compressed;
       stats_.compressed_bytes += n;
     } else {
       w.put_page_raw(off, record_hash(h), page);
+      if (cap) cap->page(cap_block, index, epoch, h, store::Content::raw, {page, kPageSize});
       ++stats_.raw;
     }
   }

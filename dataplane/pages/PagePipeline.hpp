@@ -20,6 +20,7 @@
 #include "dataplane/pages/Codecs.hpp"
 #include "dataplane/pages/DedupeDictionary.hpp"
 #include "dataplane/pages/UnchangedFilter.hpp"
+#include "dataplane/store/Capture.hpp"
 #include "dataplane/wire/Records.hpp"
 
 namespace mm::pages {
@@ -100,6 +101,9 @@ class PageEncoder {
   // UnchangedFilter.hpp) so PAGE_SAME is safe.
   void encode(const PacketView& p, uint32_t epoch, bool may_skip, wire::RecordWriter& w);
   const PageStats& stats() const { return stats_; }
+  // Logs every page this encoder sends, with its bytes as sent, into the
+  // flow's capture for the page store (nullptr: none).
+  void set_capture(store::Capture* c) { capture_ = c; }
   // The auto codec's choice for the next packets (nullptr: raw); counted.
   void set_codec(PageCodec* codec, bool heavy) {
     if (codec != codec_) ++stats_.auto_switches;
@@ -112,6 +116,7 @@ class PageEncoder {
   PageCodec* codec_;
   bool heavy_ = false;  // codec_ is the auto codec's heavy one
   UnchangedFilter* filter_;
+  store::Capture* capture_ = nullptr;
   std::unique_ptr<DedupeDictionary> dict_;
   std::unique_ptr<uint8_t[]> scratch_;  // one compressed page (kCompressBound)
   PageStats stats_;

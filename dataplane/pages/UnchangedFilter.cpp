@@ -32,6 +32,14 @@ bool UnchangedFilter::can_skip(const Block& b, uint64_t i, const PageHash& h, ui
 void UnchangedFilter::sent(Block& b, uint64_t i, const PageHash& h, uint32_t epoch) {
   Entry* e = entry(b, i);
   if (!e) return;
+  if (e->sent == epoch + 1 && !(e->hash == h)) {
+    // QEMU 7.2 sent the page twice in one epoch, on two channels (it
+    // repeats the last page of a full multifd packet as the first of the
+    // next one now and then), with different bytes: the destination's
+    // QEMU applies the two packets in either order, so what it holds is
+    // unknown until a later epoch sends the page again.
+    e->other = std::max(e->other, epoch + 1);
+  }
   if (e->sent == 0 || epoch + 1 >= e->sent) {
     e->hash = h;
     e->sent = epoch + 1;

@@ -8,8 +8,12 @@
 // records on the main channel), and its channels run concurrently; what
 // orders them is the epoch: the number of multifd SYNC barriers before a
 // packet on its channel, or of RAM EOS markers before a record on the main
-// channel (QEMU sends a SYNC on every channel before each EOS, and sends a
-// page at most once per epoch). So every entry keeps the epoch it was sent
+// channel (QEMU sends a SYNC on every channel before each EOS). A page may
+// go out twice in one epoch, on two channels: QEMU 7.2 now and then repeats
+// the last page of a full multifd packet as the first page of the next
+// (seen in the e2e traces; with the same bytes mostly, but not
+// necessarily); two such sends with different bytes leave the page
+// unskippable until it is sent again in a later epoch. So every entry keeps the epoch it was sent
 // in and the latest epoch in which something else wrote the page, and a
 // page may be skipped only in a later epoch than its last send, with no
 // other write since. The caller must also make sure it has seen everything
@@ -44,7 +48,8 @@ class UnchangedFilter {
   // `epoch` and nothing else wrote it since.
   static bool can_skip(const Block& b, uint64_t page_index, const PageHash& h, uint32_t epoch);
   // The page goes out with these bytes in `epoch` (an older epoch's send,
-  // processed late, does not overwrite a newer one).
+  // processed late, does not overwrite a newer one; a second send in the
+  // same epoch with other bytes blocks the skip, see above).
   static void sent(Block& b, uint64_t page_index, const PageHash& h, uint32_t epoch);
   // Something other than a multifd page wrote the page in `epoch`.
   void written_elsewhere(std::string_view block, uint64_t page_index, uint32_t epoch);

@@ -8,54 +8,6 @@
 
 namespace mm::store {
 
-Content content_of(pages::CodecKind k) {
-  switch (k) {
-    case pages::CodecKind::lz4: return Content::lz4;
-    case pages::CodecKind::zstd: return Content::zstd;
-    case pages::CodecKind::deflate: return Content::deflate;
-    case pages::CodecKind::raw: break;
-  }
-  return Content::raw;
-}
-
-Capture::Capture(Budget& budget, Backing backing, std::string file) : bytes_(budget, backing, std::move(file)) {
-  log_.emplace(budget, Backing::memory);
-}
-
-uint16_t Capture::block(std::string_view name) {
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    if (blocks_[i] == name) return uint16_t(i);
-  }
-  if (blocks_.size() == 0xffff) {
-    broken_ = true;  // no VM has that many RAM blocks; the log cannot say which
-    return 0;
-  }
-  blocks_.emplace_back(name);
-  return uint16_t(blocks_.size() - 1);
-}
-
-void Capture::page(uint16_t block, uint64_t index, uint32_t epoch, const pages::PageHash& h, Content c,
-                   std::span<const uint8_t> body) {
-  if (broken_) return;
-  Loc at;
-  if (!body.empty()) {
-    if (body.size() > pages::kPageSize || !bytes_.append(body, at)) {
-      c = Content::none;
-      body = {};
-    }
-  }
-  if (c == Content::none) ++without_bytes_;
-  Loc el;
-  auto* e = reinterpret_cast<Entry*>(log_->reserve(kEntryBytes, el));
-  if (!e) {
-    broken_ = true;
-    return;
-  }
-  *e = Entry{h, index, at, epoch, block, uint16_t(body.size()), c};
-  log_->commit(kEntryBytes);
-  ++entries_n_;
-}
-
 namespace {
 
 struct Key {
@@ -118,9 +70,14 @@ std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<
       if (e.index >= v.size()) v.resize(e.index + 1);
       Chosen& ch = v[e.index];
       if (!ch.any || e.epoch > ch.epoch || (e.epoch == ch.epoch && ch.capture == ci)) {
-        // Within one flow a later entry of the same epoch is a later write.
-        ch = {e.epoch, true, false, uint8_t(ci), i};
-      } else if (e.epoch == ch.epoch) {
+        // Within one flow a later entry of the same epoch is a later write
+        // (an ambiguity with another flow stays).
+        const bool still = ch.any && ch.ambiguous && e.epoch == ch.epoch;
+        ch = {e.epoch, true, still, uint8_t(ci), i};
+      } else if (e.epoch == ch.epoch && !(e.hash == captures[ch.capture]->entry(ch.entry).hash)) {
+        // Two flows wrote it in one epoch with other bytes (QEMU 7.2 may
+        // repeat a page at a packet boundary): which the destination
+        // applied last is unknown. The same bytes twice are fine.
         ch.ambiguous = true;
       }
       if (e.content != Content::none && e.content != Content::ref && e.content != Content::zero) {

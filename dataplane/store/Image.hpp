@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -24,65 +23,9 @@
 
 #include "dataplane/pages/Codecs.hpp"
 #include "dataplane/pages/Page.hpp"
-#include "dataplane/store/Arena.hpp"
+#include "dataplane/store/Capture.hpp"
 
 namespace mm::store {
-
-// How a page's bytes are kept. none: the page is not held (its last write
-// could not be kept); ref: same bytes as another page of the same hash.
-enum class Content : uint8_t { none = 0, zero, ref, raw, lz4, zstd, deflate };
-Content content_of(pages::CodecKind k);
-
-class Capture {
- public:
-  // Every page logged takes kEntryBytes of the budget, its bytes their length.
-  Capture(Budget& budget, Backing backing, std::string file);
-  Capture(const Capture&) = delete;
-  Capture& operator=(const Capture&) = delete;
-
-  // The index of a RAM block (a handful per VM; a new name allocates once).
-  uint16_t block(std::string_view name);
-  // A page written with bytes `body` encoded as `c` (zero and ref: none).
-  // When the bytes do not fit the budget the page is logged as not held.
-  void page(uint16_t block, uint64_t index, uint32_t epoch, const pages::PageHash& h, Content c,
-            std::span<const uint8_t> body = {});
-  // A write whose bytes this capture cannot keep: the page is not held,
-  // unless a write of a later epoch is logged for it.
-  void lost(uint16_t block, uint64_t index, uint32_t epoch) { page(block, index, epoch, {}, Content::none); }
-
-  // The log itself ran out of budget: writes were missed, so no image can
-  // be made from this capture.
-  bool broken() const { return broken_; }
-  uint64_t entries() const { return entries_n_; }
-  uint64_t pages_without_bytes() const { return without_bytes_; }
-  uint64_t bytes_held() const { return bytes_.bytes_held() + (log_ ? log_->bytes_held() : 0); }
-
- private:
-  friend class Image;
-  struct Entry {
-    pages::PageHash hash;
-    uint64_t index;
-    Loc at;
-    uint32_t epoch;
-    uint16_t block;
-    uint16_t len;
-    Content content;
-  };
-  static constexpr size_t kEntryBytes = sizeof(Entry);
-  static constexpr size_t kEntriesPerChunk = Arena::kChunkBytes / kEntryBytes;
-
-  const Entry& entry(uint64_t i) const {
-    return *reinterpret_cast<const Entry*>(
-        log_->at({uint32_t(i / kEntriesPerChunk), uint32_t((i % kEntriesPerChunk) * kEntryBytes)}));
-  }
-
-  Arena bytes_;                // page bytes
-  std::optional<Arena> log_;   // entries, kEntriesPerChunk per chunk; dropped once merged
-  std::vector<std::string> blocks_;
-  uint64_t entries_n_ = 0;
-  uint64_t without_bytes_ = 0;
-  bool broken_ = false;
-};
 
 struct ImageInfo {
   std::string vm;

@@ -20,6 +20,11 @@ session-start, no key).
 (XDP, both directions) for the whole migration: the result must be the
 same, with retransmits to show for it.
 
+--vm NAME names the VM for the source daemon's page store: once the
+session is released its image must be listed, cover the whole of guest RAM,
+and read back (every page decoded and checked against its hash) identical
+to the source VM's RAM dump.
+
 --kill-destination-daemon instead kills the destination daemon mid-way: the
 source daemon must fail the session, the source QEMU must report a failed
 migration, and the source VM must keep running."""
@@ -48,14 +53,15 @@ def vm_pair(f: Fabric, kernel: Path, initrd: Path, a, session: int):
     """A running source VM on the source host with its workload ready, a
     paused incoming VM on the destination host, and a started session;
     yields (src, dst, URI the source QEMU migrates to)."""
-    append = f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same={a.same}"
+    append = (f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same={a.same} "
+              f"memload.lines={a.lines} memload.hot={a.hot}")
     wd = f.workdir
     with Vm("src-vm", wd, kernel, initrd, a.ram, append, netns=f.src.netns) as src, \
          Vm("dst-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/dst-in.sock",
             paused=True, netns=f.dst.netns) as dst:
         src.wait_console(r"MEMLOAD READY", 180)
         reply = f.start_session(session, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock",
-                                pages=a.pages)
+                                pages=a.pages, vm=a.vm)
         flow.configure(src, dst, multifd=a.multifd)
         yield src, dst, reply["migrate-uri"]
 
@@ -89,7 +95,7 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
         verdict = ""
         if not problems:
             try:
-                verdict = flow.verify(src, dst, f.workdir)
+                verdict = flow.verify(src, dst, f.workdir, keep_source_dump=bool(a.vm))
             except AssertionError as e:
                 problems.append(str(e))
         cs, cd = s_src["counters"], s_dst["counters"]
@@ -118,8 +124,13 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
             for d in (f.src_daemon, f.dst_daemon):
                 grown = rss_mib(d) - rss_before[d.name]
                 print(f"  {d.name}: resident memory {grown:+.0f} MiB after the session was released")
-                if grown > 64:
-                    problems.append(f"{d.name} kept {grown:.0f} MiB after the session ended")
+                # The source's page store keeps the VM's image on purpose.
+                kept = f.src_daemon.ctl.execute("query-store")["used"] / 2**20 if (a.vm and d is f.src_daemon) else 0
+                if grown - kept > 64:
+                    problems.append(f"{d.name} kept {grown:.0f} MiB after the session ended "
+                                    f"({kept:.0f} MiB of it the page store)")
+        if a.vm and not problems:
+            problems += check_store(f, a, s_src)
         print(f"through memmotiond ({f.kind}, multifd {a.multifd}, encrypt {a.encrypt}): {r.line()}; stream "
               f"{cs['qemu_bytes_in'] / 2**20:.1f} MiB from QEMU, "
               f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB on the wire, return path "
@@ -133,6 +144,39 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
                   f"pages_unchanged {cd['pages_unchanged']}, empty_packets_dropped {cd['empty_packets_dropped']}; "
                   f"policy {s_src.get('pages')}")
         return report(problems, f.logs() if problems else "")
+
+
+def check_store(f: Fabric, a, s_src: dict) -> list[str]:
+    """The source daemon made an image of the VM from its flows' captures:
+    listed by name, covering guest RAM, every page read back (decoded,
+    hash-checked) identical to the source RAM dump flow.verify wrote."""
+    out = []
+    st = {}
+    for _ in range(20):  # merged on the control thread's next tick after the release
+        st = f.src_daemon.ctl.execute("query-store")
+        if any(i["vm"] == a.vm for i in st["images"]):
+            break
+        time.sleep(0.25)
+    img = next((i for i in st["images"] if i["vm"] == a.vm), None)
+    cs = s_src["counters"]
+    print(f"  page store: {st['used'] / 2**20:.1f} of {st['budget'] / 2**20:.0f} MiB used, images "
+          f"{[(i['vm'], i['pages-held'], i['pages']) for i in st['images']]}, last merge {st['last-merge-ms']} ms; "
+          f"session logged {cs['store_pages']} pages ({cs['store_pages_without_bytes']} without bytes), "
+          f"{cs['store_bytes'] / 2**20:.1f} MiB")
+    if img is None:
+        return [f"no image of VM {a.vm} in the source daemon's store: {st.get('last-dropped')}"]
+    ram_pages = a.ram * 256
+    if img["pages"] < ram_pages or img["pages-held"] != img["pages"]:
+        out.append(f"the image holds {img['pages-held']} of {img['pages']} pages, guest RAM has {ram_pages}")
+    chk = f.src_daemon.ctl.execute("store-check", vm=a.vm, file=str(Path(f.workdir) / "src-vm.ram"))
+    print(f"  store-check against the source RAM dump: {chk}")
+    if (chk["pages"] < ram_pages or chk["identical"] != chk["pages"] or chk["not-held"] or chk["different"]
+            or chk["unreadable"] or chk["beyond-file"]):
+        out.append(f"the image does not read back as the guest's RAM: {chk}")
+    (Path(f.workdir) / "src-vm.ram").unlink()
+    if cs["store_pages"] < ram_pages:
+        out.append(f"the session logged {cs['store_pages']} pages, fewer than guest RAM's {ram_pages}")
+    return out
 
 
 def check_workers(f: Fabric, s_src: dict, s_dst: dict, n: int) -> list[str]:
@@ -243,6 +287,9 @@ def main() -> int:
                     help="fail unless the unchanged filter skipped pages")
     ap.add_argument("--loss", type=float, default=0, help="percent of frames dropped at each host (XDP)")
     ap.add_argument("--kill-destination-daemon", action="store_true")
+    ap.add_argument("--vm", default=None, help="the VM's name for the source daemon's page store (then checked)")
+    ap.add_argument("--lines", type=int, default=0, help="cache lines memload changes per dirtied page (0: whole page)")
+    ap.add_argument("--hot", type=int, default=0, help="percent of pages that take 90 %% of memload's writes (0: uniform)")
     ap.add_argument("--expect-workers", type=int, default=0,
                     help="fail unless the session's pages went through this many workers on each side")
     ap.add_argument("--encrypt", choices=["required", "off", "none"], default="required",

@@ -216,7 +216,7 @@ class Fabric:
         return f"{self.dst.kernel_ip or '127.0.0.1'}:7471"
 
     def start_session(self, sid: int, src_listen: str, dst_qemu_uri: str,
-                      max_bandwidth: int = 0, pages: dict | None = None) -> dict:
+                      max_bandwidth: int = 0, pages: dict | None = None, vm: str | None = None) -> dict:
         """Prepares the destination, then starts the source; returns the
         source's reply (with the URI QEMU should migrate to). `pages` is the
         source's page policy (codec, zero, unchanged, dedupe). With a peer
@@ -228,6 +228,8 @@ class Fabric:
                 args["max-bandwidth"] = max_bandwidth
             if pages is not None:
                 args["pages"] = pages
+            if vm:
+                args["vm"] = vm
             return self.src_daemon.ctl.execute("migrate", **args)
         self.dst_daemon.ctl.execute("session-prepare", session=sid, **{"qemu-uri": dst_qemu_uri})
         args = {"listen": src_listen, "peer-ip": self.dst.fabric_ip}
@@ -237,6 +239,8 @@ class Fabric:
             args["pages"] = pages
         if self.dst.mac:
             args["peer-mac"] = self.dst.mac
+        if vm:
+            args["vm"] = vm
         return self.src_daemon.ctl.execute("session-start", session=sid, **args)
 
     def __enter__(self) -> "Fabric":

@@ -76,16 +76,18 @@ def migrate(src: Vm, dst: Vm, uri: str, timeout: float = 300) -> MigrationResult
     return result
 
 
-def verify(src: Vm, dst: Vm, workdir: Path) -> str:
+def verify(src: Vm, dst: Vm, workdir: Path, keep_source_dump: bool = False) -> str:
     """Source stopped, destination paused: RAM must be byte-identical. Then
     the destination is resumed and must keep running its workload. Returns a
-    description; raises AssertionError on any mismatch."""
+    description; raises AssertionError on any mismatch. keep_source_dump:
+    the source's RAM dump stays in workdir as <name>.ram (for a later check)."""
     assert src.status() == "postmigrate", f"source is {src.status()}, expected postmigrate"
     assert dst.status() == "paused", f"destination is {dst.status()}, expected paused (-S)"
     a = src.pmemsave(Path(workdir) / f"{src.name}.ram")
     b = dst.pmemsave(Path(workdir) / f"{dst.name}.ram")
     diff = compare_dumps(a, b)
-    a.unlink()
+    if not keep_source_dump:
+        a.unlink()
     b.unlink()
     assert diff.identical, f"guest RAM differs after migration: {diff}"
     mark = len(dst.console())
