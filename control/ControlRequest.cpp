@@ -210,6 +210,13 @@ SessionOffer parse_session_offer(const json& offer, bool have_compressdev, uint1
     throw PeerError("PeerError", "offer fabric: udp_port + the source's queues exceed 65535");
   o.peer_udp_port = uint16_t(port);
   o.peer_queues = uint16_t(queues);
+  if (offer.contains("vm")) {
+    try {
+      o.vm = vm_arg(offer);
+    } catch (const CommandError& e) {
+      throw PeerError("PeerError", std::string("offer: ") + e.what());
+    }
+  }
   return o;
 }
 

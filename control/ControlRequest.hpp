@@ -71,6 +71,7 @@ struct SessionOffer {
   bool postcopy = false;
   uint16_t peer_udp_port = 0;  // the source's base UDP port for this session's answers
   uint16_t peer_queues = 1;    // ... and its queues (stream s: base + wire::stream_queue)
+  std::string vm;              // the VM's identity, for this host's page store ("": none)
 };
 // Throws PeerError("PeerError") naming the bad member; deflate pages
 // without a compressdev here are refused.

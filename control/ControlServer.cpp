@@ -527,6 +527,7 @@ json ControlServer::migrate(const json& args) {
                 {"encrypt", encrypt ? "required" : "off"},
                 {"fabric", {{"ip", id_.caps.ip}, {"mac", id_.caps.mac}, {"udp_port", id_.caps.udp_port},
                             {"queues", id_.caps.queues}}}};
+  if (!vm.empty()) offer["vm"] = vm;
   if (args.contains("dst-qmp")) offer["dst-qmp"] = string_arg(args, "dst-qmp");
   if (args.contains("dst-incoming")) offer["dst-incoming"] = string_arg(args, "dst-incoming");
   OfferResult r;
@@ -560,6 +561,8 @@ json ControlServer::migrate(const json& args) {
     p.auth = derive_auth_secret(r.session_key);
   }
   p.peer = peer_fabric_from_accept(r.accept, p.peer_queues);
+  // The destination holds an image of this VM: its page table comes first.
+  p.table_expected = !vm.empty() && r.accept.contains("image") && r.accept["image"].is_object();
   p.vm = vm;
   start_capture(p, ram_bytes);
   add_session_parts(p);
@@ -602,6 +605,7 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
   const uint32_t id = o.session;
   std::string uri;
   std::unique_ptr<QmpClient> qmp;
+  std::shared_ptr<const store::Image> image;
   try {
     if (o.has_dst_qmp) {
       uri = "unix:" + id_.run_dir + "/" + id_.name + "-" + std::to_string(id) + "-in.sock";
@@ -623,6 +627,12 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     } else {
       p.auth = derive_auth_secret(session_key);
     }
+    // Warm re-migration: only this VM's own image, never another's.
+    if (!o.vm.empty()) {
+      p.vm = o.vm;
+      p.image = store_->find(p.vm);
+      image = p.image;
+    }
     // Answers go to the source's workers that own the streams.
     p.peer_udp_port = o.peer_udp_port;
     p.peer_queues = o.peer_queues;
@@ -638,11 +648,17 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
   } catch (const std::invalid_argument& e) {
     throw PeerError("PeerError", e.what());
   }
-  return {{"session", id},
+  json reply = {{"session", id},
           {"incoming-uri", uri},
           {"encrypt", ours},
           {"fabric", {{"ip", id_.caps.ip}, {"mac", id_.caps.mac}, {"udp_port", id_.caps.udp_port},
                       {"queues", id_.caps.queues}}}};
+  if (image) {
+    char gen[20];
+    std::snprintf(gen, sizeof gen, "%016llx", static_cast<unsigned long long>(image->info().generation));
+    reply["image"] = {{"generation", gen}, {"pages-held", image->info().pages_held}};
+  }
+  return reply;
 }
 
 void ControlServer::tick() {

@@ -71,6 +71,8 @@ json to_json(const engine::SessionInfo& s) {
            {"pages_dedupe_hits", c.pages.dedupe_hits},
            {"pages_auto_zstd_packets", c.pages.auto_heavy_packets},
            {"pages_auto_switches", c.pages.auto_switches},
+           {"pages_stored", c.pages.stored},
+           {"pages_stored_refused", c.pages.stored_refused},
            {"pages_compressed", c.pages.compressed},
            {"pages_compressed_bytes", c.pages.compressed_bytes},
            {"pages_raw", c.pages.raw},
@@ -90,6 +92,7 @@ json to_json(const engine::SessionInfo& s) {
        }},
   };
   if (!s.vm.empty()) j["vm"] = s.vm;
+  if (!s.store_note.empty()) j["store-note"] = s.store_note;
   if (s.role == engine::Role::source) {
     j["pages"] = to_json(s.pages);
     if (!s.unchanged_note.empty()) j["pages"]["unchanged-note"] = s.unchanged_note;

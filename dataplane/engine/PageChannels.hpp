@@ -69,6 +69,7 @@ class MultifdSource {
   const pages::PageStats& stats() const { return encoder_.stats(); }
   // Logs every page sent into the flow's capture for the page store.
   void set_capture(store::Capture* c) { encoder_.set_capture(c); }
+  void set_table(const store::PageTable* t) { encoder_.set_table(t); }
 
  private:
   enum class Step { init, packets, passthrough };
@@ -139,6 +140,8 @@ class MultifdRebuilder {
   std::string rebuild(std::span<const uint8_t> message, std::span<const std::span<const uint8_t>>& parts);
   const std::string& error() const { return error_; }
   const pages::PageStats& stats() const { return decoder_.stats(); }
+  // This host's image of the VM, for PAGE_STORED pages.
+  void set_image(std::shared_ptr<const store::Image> img) { decoder_.set_image(std::move(img)); }
   // Packets without pages and without SYNC, not written to QEMU.
   uint64_t dropped_empty() const { return dropped_empty_; }
 

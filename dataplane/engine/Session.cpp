@@ -118,6 +118,11 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
       captures_.resize(kStreams);
       if (home()) captures_[0] = bin_->make();
     }
+    if (home() && p.table_expected) {
+      share_->table_state.store(SessionShare::Table::expected, std::memory_order_release);
+      table_in_ = std::make_unique<store::PageTable>();
+      relays_[0]->set_table_sink([this](std::span<const uint8_t> b) { return on_table_chunk(b); });
+    }
     if (home()) {
       main_sink_ = std::make_unique<MainSink>(*this);
       observer_ = format_.observe_main(*main_sink_);
@@ -128,9 +133,14 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
     if (format_.rebuilt_bound(format_.max_pages_per_packet()) > kQemuOutBuffer) {
       throw std::logic_error(std::string(format_.name()) + "'s largest multifd packet does not fit a channel's buffer");
     }
+    image_ = p.image;
     for (uint16_t i = 1; i < kStreams; ++i) {
-      if (owns(i)) rebuilders_[i] = std::make_unique<MultifdRebuilder>(codecs_, format_);
+      if (owns(i)) {
+        rebuilders_[i] = std::make_unique<MultifdRebuilder>(codecs_, format_);
+        if (image_) rebuilders_[i]->set_image(image_);
+      }
     }
+    if (image_ && home()) table_chunks_ = store::PageTable::of(*image_).encode();
   }
   info_.id = p.id;
   info_.role = p.role;
@@ -225,6 +235,42 @@ void Session::part_failed(uint64_t now, uint16_t worker, const std::string& why)
 }
 
 Session::~Session() { hand_in_captures(); }
+
+bool Session::send_table() {
+  transport::MessageSender& tx = conn_->sender(0);
+  bool work = false;
+  while (table_next_ < table_chunks_.size()) {
+    const auto& body = table_chunks_[table_next_];
+    std::vector<uint8_t> msg(wire::kStoreTableOverhead + body.size());
+    wire::RecordWriter w(msg);
+    w.put_store_table(body);
+    const size_t slots = (msg.size() + tx.slot_size() - 1) / tx.slot_size();
+    if (tx.free_slots() < slots || !tx.submit_message(msg)) break;  // the window is full: next poll
+    ++table_next_;
+    work = true;
+  }
+  if (table_next_ == table_chunks_.size()) {
+    table_chunks_.clear();
+    table_chunks_.shrink_to_fit();
+  }
+  return work;
+}
+
+std::string Session::on_table_chunk(std::span<const uint8_t> body) {
+  if (!table_in_) return "STORE_TABLE after the table was complete";
+  std::string why = table_in_->add(body);
+  if (!why.empty()) return why;
+  if (table_in_->complete()) {
+    info_.store_note = "destination holds an image: " + std::to_string(table_in_->pages_held()) + " pages";
+    share_->publish_table(std::move(table_in_));
+  }
+  return {};
+}
+
+bool Session::waiting_for_table(uint64_t now) const {
+  return share_->table_state.load(std::memory_order_acquire) == SessionShare::Table::expected &&
+         now - info_.created_ns < kTableWaitNs;
+}
 
 std::string Session::capture_gap() const {
   if (info_.state != SessionState::completed) return "the migration did not complete";
@@ -452,9 +498,13 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
       qemu::ChannelRelay& r = *relays_[s];
       if (!r.attached()) continue;  // (a stream another part owns is never attached here)
       if (sources_[s]) {
-        if (!sources_[s]->pump(r, conn_->sender(s), gate, work, ahead)) {
-          fail(now, sources_[s]->error());
-          return true;
+        // Warm re-migration: the destination's table first (briefly).
+        if (!waiting_for_table(now)) {
+          sources_[s]->set_table(share_->table());
+          if (!sources_[s]->pump(r, conn_->sender(s), gate, work, ahead)) {
+            fail(now, sources_[s]->error());
+            return true;
+          }
         }
       } else if (r.pump_in(conn_->sender(s), ahead) > 0) {
         work = true;
@@ -477,6 +527,7 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
       }
       if (r.bytes_to_qemu() != out_before) work = true;
     }
+    if (!is_terminal(info_.state) && home() && !table_chunks_.empty() && heard_from_peer_) work |= send_table();
     if (!is_terminal(info_.state) && home()) {
       if (all_finished()) {
         finish(now, SessionState::completed);

@@ -101,6 +101,7 @@ struct SessionInfo {
   const char* cipher = "";     // ... computed by this engine ("ipsec-mb", "openssl"; "" in the clear)
   pages::PagePolicy pages;     // source: what the page pipeline does
   std::string vm;              // the VM's identity for the page store ("": none)
+  std::string store_note;      // source: what the destination's image gave
   // Source: why the unchanged filter is (or went) off, if it is; and where
   // the main-channel parser stopped reading RAM records.
   std::string unchanged_note;
@@ -136,6 +137,11 @@ struct SessionParams {
   // the captures of its flows when it ends.
   std::string vm;
   std::shared_ptr<store::CaptureBin> capture;
+  // Warm re-migration. Destination: this host's image of the VM (its page
+  // table goes to the source first; PAGE_STORED pages come from it).
+  // Source: the destination said it holds one, so its table will come.
+  std::shared_ptr<const store::Image> image;
+  bool table_expected = false;
 };
 
 // Whether a session's streams may be spread over the workers: not for a
@@ -235,6 +241,14 @@ class Session {
   std::string capture_gap() const;
   // Hands this part's captures to the bin (once).
   void hand_in_captures();
+  // Destination home: queues the image's page table on stream 0 (as the
+  // window allows). Source home: one STORE_TABLE chunk from the peer.
+  bool send_table();
+  std::string on_table_chunk(std::span<const uint8_t> body);
+  // Source: whether flows must wait for the destination's table (it is
+  // expected and has not come; they wait at most kTableWaitNs).
+  bool waiting_for_table(uint64_t now) const;
+  static constexpr uint64_t kTableWaitNs = 2'000'000'000;
   uint32_t read_ahead() const;
   // Home: the newest packet from the peer over all parts; whether any
   // part has heard from it; whether every other part is done.
@@ -285,6 +299,10 @@ class Session {
   // Page store captures by stream (stream 0: the main channel's zero pages).
   std::shared_ptr<store::CaptureBin> bin_;
   std::vector<std::unique_ptr<store::Capture>> captures_;
+  std::shared_ptr<const store::Image> image_;          // destination: this host's image of the VM
+  std::vector<std::vector<uint8_t>> table_chunks_;     // ... its table, still to be queued
+  size_t table_next_ = 0;
+  std::unique_ptr<store::PageTable> table_in_;         // source home: the table being received
   std::unique_ptr<qemu::MainChannelObserver> observer_;
   bool channels_frozen_ = false;  // the multifd channel set is known (after setup)
   std::vector<uint16_t> frozen_streams_;

@@ -11,7 +11,9 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
+#include "dataplane/store/PageTable.hpp"
 #include "dataplane/wire/Mmp.hpp"
 
 namespace mm::engine {
@@ -51,6 +53,18 @@ class SessionShare {
   // Written by the home part.
   std::atomic<bool> main_attached{false};     // the main channel is connected to QEMU
   std::atomic<uint16_t> multifd_channels{0};  // source: QEMU's multifd channels so far
+  // Source, warm re-migration: the page table of the destination's image,
+  // published once by the home part when its last STORE_TABLE arrived
+  // (release), read by every part's flows (acquire); immutable from then.
+  enum class Table : uint8_t { none, expected, ready, failed };
+  std::atomic<Table> table_state{Table::none};
+  void publish_table(std::unique_ptr<const store::PageTable> t) {
+    table_ = std::move(t);
+    table_state.store(Table::ready, std::memory_order_release);
+  }
+  const store::PageTable* table() const {
+    return table_state.load(std::memory_order_acquire) == Table::ready ? table_.get() : nullptr;
+  }
 
  private:
   uint32_t session_;
@@ -58,6 +72,7 @@ class SessionShare {
   uint16_t home_;
   bool spread_;
   std::array<Part, kMaxWorkers> parts_{};
+  std::unique_ptr<const store::PageTable> table_;
 };
 
 }  // namespace mm::engine

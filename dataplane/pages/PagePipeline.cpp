@@ -26,6 +26,8 @@ PageStats& PageStats::operator+=(const PageStats& o) {
   written += o.written;
   auto_heavy_packets += o.auto_heavy_packets;
   auto_switches += o.auto_switches;
+  stored += o.stored;
+  stored_refused += o.stored_refused;
   return *this;
 }
 
@@ -105,6 +107,7 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
   UnchangedFilter::Block* block = filter_ && !p.offsets.empty() ? &filter_->block(p.ramblock) : nullptr;
   store::Capture* cap = capture_;
   const uint16_t cap_block = cap && !p.offsets.empty() ? cap->block(p.ramblock) : 0;
+  const store::PageTable::Block* known = table_ && !p.offsets.empty() ? table_->block(p.ramblock) : nullptr;
   for (size_t i = 0; i < p.offsets.size(); ++i) {
     const uint64_t off = p.offsets[i];
     const uint64_t index = off / kPageSize;
@@ -129,6 +132,13 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
         ++stats_.unchanged_held;
       }
       UnchangedFilter::sent(*block, index, h, epoch);
+    }
+    if (known && index < known->hash.size() && known->hash[index] == h.lo && h.lo != 0) {
+      // The destination's image holds these bytes: it checks the full hash.
+      w.put_page_stored(off, h.lo, h.hi);
+      if (cap) cap->lost(cap_block, index, epoch);  // (the bytes stay in the peer's image)
+      ++stats_.stored;
+      continue;
     }
     if (dict_) {
       if (auto slot = dict_->find(page, h)) {
@@ -167,6 +177,11 @@ PageDecoder::PageDecoder(CodecFor codecs, bool in_place)
       in_place_(in_place),
       be_offsets_(std::make_unique_for_overwrite<uint8_t[]>(size_t(kMaxPagesAlloc) * 8)) {}
 
+void PageDecoder::set_image(std::shared_ptr<const store::Image> img) {
+  image_ = std::move(img);
+  image_codecs_ = [this](CodecKind k) { return codecs_ ? codecs_(k, nullptr) : nullptr; };
+}
+
 std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket& out) {
   wire::RecordReader r(message);
   wire::Record rec;
@@ -202,6 +217,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
   out.page_at.clear();
   out.omitted = 0;
   uint32_t records = 0;  // page records so far (their offsets are in be_offsets_)
+  const store::Image::Block* image_block = nullptr;  // found at the first PAGE_STORED
   bool ended = false;
   PageStats s;
   while ((e = r.next(rec)) == wire::RecordError::ok) {
@@ -266,6 +282,32 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
         ++s.dedupe_hits;
         break;
       }
+      case wire::RecordType::page_stored: {
+        // The bytes come from this host's image of the VM: the page the
+        // image holds must carry this very 128-bit hash, and its stored
+        // bytes must hash to it once decoded (Image::read checks).
+        if (!image_) {
+          ++stats_.stored_refused;
+          return "PAGE_STORED but this destination holds no image of the VM";
+        }
+        if (!image_block) image_block = image_->block(out.ramblock);
+        const uint64_t idx = rec.page / kPageSize;
+        const store::Image::Page* sp =
+            image_block && idx < image_block->pages.size() ? &image_block->pages[idx] : nullptr;
+        if (!sp || sp->content == store::Content::none || sp->hash.lo != rec.hash || sp->hash.hi != rec.hash_hi) {
+          ++stats_.stored_refused;
+          return "PAGE_STORED for page at offset " + std::to_string(rec.page) + " of " + out.ramblock +
+                 " does not match this host's image of the VM";
+        }
+        const std::string why = image_->read(*sp, own, image_codecs_);
+        if (!why.empty()) {
+          ++stats_.stored_refused;
+          return "PAGE_STORED for page at offset " + std::to_string(rec.page) + ": " + why;
+        }
+        ++s.stored;
+        ++s.verified;
+        break;
+      }
       default: {
         std::string why;
         PageCodec* c = codecs_ ? codecs_(codec_of(rec.type), &why) : nullptr;
@@ -279,7 +321,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
         break;
       }
     }
-    if (rec.type != wire::RecordType::page_zero) {
+    if (rec.type != wire::RecordType::page_zero && rec.type != wire::RecordType::page_stored) {
       const PageHash h = page_hash(page);
       if (record_hash(h) != rec.hash) {
         return "page at offset " + std::to_string(rec.page) + " of " + out.ramblock +

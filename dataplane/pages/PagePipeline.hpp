@@ -21,6 +21,8 @@
 #include "dataplane/pages/DedupeDictionary.hpp"
 #include "dataplane/pages/UnchangedFilter.hpp"
 #include "dataplane/store/Capture.hpp"
+#include "dataplane/store/Image.hpp"
+#include "dataplane/store/PageTable.hpp"
 #include "dataplane/wire/Records.hpp"
 
 namespace mm::pages {
@@ -62,6 +64,12 @@ struct PageStats {
   uint64_t written = 0;         // destination: pages handed to QEMU
   uint64_t auto_heavy_packets = 0;  // source, auto codec: packets encoded with zstd
   uint64_t auto_switches = 0;       // source, auto codec: changes of codec
+  // Warm re-migration: pages sent as PAGE_STORED (source) / filled from
+  // this host's image of the VM after their hash checked (destination);
+  // destination: PAGE_STORED records refused (no image, a hash that is not
+  // the image's, stored bytes that do not check): the session fails.
+  uint64_t stored = 0;
+  uint64_t stored_refused = 0;
 
   PageStats& operator+=(const PageStats& o);
 };
@@ -104,6 +112,9 @@ class PageEncoder {
   // Logs every page this encoder sends, with its bytes as sent, into the
   // flow's capture for the page store (nullptr: none).
   void set_capture(store::Capture* c) { capture_ = c; }
+  // The page table of the image the destination holds of this VM: a page
+  // whose hash it lists goes as PAGE_STORED (nullptr: none, or not yet).
+  void set_table(const store::PageTable* t) { table_ = t; }
   // The auto codec's choice for the next packets (nullptr: raw); counted.
   void set_codec(PageCodec* codec, bool heavy) {
     if (codec != codec_) ++stats_.auto_switches;
@@ -117,6 +128,7 @@ class PageEncoder {
   bool heavy_ = false;  // codec_ is the auto codec's heavy one
   UnchangedFilter* filter_;
   store::Capture* capture_ = nullptr;
+  const store::PageTable* table_ = nullptr;
   std::unique_ptr<DedupeDictionary> dict_;
   std::unique_ptr<uint8_t[]> scratch_;  // one compressed page (kCompressBound)
   PageStats stats_;
@@ -157,6 +169,9 @@ class PageDecoder {
   // string, or why the message is refused (nothing of it may reach QEMU;
   // the session fails).
   std::string decode(std::span<const uint8_t> message, DecodedPacket& out);
+  // This host's image of the VM, for PAGE_STORED records (nullptr: none;
+  // such a record is then refused). Read-only, shared with other flows.
+  void set_image(std::shared_ptr<const store::Image> img);
   // Back to the state of a new stream (its dictionary emptied, memory kept).
   void reset() {
     if (dict_) dict_->clear();
@@ -166,6 +181,8 @@ class PageDecoder {
  private:
   CodecFor codecs_;
   bool in_place_;
+  std::shared_ptr<const store::Image> image_;
+  store::Image::CodecFor image_codecs_;
   std::unique_ptr<DedupeDictionary> dict_;  // the receiver's slot ring (no index)
   // Every record's offset, big-endian, for MULTIFD_END's digest.
   std::unique_ptr<uint8_t[]> be_offsets_;

@@ -93,8 +93,12 @@ bool ChannelRelay::write_records(std::span<const uint8_t> message) {
     }
     if (rec.type == wire::RecordType::bytes) bytes += rec.body.size();
     if (rec.type == wire::RecordType::fin) fin = true;
+    if (rec.type == wire::RecordType::store_table && !table_sink_) {
+      error_ = "channel: STORE_TABLE on a channel that takes none";
+      return false;
+    }
     if (rec.type != wire::RecordType::bytes && rec.type != wire::RecordType::fin &&
-        rec.type != wire::RecordType::sync) {
+        rec.type != wire::RecordType::sync && rec.type != wire::RecordType::store_table) {
       error_ = "channel: record type " + std::to_string(int(rec.type)) + " outside a multifd packet";
       return false;
     }
@@ -111,6 +115,12 @@ bool ChannelRelay::write_records(std::span<const uint8_t> message) {
   wire::RecordReader again(message);
   while (again.next(rec) == wire::RecordError::ok) {
     if (rec.type == wire::RecordType::bytes) chan_->send(rec.body);
+    if (rec.type == wire::RecordType::store_table) {
+      if (std::string why = table_sink_(rec.body); !why.empty()) {
+        error_ = "channel: " + why;
+        return false;
+      }
+    }
   }
   if (fin) remote_fin_ = true;
   return true;

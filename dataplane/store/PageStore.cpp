@@ -32,12 +32,14 @@ std::unique_ptr<Capture> PageStore::capture() {
   if (!enabled()) return nullptr;
   std::string file;
   if (cfg_.backing == Backing::file) {
+    std::lock_guard lock(mutex_);
     file = cfg_.dir + "/capture-" + std::to_string(::getpid()) + "-" + std::to_string(next_file_++);
   }
   return std::make_unique<Capture>(budget_, cfg_.backing, std::move(file));
 }
 
 size_t PageStore::make_room(uint64_t bytes, std::string_view keep) {
+  std::lock_guard lock(mutex_);
   size_t n = 0;
   for (auto it = lru_.end(); budget_.free() < bytes && it != lru_.begin();) {
     --it;
@@ -50,11 +52,13 @@ size_t PageStore::make_room(uint64_t bytes, std::string_view keep) {
 }
 
 void PageStore::put(std::shared_ptr<const Image> img) {
-  forget(img->info().vm);
+  std::lock_guard lock(mutex_);
+  lru_.remove_if([&](const auto& i) { return i->info().vm == img->info().vm; });
   lru_.push_front(std::move(img));
 }
 
 std::shared_ptr<const Image> PageStore::find(std::string_view vm) {
+  std::lock_guard lock(mutex_);
   for (auto it = lru_.begin(); it != lru_.end(); ++it) {
     if ((*it)->info().vm == vm) {
       lru_.splice(lru_.begin(), lru_, it);
@@ -65,6 +69,7 @@ std::shared_ptr<const Image> PageStore::find(std::string_view vm) {
 }
 
 bool PageStore::forget(std::string_view vm) {
+  std::lock_guard lock(mutex_);
   for (auto it = lru_.begin(); it != lru_.end(); ++it) {
     if ((*it)->info().vm == vm) {
       lru_.erase(it);
@@ -75,6 +80,7 @@ bool PageStore::forget(std::string_view vm) {
 }
 
 std::vector<ImageInfo> PageStore::list() const {
+  std::lock_guard lock(mutex_);
   std::vector<ImageInfo> out;
   for (const auto& i : lru_) out.push_back(i->info());
   return out;

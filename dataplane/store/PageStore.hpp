@@ -5,13 +5,15 @@
 // migrated VMs are evicted first. An image is looked up by its own VM's
 // name only: never across VMs.
 //
-// Threads: the store's map is the control thread's. Captures it hands out
-// are owned by one flow each; images are read-only and shared (a session
-// using one keeps it alive after an eviction); the Budget is atomic.
+// Threads: the map is behind a mutex (the control thread and the peer
+// channel's threads look images up; cold path only). Captures are owned by
+// one flow each; images are read-only and shared (a session using one keeps
+// it alive after an eviction); the Budget is atomic.
 #pragma once
 
 #include <cstdint>
 #include <list>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -52,11 +54,15 @@ class PageStore {
   const Budget& budget() const { return budget_; }
   Budget& budget() { return budget_; }
   const StoreConfig& config() const { return cfg_; }
-  uint64_t evictions() const { return evictions_; }
+  uint64_t evictions() const {
+    std::lock_guard lock(mutex_);
+    return evictions_;
+  }
 
  private:
   StoreConfig cfg_;
   Budget budget_;
+  mutable std::mutex mutex_;
   std::list<std::shared_ptr<const Image>> lru_;  // most recently used first
   uint64_t evictions_ = 0;
   uint64_t next_file_ = 0;

@@ -149,6 +149,22 @@ bool RecordWriter::put_page_ref(uint64_t page, uint64_t hash, uint32_t slot) {
   return put(h, sizeof h);
 }
 
+bool RecordWriter::put_page_stored(uint64_t page, uint64_t hash_lo, uint64_t hash_hi) {
+  uint8_t h[kPageStoredRecordSize];
+  page_head(h, RecordType::page_stored, page);
+  put_be64(h + 9, hash_lo);
+  put_be64(h + 17, hash_hi);
+  return put(h, sizeof h);
+}
+
+bool RecordWriter::put_store_table(std::span<const uint8_t> body) {
+  if (body.empty() || body.size() > UINT32_MAX) return false;
+  uint8_t h[kStoreTableOverhead];
+  h[0] = uint8_t(RecordType::store_table);
+  put_be32(h + 1, uint32_t(body.size()));
+  return put(h, sizeof h, body.data(), body.size());
+}
+
 bool RecordWriter::put_page_compressed(RecordType type, uint64_t page, uint64_t hash,
                                        std::span<const uint8_t> data) {
   if (data.empty() || data.size() > kMaxCompressedPage) return false;
@@ -168,12 +184,13 @@ RecordError RecordReader::next(Record& r) {
   const size_t left = msg_.size() - pos_;
   const uint8_t code = p[0];
   switch (RecordType(code)) {
-    case RecordType::bytes: {
+    case RecordType::bytes:
+    case RecordType::store_table: {
       if (left < kBytesRecordOverhead) return RecordError::truncated;
       const uint32_t n = get_be32(p + 1);
       if (n == 0) return RecordError::bad_length;
       if (n > left - kBytesRecordOverhead) return RecordError::truncated;
-      r.type = RecordType::bytes;
+      r.type = RecordType(code);
       r.body = {p + kBytesRecordOverhead, n};
       pos_ += kBytesRecordOverhead + n;
       return RecordError::ok;
@@ -205,6 +222,17 @@ RecordError RecordReader::next(Record& r) {
       r.end.offsets_digest = get_be64(p + 5);
       r.body = {};
       pos_ += kMultifdEndRecordSize;
+      return RecordError::ok;
+    case RecordType::page_stored:
+      if (left < kPageStoredRecordSize) return RecordError::truncated;
+      r.type = RecordType::page_stored;
+      r.page = get_be64(p + 1);
+      if (r.page % kRecordPageSize != 0) return RecordError::bad_page;
+      r.hash = get_be64(p + 9);
+      r.hash_hi = get_be64(p + 17);
+      r.slot = 0;
+      r.body = {};
+      pos_ += kPageStoredRecordSize;
       return RecordError::ok;
     case RecordType::page_zero:
     case RecordType::page_same:

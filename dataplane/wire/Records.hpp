@@ -24,6 +24,8 @@ enum class RecordType : uint8_t {
   multifd_end = 0x0A,
   sync = 0x0B,
   fin = 0x0C,
+  store_table = 0x0D,  // destination -> source: part of the page table of the image it holds
+  page_stored = 0x0E,  // the destination's image holds this page: no bytes
 };
 
 // Bytes a BYTES record costs besides its data: code (1) + len (4).
@@ -37,6 +39,10 @@ inline constexpr size_t kPageRefRecordSize = 1 + 8 + 8 + 4;
 inline constexpr size_t kPageCompressedOverhead = 1 + 8 + 8 + 2;
 inline constexpr size_t kMultifdEndRecordSize = 1 + 4 + 8;
 inline constexpr size_t kFinRecordSize = 1;
+// PAGE_STORED: code + page:8 + hash:8 (low 64 bits) + hash_hi:8.
+inline constexpr size_t kPageStoredRecordSize = 1 + 8 + 8 + 8;
+// STORE_TABLE: code + len:4, then its body (dataplane/store/PageTable.hpp).
+inline constexpr size_t kStoreTableOverhead = 5;
 // Largest compressed body a page record may carry (never more than the
 // page plus the codecs' worst-case framing).
 inline constexpr size_t kMaxCompressedPage = kRecordPageSize + 512;
@@ -64,14 +70,15 @@ struct Record {
   std::span<const uint8_t> body;  // BYTES: the opaque stream bytes; RAW: the page;
                                   // LZ4/ZSTD/DEFLATE: the compressed page
   uint64_t page = 0;              // page records: byte offset in the RAM block
-  uint64_t hash = 0;              // RAW/compressed/REF: low 64 bits of the page's XXH3-128
+  uint64_t hash = 0;              // RAW/compressed/REF/STORED: low 64 bits of the page's XXH3-128
+  uint64_t hash_hi = 0;           // STORED: the high 64 bits
   uint32_t slot = 0;              // REF: dictionary slot
   MultifdBegin begin;             // MULTIFD_BEGIN
   MultifdEnd end;                 // MULTIFD_END
 };
 
 inline bool is_page_record(RecordType t) {
-  return t >= RecordType::page_raw && t <= RecordType::page_same;
+  return (t >= RecordType::page_raw && t <= RecordType::page_same) || t == RecordType::page_stored;
 }
 
 enum class RecordError : uint8_t {
@@ -108,6 +115,8 @@ class RecordWriter {
   bool put_page_same(uint64_t page);
   bool put_page_raw(uint64_t page, uint64_t hash, const uint8_t* bytes);
   bool put_page_ref(uint64_t page, uint64_t hash, uint32_t slot);
+  bool put_page_stored(uint64_t page, uint64_t hash_lo, uint64_t hash_hi);
+  bool put_store_table(std::span<const uint8_t> body);
   // type: page_lz4, page_zstd or page_deflate.
   bool put_page_compressed(RecordType type, uint64_t page, uint64_t hash,
                            std::span<const uint8_t> data);

@@ -25,6 +25,13 @@ session is released its image must be listed, cover the whole of guest RAM,
 and read back (every page decoded and checked against its hash) identical
 to the source VM's RAM dump.
 
+--ping-pong (with --vm and the peer channel) migrates the VM on from the
+destination back to the source host afterwards: the source daemon, now the
+destination, holds the VM's image, sends its page table over the fabric,
+and the pages the VM did not change since come back as PAGE_STORED records
+(no bytes), each checked against the image before QEMU gets it. RAM must be
+identical again, the stored pages counted on both sides, none refused.
+
 --kill-destination-daemon instead kills the destination daemon mid-way: the
 source daemon must fail the session, the source QEMU must report a failed
 migration, and the source VM must keep running."""
@@ -144,6 +151,76 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
                   f"pages_unchanged {cd['pages_unchanged']}, empty_packets_dropped {cd['empty_packets_dropped']}; "
                   f"policy {s_src.get('pages')}")
         return report(problems, f.logs() if problems else "")
+
+
+def ping_pong(f: Fabric, kernel: Path, initrd: Path, a) -> int:
+    """A -> B through the daemons (A's daemon keeps the VM's image), then
+    B -> A: the second migration carries unchanged pages as PAGE_STORED."""
+    problems = []
+    append = (f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same={a.same} "
+              f"memload.lines={a.lines} memload.hot={a.hot}")
+    wd = f.workdir
+    with Vm("src-vm", wd, kernel, initrd, a.ram, append, netns=f.src.netns) as src, \
+         Vm("dst-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/dst-in.sock",
+            paused=True, netns=f.dst.netns) as dst:
+        src.wait_console(r"MEMLOAD READY", 180)
+        reply = f.start_session(7, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock", vm=a.vm)
+        flow.configure(src, dst, multifd=a.multifd)
+        r1 = flow.migrate(src, dst, reply["migrate-uri"], timeout=300)
+        s1 = f.src_daemon.wait_session(7, 60)
+        if r1.status != "completed" or s1["state"] != "completed":
+            return report([f"first migration: QEMU {r1.status}, source daemon {s1['state']} ({s1.get('error')})"],
+                          f.logs())
+        flow.verify(src, dst, wd)  # RAM identical, destination resumed and running
+        img = None
+        for _ in range(60):  # the image is made once the session's parts released it (the linger)
+            st = f.src_daemon.ctl.execute("query-store")
+            img = next((i for i in st["images"] if i["vm"] == a.vm), None)
+            if img:
+                break
+            time.sleep(0.25)
+        if not img:
+            return report([f"no image of {a.vm} on the first source: {st.get('last-dropped')}"], f.logs())
+        print(f"first migration: {r1.line()}; wire {s1['counters']['wire_bytes_tx'] / 2**20:.1f} MiB; "
+              f"image {img['pages-held']} of {img['pages']} pages, {img['bytes'] / 2**20:.1f} MiB")
+        time.sleep(a.pause)
+        with Vm("back-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/back-in.sock",
+                paused=True, netns=f.src.netns) as back:
+            args = {"session": 8, "peer": f.peer_address(f.src), "dst-incoming": f"unix:{wd}/back-in.sock",
+                    "listen": f"unix:{wd}/back-out.sock", "encrypt": f.peer_channel, "vm": a.vm}
+            reply = f.dst_daemon.ctl.execute("migrate", **args)
+            flow.configure(dst, back, multifd=a.multifd)
+            r2 = flow.migrate(dst, back, reply["migrate-uri"], timeout=300)
+            s_b = f.dst_daemon.wait_session(8, 60)
+            s_a = f.src_daemon.wait_session(8, 60)
+            for s in (s_b, s_a):
+                if s["state"] != "completed":
+                    problems.append(f"second migration: {s['role']} daemon session {s['state']}: {s.get('error')}")
+            if r2.status != "completed":
+                problems.append(f"second migration: QEMU {r2.status}: {r2.info.get('error-desc')}")
+            verdict = ""
+            if not problems:
+                try:
+                    verdict = flow.verify(dst, back, wd)
+                except AssertionError as e:
+                    problems.append(str(e))
+            cb, ca = s_b["counters"], s_a["counters"]
+            w1, w2 = s1["counters"]["wire_bytes_tx"], cb["wire_bytes_tx"]
+            print(f"second migration (back): {r2.line()}; wire {w2 / 2**20:.1f} MiB ({w2 / w1:.3f} of the first); "
+                  f"pages {cb['pages_in']}, stored {cb['pages_stored']} (destination filled {ca['pages_stored']}, "
+                  f"refused {ca['pages_stored_refused']}); {s_b.get('store-note')}; {verdict}")
+            if not problems:
+                if cb["pages_stored"] == 0:
+                    problems.append("the second migration sent no page as PAGE_STORED")
+                if ca["pages_stored"] != cb["pages_stored"] or ca["pages_stored_refused"]:
+                    problems.append(f"stored pages: source sent {cb['pages_stored']}, destination filled "
+                                    f"{ca['pages_stored']}, refused {ca['pages_stored_refused']}")
+                if cb["pages_stored"] < img["pages-held"] // 2:
+                    problems.append(f"only {cb['pages_stored']} of the image's {img['pages-held']} pages went as "
+                                    "PAGE_STORED (the guest changed few of them)")
+                if w2 >= w1 / 2:
+                    problems.append(f"the second migration moved {w2} wire bytes, the first {w1}")
+    return report(problems, f.logs() if problems else "")
 
 
 def check_store(f: Fabric, a, s_src: dict) -> list[str]:
@@ -287,6 +364,8 @@ def main() -> int:
                     help="fail unless the unchanged filter skipped pages")
     ap.add_argument("--loss", type=float, default=0, help="percent of frames dropped at each host (XDP)")
     ap.add_argument("--kill-destination-daemon", action="store_true")
+    ap.add_argument("--ping-pong", action="store_true", help="then migrate back (needs --vm)")
+    ap.add_argument("--pause", type=float, default=0, help="ping-pong: seconds the guest runs on B")
     ap.add_argument("--vm", default=None, help="the VM's name for the source daemon's page store (then checked)")
     ap.add_argument("--lines", type=int, default=0, help="cache lines memload changes per dirtied page (0: whole page)")
     ap.add_argument("--hot", type=int, default=0, help="percent of pages that take 90 %% of memload's writes (0: uniform)")
@@ -299,6 +378,11 @@ def main() -> int:
     with Fabric(a.build, a.kind, peer_channel=None if a.encrypt == "none" else a.encrypt) as f:
         if a.kill_destination_daemon:
             return kill_destination(f, kernel, initrd, a)
+        if a.ping_pong:
+            if not a.vm or a.encrypt == "none":
+                print("--ping-pong needs --vm and the peer channel")
+                return 2
+            return ping_pong(f, kernel, initrd, a)
         return migrate_ok(f, kernel, initrd, a)
 
 

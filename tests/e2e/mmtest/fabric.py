@@ -206,14 +206,16 @@ class Fabric:
             key.write_text(secrets.token_hex(32))
             os.chmod(key, 0o600)
             base = ["--key-file", str(key), "--encrypt", self.peer_channel]
-            self.daemon_args = {"src": base + self.daemon_args.get("src", []),
+            # Both daemons listen for peers: a VM can then go back (ping-pong).
+            self.daemon_args = {"src": base + ["--peer-listen", self.peer_address(self.src)] + self.daemon_args.get("src", []),
                                 "dst": base + ["--peer-listen", self.peer_address()] + self.daemon_args.get("dst", [])}
         self.src_daemon = self._daemon("src", self.src).start()
         self.dst_daemon = self._daemon("dst", self.dst).start()
 
-    def peer_address(self) -> str:
-        """ip:port of the destination daemon's peer channel."""
-        return f"{self.dst.kernel_ip or '127.0.0.1'}:7471"
+    def peer_address(self, host: "Host | None" = None) -> str:
+        """ip:port of a daemon's peer channel (the destination's by default)."""
+        h = host or self.dst
+        return f"{h.kernel_ip or '127.0.0.1'}:{7471 if h is self.dst else 7472}"
 
     def start_session(self, sid: int, src_listen: str, dst_qemu_uri: str,
                       max_bandwidth: int = 0, pages: dict | None = None, vm: str | None = None) -> dict:
