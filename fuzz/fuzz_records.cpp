@@ -4,11 +4,14 @@
 // re-encodes (RecordWriter) to exactly the bytes it was read from, and the
 // same records written across segments (a send window's packet slots, the
 // first input byte choosing their sizes) give the same bytes as written
-// into one buffer.
+// into one buffer. STORE_TABLE bodies go on to a PageTable being assembled
+// (dataplane/store/PageTable.hpp): it refuses or takes each, never more
+// pages than the chunks said.
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "dataplane/store/PageTable.hpp"
 #include "dataplane/wire/Records.hpp"
 #include "fuzz/FuzzCheck.hpp"
 
@@ -40,6 +43,10 @@ bool put(RecordWriter& w, const Record& r) {
     case RecordType::page_zstd:
     case RecordType::page_deflate:
       return w.put_page_compressed(r.type, r.page, r.hash, r.body);
+    case RecordType::page_stored:
+      return w.put_page_stored(r.page, r.hash, r.hash_hi);
+    case RecordType::store_table:
+      return w.put_store_table(r.body);
   }
   return false;
 }
@@ -63,6 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   RecordWriter ws(std::span<const std::span<uint8_t>>(segs, 3));
   size_t before = 0;
   bool segmented_ok = true;
+  mm::store::PageTable table;
+  bool table_ok = true;
   for (RecordError e; (e = reader.next(r)) == RecordError::ok;) {
     const size_t after = reader.offset();
     MM_FUZZ_CHECK(after > before && after <= msg.size());
@@ -75,6 +84,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     MM_FUZZ_CHECK(w.size() - w0 == after - before);
     MM_FUZZ_CHECK(std::memcmp(one.data() + w0, msg.data() + before, after - before) == 0);
     if (segmented_ok) segmented_ok = put(ws, r);
+    if (r.type == RecordType::store_table && table_ok) {
+      table_ok = table.add(r.body).empty();
+      for (const auto& blk : table.blocks()) MM_FUZZ_CHECK(blk.hash.size() <= mm::store::PageTable::kMaxBlockPages);
+    }
     before = after;
   }
   if (segmented_ok) {

@@ -15,6 +15,7 @@
 #include "dataplane/qemu/MultifdPacket.hpp"
 #include "dataplane/wire/Mmp.hpp"
 #include "dataplane/wire/PacketCipher.hpp"
+#include "dataplane/store/PageTable.hpp"
 #include "dataplane/wire/Records.hpp"
 #include "fuzz/PeerCapabilities.hpp"
 
@@ -192,6 +193,27 @@ void page_seeds() {
   m.resize(w.size());
   m.insert(m.begin(), 0x21);
   write("fuzz_records", "bytes-sync-fin", m);
+  // Warm re-migration: a page table in two chunks, then stored pages.
+  {
+    store::PageTable t;
+    std::vector<std::vector<uint8_t>> chunks;
+    store::Budget budget(64 << 20);
+    auto cap = std::make_unique<store::Capture>(budget, store::Backing::memory, "");
+    const uint16_t blk = cap->block("pc.ram");
+    Bytes page(4096, 3);
+    for (uint64_t i = 0; i < 70000; i += 997) cap->page(blk, i, 1, pages::page_hash(page.data()), store::Content::raw, page);
+    std::vector<std::unique_ptr<store::Capture>> caps;
+    caps.push_back(std::move(cap));
+    std::string why;
+    auto img = store::Image::merge("vm", std::move(caps), budget, why);
+    Bytes s = {0x37};
+    Bytes rec(1 << 20);
+    wire::RecordWriter tw(rec);
+    for (const auto& c : store::PageTable::of(*img).encode()) tw.put_store_table(c);
+    tw.put_page_stored(997 * 4096, 1, 2);
+    s.insert(s.end(), rec.begin(), rec.begin() + long(tw.size()));
+    write("fuzz_records", "store-table", s);
+  }
 }
 
 void multifd_seeds() {

@@ -45,6 +45,10 @@ uint64_t PageTable::pages_held() const {
 std::vector<std::vector<uint8_t>> PageTable::encode() const {
   std::vector<std::vector<uint8_t>> out;
   std::vector<uint8_t> raw;
+  // Each frame carries zstd's checksum: a damaged chunk is refused whole.
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 1);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
   for (size_t bi = 0; bi < blocks_.size(); ++bi) {
     const Block& b = blocks_[bi];
     const uint64_t total = b.hash.size();
@@ -66,12 +70,13 @@ std::vector<std::vector<uint8_t>> PageTable::encode() const {
       put_be(body, total, 8);
       const size_t head = body.size();
       body.resize(head + ZSTD_compressBound(raw.size()));
-      const size_t n = ZSTD_compress(body.data() + head, body.size() - head, raw.data(), raw.size(), 1);
+      const size_t n = ZSTD_compress2(cctx, body.data() + head, body.size() - head, raw.data(), raw.size());
       body.resize(head + (ZSTD_isError(n) ? 0 : n));
       out.push_back(std::move(body));
       if (total == 0) break;
     }
   }
+  ZSTD_freeCCtx(cctx);
   return out;
 }
 

@@ -285,7 +285,8 @@ def check_pages(s_src: dict, s_dst: dict, a) -> list[str]:
     if n == 0:
         out.append("no multifd page went through the page pipeline")
         return out
-    paths = cs["pages_zero"] + cs["pages_unchanged"] + cs["pages_dedupe_hits"] + cs["pages_compressed"] + cs["pages_raw"]
+    paths = (cs["pages_zero"] + cs["pages_unchanged"] + cs["pages_dedupe_hits"] + cs["pages_compressed"] + cs["pages_raw"]
+             + cs["pages_stored"])
     if paths != n:
         out.append(f"source: {n} pages in but {paths} accounted for by zero/unchanged/dedupe/compressed/raw")
     if cd["pages_in"] != n:

@@ -359,3 +359,91 @@ TEST(PagePipeline, InPlaceRefToASlotTheSamePacketOverwritesIsCopiedFirst) {
   }
   EXPECT_EQ(enc.stats().dedupe_hits, 4u);
 }
+
+// Warm re-migration: a source whose encoder has the destination's page
+// table sends the pages it lists as PAGE_STORED; a destination decoder with
+// that image fills them from it, byte-identical; one without the image, or
+// with another image, refuses the message and counts it.
+namespace {
+
+std::shared_ptr<const mm::store::Image> image_of(mm::store::Budget& budget, const Packet& p, const std::string& vm) {
+  PagePolicy pol;
+  pol.dedupe = false;
+  Pair pair(pol);
+  auto cap = std::make_unique<mm::store::Capture>(budget, mm::store::Backing::memory, "");
+  pair.enc.set_capture(cap.get());
+  pair.encode(p, 1);
+  std::vector<std::unique_ptr<mm::store::Capture>> caps;
+  caps.push_back(std::move(cap));
+  std::string why;
+  auto img = mm::store::Image::merge(vm, std::move(caps), budget, why);
+  EXPECT_TRUE(img) << why;
+  return img;
+}
+
+}  // namespace
+
+TEST(PagePipeline, StoredPagesComeFromTheDestinationsImage) {
+  mm::store::Budget budget(64 << 20);
+  const Packet before = packet_of(PageKind::text, 0);
+  auto img = image_of(budget, before, "vm");
+  ASSERT_EQ(img->info().pages_held, 128u);
+  const mm::store::PageTable table = mm::store::PageTable::of(*img);
+  // The guest changed three pages since.
+  Packet now = before;
+  for (size_t k : {3u, 50u, 127u}) now.pages[k * kPageSize + 9] ^= 0x5a;
+
+  PagePolicy pol;
+  Pair pair(pol);
+  pair.enc.set_table(&table);
+  pair.dec.set_image(img);
+  const auto msg = pair.encode(now, 2);
+  DecodedPacket d;
+  ASSERT_EQ(pair.dec.decode(msg, d), "");
+  expect_pages(d, now, all());
+  EXPECT_EQ(pair.enc.stats().stored, 125u);
+  EXPECT_EQ(pair.dec.stats().stored, 125u);
+  EXPECT_EQ(pair.dec.stats().verified, 128u);
+  EXPECT_LT(msg.size(), 3 * (kPageSize + 64) + 125 * 32);
+
+  // A destination without the image refuses the records.
+  Pair lost(pol);
+  DecodedPacket d2;
+  EXPECT_EQ(lost.dec.decode(msg, d2), "PAGE_STORED but this destination holds no image of the VM");
+  EXPECT_EQ(lost.dec.stats().stored_refused, 1u);
+  EXPECT_EQ(lost.dec.stats().written, 0u);
+
+  // ... and so does one whose image of the VM holds other bytes for them.
+  auto other = image_of(budget, packet_of(PageKind::text, 0, 9), "vm");
+  Pair wrong(pol);
+  wrong.dec.set_image(other);
+  DecodedPacket d3;
+  EXPECT_NE(wrong.dec.decode(msg, d3).find("does not match this host's image"), std::string::npos);
+  EXPECT_EQ(wrong.dec.stats().stored_refused, 1u);
+}
+
+TEST(PageTable, RoundTripsInChunksAndRefusesMalformedOnes) {
+  mm::store::Budget budget(64 << 20);
+  auto img = image_of(budget, packet_of(PageKind::random, 70000 - 64), "vm");  // pages up to 70063: two chunks
+  const mm::store::PageTable t = mm::store::PageTable::of(*img);
+  const auto chunks = t.encode();
+  ASSERT_EQ(chunks.size(), 2u);
+  mm::store::PageTable in;
+  for (const auto& c : chunks) ASSERT_EQ(in.add(c), "");
+  ASSERT_TRUE(in.complete());
+  EXPECT_EQ(in.generation(), img->info().generation);
+  ASSERT_NE(in.block("pc.ram"), nullptr);
+  EXPECT_EQ(in.block("pc.ram")->hash, t.block("pc.ram")->hash);
+  EXPECT_EQ(in.pages_held(), 128u);
+  EXPECT_EQ(in.add(chunks[0]), "STORE_TABLE after the table's last chunk");
+  // Out of order, cut short, a bit flipped in the frame.
+  mm::store::PageTable a;
+  EXPECT_NE(a.add(chunks[1]), "");
+  mm::store::PageTable b;
+  EXPECT_NE(b.add(std::span<const uint8_t>(chunks[0]).first(20)), "");
+  auto bad = chunks[0];
+  bad.back() ^= 1;
+  mm::store::PageTable c;
+  EXPECT_NE(c.add(bad), "");
+  EXPECT_FALSE(c.complete());
+}

@@ -61,10 +61,37 @@ TEST(Records, ReaderRejectsTruncatedAndBadLengths) {
 
 TEST(Records, ReaderRejectsUnknownTypes) {
   Record rec;
-  for (uint8_t code : {0x00, 0x0D, 0x7F, 0xFF}) {
+  for (uint8_t code : {0x00, 0x0F, 0x7F, 0xFF}) {
     const uint8_t m[] = {code, 0, 0};
     EXPECT_EQ(RecordReader(m).next(rec), RecordError::unknown_type) << int(code);
   }
+}
+
+TEST(Records, StoredPageAndStoreTableRoundTrip) {
+  std::vector<uint8_t> m(128);
+  RecordWriter w(m);
+  const std::vector<uint8_t> body = {1, 2, 3, 4, 5};
+  ASSERT_TRUE(w.put_page_stored(8192, 0x1122334455667788ull, 0x99aabbccddeeff00ull));
+  ASSERT_TRUE(w.put_store_table(body));
+  EXPECT_FALSE(w.put_store_table({}));  // a table chunk is never empty
+  EXPECT_EQ(w.size(), kPageStoredRecordSize + kStoreTableOverhead + body.size());
+  RecordReader r({m.data(), w.size()});
+  Record rec;
+  ASSERT_EQ(r.next(rec), RecordError::ok);
+  EXPECT_EQ(rec.type, RecordType::page_stored);
+  EXPECT_TRUE(is_page_record(rec.type));
+  EXPECT_EQ(rec.page, 8192u);
+  EXPECT_EQ(rec.hash, 0x1122334455667788ull);
+  EXPECT_EQ(rec.hash_hi, 0x99aabbccddeeff00ull);
+  ASSERT_EQ(r.next(rec), RecordError::ok);
+  EXPECT_EQ(rec.type, RecordType::store_table);
+  EXPECT_FALSE(is_page_record(rec.type));
+  EXPECT_EQ(std::vector<uint8_t>(rec.body.begin(), rec.body.end()), body);
+  EXPECT_EQ(r.next(rec), RecordError::end);
+  // Truncated, unaligned.
+  EXPECT_EQ(RecordReader({m.data(), kPageStoredRecordSize - 1}).next(rec), RecordError::truncated);
+  m[8] = 1;
+  EXPECT_EQ(RecordReader({m.data(), kPageStoredRecordSize}).next(rec), RecordError::bad_page);
 }
 
 TEST(Records, PageRecordsRoundTrip) {
