@@ -294,6 +294,15 @@ std::string Session::capture_gap() const {
 
 void Session::hand_in_captures() {
   if (!bin_) return;
+  for (auto& src : sources_) {
+    if (src) src->set_capture(nullptr);
+  }
+  for (const auto& cap : captures_) {
+    if (!cap) continue;
+    handed_store_.store_pages += cap->entries();
+    handed_store_.store_pages_without_bytes += cap->pages_without_bytes();
+    handed_store_.store_bytes += cap->bytes_held();
+  }
   std::string why;
   if (home()) why = capture_gap();
   else if (info_.state != SessionState::completed) why = "the migration did not complete";
@@ -667,6 +676,9 @@ void Session::finish(uint64_t now, SessionState s) {
   for (int fd : unclassified_) ::close(fd);
   unclassified_.clear();
   listener_.close();
+  // Every page this part's flows sent is logged by now: the captures go to
+  // the control plane at once (the image is ready before the linger ends).
+  hand_in_captures();
   if (conn_) conn_->set_keepalive(false);
   if (!home() || !link_) return;
   for (uint16_t w = 0; w < share_->workers(); ++w) {
@@ -743,6 +755,9 @@ SessionInfo Session::info() const {
   }
   c.late_channels = late_channels_;
   c.released_channels = released_channels_;
+  c.store_pages = handed_store_.store_pages;
+  c.store_pages_without_bytes = handed_store_.store_pages_without_bytes;
+  c.store_bytes = handed_store_.store_bytes;
   for (const auto& cap : captures_) {
     if (!cap) continue;
     c.store_pages += cap->entries();

@@ -299,6 +299,7 @@ class Session {
   // Page store captures by stream (stream 0: the main channel's zero pages).
   std::shared_ptr<store::CaptureBin> bin_;
   std::vector<std::unique_ptr<store::Capture>> captures_;
+  SessionCounters handed_store_;  // store_* of the captures already handed in
   std::shared_ptr<const store::Image> image_;          // destination: this host's image of the VM
   std::vector<std::vector<uint8_t>> table_chunks_;     // ... its table, still to be queued
   size_t table_next_ = 0;
