@@ -55,8 +55,11 @@ def selection(a: argparse.Namespace) -> matrix.Selection:
                                 matrix.pick(["qemu-multifd4", "mm-lz4"], matrix.MODES, "mode"), 1)
     caps = csv_list(a.caps)
     matrix.pick(caps, matrix.CAPS, "cap")
+    pp = [float(t) for t in csv_list(a.ping_pong)] if a.ping_pong else None
+    if pp and any(t < 0 for t in pp):
+        raise SystemExit("--ping-pong: seconds must be >= 0")
     return matrix.Selection(parse_sizes(a.sizes), matrix.pick(csv_list(a.workloads), matrix.WORKLOADS, "workload"),
-                            caps, matrix.pick(csv_list(a.modes), matrix.MODES, "mode"), a.repeats)
+                            caps, matrix.pick(csv_list(a.modes), matrix.MODES, "mode"), a.repeats, pp)
 
 
 def summary_line(r: dict) -> str:
@@ -101,6 +104,10 @@ def main() -> int:
                     help="MemoryMotion modes negotiate their sessions over the daemons' peer channel "
                          "with this --encrypt (required: AES-256-GCM on the fabric); default: sessions "
                          "set up directly, without a key (veth profiles only)")
+    ap.add_argument("--ping-pong", metavar="T[,T...]",
+                    help="ping-pong scenarios (issue 12): A -> B, the guest runs T s on B, B -> A; the "
+                         "way back is measured (its first hop under 'first'). The mm modes name the VM, "
+                         "so A's daemon keeps its image; needs --mm-encrypt (the peer channel)")
     ap.add_argument("--allow-relay-fallback", action="store_true",
                     help="if memmotiond refuses the page policy, run mm modes as a plain relay "
                          "(flagged everywhere) instead of failing them (--smoke does this)")
@@ -135,6 +142,9 @@ def main() -> int:
         return 0
 
     sel = selection(a)
+    if a.ping_pong and not a.mm_encrypt and any(m.via_daemons for m in sel.modes):
+        raise SystemExit("--ping-pong with mm modes needs --mm-encrypt off|required: the destination's "
+                         "image is offered over the peer channel")
     if a.list:
         for sc in sel.scenarios:
             print(f"{sc.key}: {', '.join(m.name for m in sel.modes)} x {sel.repeats}")

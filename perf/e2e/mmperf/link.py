@@ -59,6 +59,17 @@ class QemuLink:
             sh(["ip", "netns", "exec", self.src_netns, "tc", "qdisc", "add", "dev", self.src_if, "root",
                 "tbf", "rate", f"{rate_bytes_per_s * 8}bit", "burst", str(burst), "latency", "50ms"])
 
+    def swap(self) -> None:
+        """Source and destination sides change places (a migration back)."""
+        self.src_netns, self.dst_netns = self.dst_netns, self.src_netns
+        self.src_if, self.dst_if = self.dst_if, self.src_if
+        self.reversed = not getattr(self, "reversed", False)
+
+    @property
+    def dst_ip(self) -> str:
+        """Where the destination QEMU listens on this link."""
+        return SRC_IP if getattr(self, "reversed", False) else DST_IP
+
     def counters(self) -> tuple[int, int]:
         """(bytes sent by the source side, bytes sent by the destination side)."""
         return tx_bytes(self.src_netns, self.src_if), tx_bytes(self.dst_netns, self.dst_if)

@@ -113,10 +113,14 @@ class Scenario:
     size: Size
     workload: Workload
     cap: str
+    # Ping-pong (issue 12): migrate A -> B, let the guest run this many
+    # seconds on B, migrate B -> A; the second migration is what is measured.
+    ping_pong_s: float | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.size.name}/{self.workload.name}/{self.cap}"
+        k = f"{self.size.name}/{self.workload.name}/{self.cap}"
+        return k if self.ping_pong_s is None else f"{k}/pingpong-{self.ping_pong_s:g}s"
 
     @property
     def cap_bytes(self) -> int:
@@ -130,11 +134,13 @@ class Selection:
     caps: list[str]
     modes: list[Mode]
     repeats: int
+    ping_pong: list[float] | None = None
     scenarios: list[Scenario] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.scenarios = [Scenario(s, w, c) for s in self.sizes for w in self.workloads
-                          for c in self.caps]
+        pp = self.ping_pong or [None]
+        self.scenarios = [Scenario(s, w, c, t) for s in self.sizes for w in self.workloads
+                          for c in self.caps for t in pp]
 
     def runs(self) -> int:
         return len(self.scenarios) * len(self.modes) * self.repeats

@@ -128,6 +128,8 @@ class MigrationRunner:
         return rec
 
     def _run(self, sc: Scenario, mode: Mode, rec: dict) -> None:
+        if sc.ping_pong_s is not None:
+            return self._run_ping_pong(sc, mode, rec)
         f = self.fabric
         assert f is not None
         wd, n = f.workdir, self.seq
@@ -144,7 +146,52 @@ class MigrationRunner:
             time.sleep(SETTLE_S)
             self.migrate_vms(src, dst, mode, sc.cap_bytes, rec, self.migration_timeout(sc))
 
-    def migrate_vms(self, src: Vm, dst: Vm, mode: Mode, cap_bytes: int, rec: dict, timeout: float) -> None:
+    def _run_ping_pong(self, sc: Scenario, mode: Mode, rec: dict) -> None:
+        """A -> B (its figures kept under "first"), the guest runs
+        sc.ping_pong_s seconds on B, then B -> A: the measured migration.
+        Through the daemons both hops name the VM, so A's daemon keeps its
+        image and the way back sends what did not change as PAGE_STORED."""
+        f = self.fabric
+        assert f is not None
+        wd, n = f.workdir, self.seq
+        append = sc.workload.cmdline(sc.size.workload_mib)
+        ram = sc.size.ram_mib
+        vm_name = f"perf-{f.suffix}-{n}" if mode.via_daemons else None
+        with Vm(f"r{n}-a", wd, self.kernel, self.initrd, ram, append, netns=f.src.netns) as a, \
+             Vm(f"r{n}-b", wd, self.kernel, self.initrd, ram, append, incoming="defer",
+                paused=True, netns=f.dst.netns) as b:
+            m = a.wait_console(r"MEMLOAD READY|MMGUEST memload exited.*", 120 + sc.size.workload_mib)
+            if not m.group(0).startswith("MEMLOAD READY"):
+                raise RunFailed(f"the guest workload did not start: {a.console()[-300:]!r}")
+            time.sleep(SETTLE_S)
+            first: dict = {}
+            self.migrate_vms(a, b, mode, sc.cap_bytes, first, self.migration_timeout(sc), vm_name=vm_name)
+            rec["first"] = {k: first.get(k) for k in ("total_ms", "downtime_ms", "wire_bytes", "cpu_total_s")}
+            if vm_name:  # A's daemon made the VM's image when the session ended
+                deadline = time.monotonic() + 30
+                while not any(i["vm"] == vm_name for i in f.src_daemon.ctl.execute("query-store")["images"]):
+                    if time.monotonic() > deadline:
+                        raise RunFailed(f"no image of {vm_name} on the first source: "
+                                        f"{f.src_daemon.ctl.execute('query-store').get('last-dropped')}")
+                    time.sleep(0.2)
+            time.sleep(sc.ping_pong_s)
+            with Vm(f"r{n}-back", wd, self.kernel, self.initrd, ram, append, incoming="defer",
+                    paused=True, netns=f.src.netns) as back:
+                with f.reversed():
+                    if self.link:
+                        self.link.swap()
+                    try:
+                        self.migrate_vms(b, back, mode, sc.cap_bytes, rec, self.migration_timeout(sc), vm_name=vm_name)
+                    finally:
+                        if self.link:
+                            self.link.swap()
+            if vm_name:
+                for d in (f.src_daemon, f.dst_daemon):
+                    d.ctl.execute("store-forget", vm=vm_name) if any(
+                        i["vm"] == vm_name for i in d.ctl.execute("query-store")["images"]) else None
+
+    def migrate_vms(self, src: Vm, dst: Vm, mode: Mode, cap_bytes: int, rec: dict, timeout: float,
+                    vm_name: str | None = None) -> None:
         """One measured migration from a running VM to one started with
         `-incoming defer` (paused) on the other host, in `mode` under a link
         cap of `cap_bytes` bytes/s (0: none), then the RAM check. Fills
@@ -159,7 +206,8 @@ class MigrationRunner:
         wd, n = f.workdir, self.hops
         tcp = self.qemu_transport == "tcp" and not mode.via_daemons
         # The destination daemon reaches its QEMU over a unix socket.
-        dst_in = f"tcp:{QEMU_LINK_DST_IP}:{5000 + n}" if tcp else f"unix:{wd}/h{n}-dst-in.sock"
+        dst_in = f"tcp:{self.link.dst_ip if self.link else QEMU_LINK_DST_IP}:{5000 + n}" if tcp \
+            else f"unix:{wd}/h{n}-dst-in.sock"
         rec["qemu_transport"] = "memmotiond" if mode.via_daemons else self.qemu_transport
         flow.configure(src, dst, DOWNTIME_LIMIT_MS, multifd=mode.multifd)
         if mode.multifd:  # said every time: a VM migrated before may keep another setting
@@ -185,7 +233,7 @@ class MigrationRunner:
 
         sid = None
         if mode.via_daemons:
-            sid, uri = self._start_session(mode, cap_bytes, f"h{n}", dst_in, rec)
+            sid, uri = self._start_session(mode, cap_bytes, f"h{n}", dst_in, rec, vm=vm_name)
         else:
             uri = dst_in
 
@@ -277,7 +325,7 @@ class MigrationRunner:
             return None
         return self.link.counters() if self.link else None
 
-    def _start_session(self, mode: Mode, cap_bytes: int, tag: str, dst_in: str, rec: dict):
+    def _start_session(self, mode: Mode, cap_bytes: int, tag: str, dst_in: str, rec: dict, vm: str | None = None):
         f = self.fabric
         assert f is not None
         listen = f"unix:{f.workdir}/{tag}-mm-out.sock"
@@ -285,7 +333,7 @@ class MigrationRunner:
         if pages is not None and self.pages_rejected is None:
             self.sid += 1
             try:
-                reply = f.start_session(self.sid, listen, dst_in, cap_bytes, pages=pages)
+                reply = f.start_session(self.sid, listen, dst_in, cap_bytes, pages=pages, vm=vm)
                 rec["pages_applied"] = True
                 return self.sid, reply["migrate-uri"]
             except TypeError as e:  # a tests/e2e/mmtest without the argument yet
@@ -303,7 +351,7 @@ class MigrationRunner:
             loud(f"memmotiond refuses the page policy ({self.pages_rejected}); {mode.name} runs as a "
                  f"PLAIN RELAY (pages=None): its figures are NOT those of {mode.name}")
         self.sid += 1
-        reply = f.start_session(self.sid, listen, dst_in, cap_bytes)
+        reply = f.start_session(self.sid, listen, dst_in, cap_bytes, vm=vm)
         rec["pages_applied"] = False if pages is not None else None
         return self.sid, reply["migrate-uri"]
 

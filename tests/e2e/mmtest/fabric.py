@@ -4,6 +4,7 @@ fabric addresses each side needs to reach the other."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -49,6 +50,7 @@ class Host:
     # How to run a command on this host when a network namespace is not all
     # of it (a libvirt host has a mount namespace too: mmtest/libvirt.py).
     prefix: list[str] | None = None
+    peer_port: int = 7471  # its daemon's peer channel (with Fabric(peer_channel=...))
 
     def exec_prefix(self) -> list[str]:
         if self.prefix is not None:
@@ -201,6 +203,7 @@ class Fabric:
         return out
 
     def start_daemons(self) -> None:
+        self.src.peer_port, self.dst.peer_port = 7472, 7471
         if self.peer_channel:
             key = self.workdir / "peer.key"
             key.write_text(secrets.token_hex(32))
@@ -215,7 +218,19 @@ class Fabric:
     def peer_address(self, host: "Host | None" = None) -> str:
         """ip:port of a daemon's peer channel (the destination's by default)."""
         h = host or self.dst
-        return f"{h.kernel_ip or '127.0.0.1'}:{7471 if h is self.dst else 7472}"
+        return f"{h.kernel_ip or '127.0.0.1'}:{h.peer_port}"
+
+    @contextlib.contextmanager
+    def reversed(self):
+        """The two hosts (and their daemons) swap roles inside the block: a
+        VM migrated over goes back the same way (ping-pong)."""
+        self.src, self.dst = self.dst, self.src
+        self.src_daemon, self.dst_daemon = self.dst_daemon, self.src_daemon
+        try:
+            yield self
+        finally:
+            self.src, self.dst = self.dst, self.src
+            self.src_daemon, self.dst_daemon = self.dst_daemon, self.src_daemon
 
     def start_session(self, sid: int, src_listen: str, dst_qemu_uri: str,
                       max_bandwidth: int = 0, pages: dict | None = None, vm: str | None = None) -> dict:
