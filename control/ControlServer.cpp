@@ -352,18 +352,43 @@ void ControlServer::collect_captures() {
     auto caps = it->second->take(why);
     const std::string vm = it->second->vm();
     it = captures_pending_.erase(it);
-    if (why.empty()) {
-      const uint64_t t0 = engine::now_ns();
-      auto img = store::Image::merge(vm, std::move(caps), store_->budget(), why);
-      store_stats_.last_merge_ms = (engine::now_ns() - t0) / 1'000'000;
-      if (img) {
-        store_->put(std::move(img));
-        ++store_stats_.images_made;
-        continue;
-      }
+    if (!why.empty()) {
+      ++store_stats_.captures_dropped;
+      store_stats_.last_dropped = "VM '" + vm + "': " + why;
+      continue;
     }
-    ++store_stats_.captures_dropped;
-    store_stats_.last_dropped = "VM '" + vm + "': " + why;
+    store::Budget& budget = store_->budget();
+    merging_.push_back(std::async(std::launch::async, [vm, caps = std::move(caps), &budget]() mutable {
+      Merged m{vm, nullptr, {}, 0};
+      const uint64_t t0 = engine::now_ns();
+      m.img = store::Image::merge(vm, std::move(caps), budget, m.why);
+      if (m.img) {
+        pages::Lz4Codec lz4;
+        pages::ZstdCodec zstd;
+        m.img->inflate([&](pages::CodecKind k) -> pages::PageCodec* {
+          return k == pages::CodecKind::lz4 ? static_cast<pages::PageCodec*>(&lz4)
+                 : k == pages::CodecKind::zstd ? static_cast<pages::PageCodec*>(&zstd) : nullptr;
+        }, budget);
+      }
+      m.ms = (engine::now_ns() - t0) / 1'000'000;
+      return m;
+    }));
+  }
+  for (auto f = merging_.begin(); f != merging_.end();) {
+    if (f->wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      ++f;
+      continue;
+    }
+    Merged m = f->get();
+    f = merging_.erase(f);
+    store_stats_.last_merge_ms = m.ms;
+    if (m.img) {
+      store_->put(std::move(m.img));
+      ++store_stats_.images_made;
+    } else {
+      ++store_stats_.captures_dropped;
+      store_stats_.last_dropped = "VM '" + m.vm + "': " + m.why;
+    }
   }
 }
 
@@ -422,7 +447,7 @@ json ControlServer::store_json() {
           {"used", store_->budget().used()},
           {"backing", std::string(store::to_string(store_->config().backing))},
           {"images", images},
-          {"capturing", captures_pending_.size()},
+          {"capturing", captures_pending_.size() + merging_.size()},
           {"images-made", store_stats_.images_made},
           {"evictions", store_->evictions()},
           {"captures-dropped", store_stats_.captures_dropped},

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -141,6 +142,15 @@ class ControlServer {
   std::map<uint32_t, Migration> migrations_;
   std::unique_ptr<store::PageStore> store_;
   std::map<uint32_t, std::shared_ptr<store::CaptureBin>> captures_pending_;
+  // Images being merged and inflated on a thread of their own (a 2 GiB VM
+  // takes about a second): the control loop keeps answering meanwhile.
+  struct Merged {
+    std::string vm;
+    std::shared_ptr<store::Image> img;
+    std::string why;
+    uint64_t ms = 0;
+  };
+  std::vector<std::future<Merged>> merging_;
   struct StoreStats {
     uint64_t images_made = 0;
     uint64_t captures_dropped = 0;  // no image made: the migration failed, or writes were not all seen

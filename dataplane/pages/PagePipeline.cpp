@@ -299,8 +299,19 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
           return "PAGE_STORED for page at offset " + std::to_string(rec.page) + " of " + out.ramblock +
                  " does not match this host's image of the VM";
         }
-        const std::string why = image_->read(*sp, own, image_codecs_);
-        if (!why.empty()) {
+        if (const uint8_t* v = image_->view(*sp)) {
+          // Kept raw (Image::inflate): checked where it lies, then used there.
+          if (!(page_hash(v) == sp->hash)) {
+            ++stats_.stored_refused;
+            return "PAGE_STORED for page at offset " + std::to_string(rec.page) +
+                   ": stored page does not match its hash";
+          }
+          if (in_place_) {
+            page = v;
+          } else {
+            std::memcpy(own, v, kPageSize);
+          }
+        } else if (const std::string why = image_->read(*sp, own, image_codecs_); !why.empty()) {
           ++stats_.stored_refused;
           return "PAGE_STORED for page at offset " + std::to_string(rec.page) + ": " + why;
         }

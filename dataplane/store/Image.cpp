@@ -27,8 +27,8 @@ struct Source {
 
 std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<Capture>> captures, Budget& budget,
                                     std::string& why) {
-  if (captures.size() > 255) {
-    why = "more than 255 captures";
+  if (captures.size() > 254) {
+    why = "more than 254 captures";
     return nullptr;
   }
   std::shared_ptr<Image> img(new Image());
@@ -112,7 +112,7 @@ std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<
           if (it != by_hash.end()) {
             p.at = it->second.at;
             p.len = it->second.len;
-            p.capture = it->second.capture;
+            p.arena = it->second.capture;
             p.content = it->second.content;
           }
           break;
@@ -120,7 +120,7 @@ std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<
         default:
           p.at = e.at;
           p.len = e.len;
-          p.capture = ch.capture;
+          p.arena = ch.capture;
           p.content = e.content;
       }
       if (p.content != Content::none) ++img->info_.pages_held;
@@ -128,6 +128,7 @@ std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<
   }
   for (auto& c : captures) c->log_.reset();  // the log's budget goes back
   img->captures_ = std::move(captures);
+  for (auto& c : img->captures_) img->arenas_.push_back(&c->bytes_);
   std::random_device rd;
   img->info_.generation = (uint64_t(rd()) << 32) ^ rd();
   img->info_.made_unix_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -136,6 +137,58 @@ std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<
   img->info_.bytes = img->table_bytes_;
   for (auto& c : img->captures_) img->info_.bytes += c->bytes_held();
   return img;
+}
+
+uint64_t Image::inflate(const CodecFor& codecs, Budget& budget) {
+  if (inflated_) return 0;
+  inflated_ = std::make_unique<Arena>(budget, Backing::memory);
+  const uint8_t inflated_index = uint8_t(arenas_.size());
+  arenas_.push_back(inflated_.get());
+  // Pages that shared bytes (repeats resolved by hash) share them again.
+  struct LocHash {
+    size_t operator()(const std::pair<uint8_t, uint64_t>& k) const { return std::hash<uint64_t>{}(k.second * 257 + k.first); }
+  };
+  std::unordered_map<std::pair<uint8_t, uint64_t>, Loc, LocHash> done;
+  alignas(64) uint8_t page[pages::kPageSize];
+  uint64_t n = 0;
+  bool full = false;
+  for (Block& b : blocks_) {
+    for (Page& p : b.pages) {
+      if (full || p.content == Content::none || p.content == Content::zero || p.content == Content::deflate) continue;
+      const std::pair<uint8_t, uint64_t> key{p.arena, (uint64_t(p.at.chunk) << 32) | p.at.offset};
+      if (auto it = done.find(key); it != done.end()) {
+        p = {p.hash, it->second, uint16_t(pages::kPageSize), inflated_index, Content::raw};
+        continue;
+      }
+      if (!read(p, page, codecs).empty()) continue;  // stays as it is; read() refuses it later too
+      Loc at;
+      if (!inflated_->append({page, pages::kPageSize}, at)) {
+        full = true;
+        continue;
+      }
+      done.emplace(key, at);
+      p = {p.hash, at, uint16_t(pages::kPageSize), inflated_index, Content::raw};
+      ++n;
+    }
+  }
+  // Captures whose bytes no page refers to any more give their budget back.
+  std::vector<bool> used(arenas_.size(), false);
+  for (const Block& b : blocks_) {
+    for (const Page& p : b.pages) {
+      if (p.content != Content::none && p.content != Content::zero) used[p.arena] = true;
+    }
+  }
+  for (size_t i = 0; i < captures_.size(); ++i) {
+    if (!used[i] && captures_[i]) {
+      arenas_[i] = nullptr;
+      captures_[i].reset();
+    }
+  }
+  info_.bytes = table_bytes_ + inflated_->bytes_held();
+  for (auto& c : captures_) {
+    if (c) info_.bytes += c->bytes_held();
+  }
+  return n;
 }
 
 Image::~Image() {
@@ -156,7 +209,7 @@ std::string Image::read(const Page& p, uint8_t* out, const CodecFor& codecs) con
     case Content::zero: std::memset(out, 0, pages::kPageSize); break;
     case Content::raw:
       if (p.len != pages::kPageSize) return "stored raw page of a wrong length";
-      std::memcpy(out, captures_[p.capture]->bytes_.at(p.at), pages::kPageSize);
+      std::memcpy(out, arenas_[p.arena]->at(p.at), pages::kPageSize);
       break;
     case Content::lz4:
     case Content::zstd:
@@ -166,7 +219,7 @@ std::string Image::read(const Page& p, uint8_t* out, const CodecFor& codecs) con
                                                               : pages::CodecKind::deflate;
       pages::PageCodec* codec = codecs ? codecs(k) : nullptr;
       if (!codec) return std::string("no ") + std::string(pages::to_string(k)) + " codec for a stored page";
-      if (!codec->decompress(captures_[p.capture]->bytes_.at(p.at), p.len, out)) {
+      if (!codec->decompress(arenas_[p.arena]->at(p.at), p.len, out)) {
         return "stored page does not decompress";
       }
       break;

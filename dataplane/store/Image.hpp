@@ -42,7 +42,7 @@ class Image {
     pages::PageHash hash;
     Loc at;
     uint16_t len = 0;
-    uint8_t capture = 0;
+    uint8_t arena = 0;                // where the bytes are (a capture's, or the inflated one)
     Content content = Content::none;  // never ref: resolved by merge
   };
   struct Block {
@@ -65,12 +65,25 @@ class Image {
   // The page's 4096 bytes into out, decoded and checked against the hash
   // it was kept with. Empty, or why not (not held, no codec, a mismatch).
   std::string read(const Page& p, uint8_t* out, const CodecFor& codecs) const;
+  // A raw page's bytes where they lie (nullptr for any other content);
+  // the caller checks them against p.hash before it uses them.
+  const uint8_t* view(const Page& p) const {
+    return p.content == Content::raw && p.len == pages::kPageSize ? arenas_[p.arena]->at(p.at) : nullptr;
+  }
+  // Before the image is shared: every LZ4/zstd page decoded (and checked)
+  // into raw bytes, and raw pages moved next to them, as far as the budget
+  // allows, so that a destination fills a stored page with a hash check
+  // and no decompression. Captures no page refers to any more are freed.
+  // Returns the pages it inflated.
+  uint64_t inflate(const CodecFor& codecs, Budget& budget);
 
  private:
   Image() = default;
   ImageInfo info_;
   std::vector<Block> blocks_;
   std::vector<std::unique_ptr<Capture>> captures_;  // their byte arenas
+  std::unique_ptr<Arena> inflated_;                  // raw pages (inflate)
+  std::vector<const Arena*> arenas_;                 // by Page::arena
   Budget* budget_ = nullptr;
   uint64_t table_bytes_ = 0;  // the page tables' share of the budget
 };
