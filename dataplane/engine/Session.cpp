@@ -163,6 +163,12 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
   info_.encrypted = p.keys.has_value();
   if (p.keys) info_.cipher = wire::to_string(conn_->rx_cipher_engine());
   conn_->set_peer_queues(p.peer_queues);
+  if (p.role == Role::destination) {
+    // A multifd stream holds at most kHeldMessages QEMU packets its QEMU
+    // has not taken yet: the source then waits, and QEMU's own bandwidth
+    // estimate stays honest even when messages are small (PAGE_STORED).
+    for (uint16_t st = 1; st < kStreams; ++st) conn_->receiver(st).set_max_held_messages(kHeldMessages);
+  }
   // A part other than the home one probes on the first stream it holds
   // (the peer's part holding that stream hears it) and never sends CLOSE.
   for (uint16_t st = 0; st < kStreams; ++st) {

@@ -249,6 +249,7 @@ class Session {
   // expected and has not come; they wait at most kTableWaitNs).
   bool waiting_for_table(uint64_t now) const;
   static constexpr uint64_t kTableWaitNs = 2'000'000'000;
+  static constexpr uint32_t kHeldMessages = 16;
   uint32_t read_ahead() const;
   // Home: the newest packet from the peer over all parts; whether any
   // part has heard from it; whether every other part is done.

@@ -51,7 +51,10 @@ StreamReceiver::Accept StreamReceiver::on_data(const wire::Header& h,
   stats_.payload_bytes += payload.size();
   if (StreamSender::seq_lt(highest_, seq + 1)) highest_ = seq + 1;
   if (seq == next_) {
-    while (slot(next_).filled && next_ - deliv_ < cfg_.window) ++next_;
+    while (slot(next_).filled && next_ - deliv_ < cfg_.window) {
+      if (slot(next_).flags & wire::flag::last) ++held_;
+      ++next_;
+    }
   } else {
     // A hole: ACK at once so the sender sees the SACK and fast-retransmits.
     ++stats_.out_of_order;
@@ -65,7 +68,10 @@ void StreamReceiver::release(uint32_t first, uint32_t end) {
   for (uint32_t seq = first; seq != end; ++seq) slot(seq).filled = false;
   deliv_ = end;
   // Window update: the sender may be stalled on the credits it last saw.
-  if (advertised_credits_ < cfg_.window / 4 && credits() >= cfg_.window / 2) ack_now_ = true;
+  if ((advertised_credits_ < cfg_.window / 4 && credits() >= cfg_.window / 2) ||
+      (advertised_credits_ == 0 && credits() > 0)) {
+    ack_now_ = true;
+  }
 }
 
 wire::AckPayload StreamReceiver::make_ack() {

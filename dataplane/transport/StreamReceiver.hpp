@@ -68,7 +68,17 @@ class StreamReceiver final : public MessageReceiver {
            (pending_ > 0 && now - first_pending_ns_ >= cfg_.ack_delay_ns);
   }
   wire::AckPayload make_ack();
-  uint32_t credits() const { return deliv_ + cfg_.window - next_; }
+  uint32_t credits() const {
+    if (max_held_ != 0 && held_ >= max_held_) return 0;
+    return deliv_ + cfg_.window - next_;
+  }
+  // At most n whole messages received in order and not yet taken by the
+  // sink (0: no limit): past it no credits are given, so a sink that falls
+  // behind -- a destination QEMU slower than the fabric -- holds the sender
+  // back by messages, not only by packets (a message of PAGE_STORED records
+  // is one packet for 128 guest pages).
+  void set_max_held_messages(uint32_t n) { max_held_ = n; }
+  uint32_t held_messages() const { return held_; }
   bool drained() const override { return deliv_ == next_; }
   const ReceiverStats& stats() const { return stats_; }
   const char* error() const override { return error_; }
@@ -102,6 +112,8 @@ class StreamReceiver final : public MessageReceiver {
   uint64_t first_pending_ns_ = 0;
   uint64_t probe_ts_ = 0;
   uint32_t advertised_credits_ = 0;
+  uint32_t max_held_ = 0;  // set_max_held_messages
+  uint32_t held_ = 0;      // whole messages in [deliv_, next_)
   bool ack_now_ = false;
   bool duplicate_seen_ = false;  // since the last ACK
   const char* error_ = nullptr;
@@ -151,6 +163,7 @@ int StreamReceiver::deliver(Sink&& sink) {
       release(deliv_, end + 1);
     }
     ++msg_;
+    if (held_ > 0 && held_-- == max_held_ && advertised_credits_ == 0 && credits() > 0) ack_now_ = true;
     ++stats_.messages;
     ++delivered;
   }

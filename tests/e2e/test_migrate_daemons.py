@@ -55,13 +55,18 @@ from mmtest.guest import ensure_guest  # noqa: E402
 from mmtest.vm import Vm  # noqa: E402
 
 
+def guest_append(a) -> str:
+    """The guest's kernel command line: memload's workload."""
+    return (f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same={a.same} "
+            f"memload.lines={a.lines} memload.hot={a.hot}")
+
+
 @contextlib.contextmanager
 def vm_pair(f: Fabric, kernel: Path, initrd: Path, a, session: int):
     """A running source VM on the source host with its workload ready, a
     paused incoming VM on the destination host, and a started session;
     yields (src, dst, URI the source QEMU migrates to)."""
-    append = (f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same={a.same} "
-              f"memload.lines={a.lines} memload.hot={a.hot}")
+    append = guest_append(a)
     wd = f.workdir
     with Vm("src-vm", wd, kernel, initrd, a.ram, append, netns=f.src.netns) as src, \
          Vm("dst-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/dst-in.sock",
@@ -157,16 +162,9 @@ def ping_pong(f: Fabric, kernel: Path, initrd: Path, a) -> int:
     """A -> B through the daemons (A's daemon keeps the VM's image), then
     B -> A: the second migration carries unchanged pages as PAGE_STORED."""
     problems = []
-    append = (f"memload.mib={a.guest_mib} memload.dirty={a.dirty} memload.same={a.same} "
-              f"memload.lines={a.lines} memload.hot={a.hot}")
     wd = f.workdir
-    with Vm("src-vm", wd, kernel, initrd, a.ram, append, netns=f.src.netns) as src, \
-         Vm("dst-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/dst-in.sock",
-            paused=True, netns=f.dst.netns) as dst:
-        src.wait_console(r"MEMLOAD READY", 180)
-        reply = f.start_session(7, f"unix:{wd}/src-out.sock", f"unix:{wd}/dst-in.sock", vm=a.vm)
-        flow.configure(src, dst, multifd=a.multifd)
-        r1 = flow.migrate(src, dst, reply["migrate-uri"], timeout=300)
+    with vm_pair(f, kernel, initrd, a, 7) as (src, dst, uri):
+        r1 = flow.migrate(src, dst, uri, timeout=300)
         s1 = f.src_daemon.wait_session(7, 60)
         if r1.status != "completed" or s1["state"] != "completed":
             return report([f"first migration: QEMU {r1.status}, source daemon {s1['state']} ({s1.get('error')})"],
@@ -184,7 +182,7 @@ def ping_pong(f: Fabric, kernel: Path, initrd: Path, a) -> int:
         print(f"first migration: {r1.line()}; wire {s1['counters']['wire_bytes_tx'] / 2**20:.1f} MiB; "
               f"image {img['pages-held']} of {img['pages']} pages, {img['bytes'] / 2**20:.1f} MiB")
         time.sleep(a.pause)
-        with Vm("back-vm", wd, kernel, initrd, a.ram, append, incoming=f"unix:{wd}/back-in.sock",
+        with Vm("back-vm", wd, kernel, initrd, a.ram, guest_append(a), incoming=f"unix:{wd}/back-in.sock",
                 paused=True, netns=f.src.netns) as back:
             args = {"session": 8, "peer": f.peer_address(f.src), "dst-incoming": f"unix:{wd}/back-in.sock",
                     "listen": f"unix:{wd}/back-out.sock", "encrypt": f.peer_channel, "vm": a.vm}

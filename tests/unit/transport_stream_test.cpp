@@ -692,3 +692,36 @@ TEST(EncryptedStream, AStreamOutOfNoncesStopsSendingAndSaysSo) {
   EXPECT_TRUE(p.a.conn.nonces_exhausted());
   EXPECT_FALSE(p.b.conn.nonces_exhausted());
 }
+
+// A receiver with a cap on whole messages its sink has not taken gives no
+// credits past it, and reopens (with an ACK) once the sink takes one.
+TEST(StreamReceiver, HeldMessageCapWithholdsCredits) {
+  using namespace mm;
+  using namespace mm::transport;
+  TransportConfig cfg;
+  cfg.window = 64;
+  cfg.max_payload = 100;
+  StreamReceiver rx(cfg, 1000);
+  rx.set_max_held_messages(2);
+  auto data = [&](uint32_t seq) {
+    wire::Header h;
+    h.seq = seq;
+    h.msg = seq;
+    h.flags = wire::flag::first | wire::flag::last;
+    const uint8_t payload[10] = {};
+    return rx.on_data(h, payload, 1);
+  };
+  EXPECT_EQ(data(0), StreamReceiver::Accept::stored);
+  EXPECT_EQ(rx.credits(), 63u);
+  EXPECT_EQ(data(1), StreamReceiver::Accept::stored);
+  EXPECT_EQ(rx.held_messages(), 2u);
+  EXPECT_EQ(rx.credits(), 0u);
+  (void)rx.make_ack();  // advertises 0
+  EXPECT_FALSE(rx.ack_due(1));
+  int taken = 0;
+  auto one = [&](std::span<const uint8_t>) { return taken++ == 0; };
+  EXPECT_EQ(rx.deliver(one), 1);
+  EXPECT_EQ(rx.held_messages(), 1u);
+  EXPECT_GT(rx.credits(), 0u);
+  EXPECT_TRUE(rx.ack_due(1));  // the window update
+}
