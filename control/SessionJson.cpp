@@ -72,6 +72,7 @@ json to_json(const engine::SessionInfo& s) {
            {"pages_auto_zstd_packets", c.pages.auto_heavy_packets},
            {"pages_auto_switches", c.pages.auto_switches},
            {"pages_stored", c.pages.stored},
+           {"pages_unchanged_conflicts", c.pages.unchanged_conflicts},
            {"pages_stored_refused", c.pages.stored_refused},
            {"pages_compressed", c.pages.compressed},
            {"pages_compressed_bytes", c.pages.compressed_bytes},

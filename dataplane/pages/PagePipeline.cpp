@@ -27,6 +27,7 @@ PageStats& PageStats::operator+=(const PageStats& o) {
   auto_heavy_packets += o.auto_heavy_packets;
   auto_switches += o.auto_switches;
   stored += o.stored;
+  unchanged_conflicts += o.unchanged_conflicts;
   stored_refused += o.stored_refused;
   return *this;
 }
@@ -115,7 +116,7 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
     ++stats_.pages;
     if (policy_.zero && is_zero_page(page)) {
       // Counted as sent: a later identical zero page may then go as SAME.
-      if (block) UnchangedFilter::sent(*block, index, zero_page_hash(), epoch);
+      if (block && UnchangedFilter::sent(*block, index, zero_page_hash(), epoch)) ++stats_.unchanged_conflicts;
       w.put_page_zero(off);
       if (cap) cap->page(cap_block, index, epoch, zero_page_hash(), store::Content::zero);
       ++stats_.zero;
@@ -131,7 +132,7 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
         }
         ++stats_.unchanged_held;
       }
-      UnchangedFilter::sent(*block, index, h, epoch);
+      if (UnchangedFilter::sent(*block, index, h, epoch)) ++stats_.unchanged_conflicts;
     }
     if (known && index < known->hash.size() && known->hash[index] == h.lo && h.lo != 0) {
       // The destination's image holds these bytes: it checks the full hash.

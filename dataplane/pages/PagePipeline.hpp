@@ -55,6 +55,9 @@ struct PageStats {
   uint64_t zero = 0;            // sent / arrived as PAGE_ZERO
   uint64_t unchanged = 0;       // PAGE_SAME: not sent again, omitted at the destination
   uint64_t unchanged_held = 0;  // source: unchanged, but sent because earlier epochs were not all seen
+  // source: pages QEMU sent twice in one epoch with other bytes (see
+  // UnchangedFilter.hpp): not skipped until sent again in a later epoch
+  uint64_t unchanged_conflicts = 0;
   uint64_t dedupe_hits = 0;     // PAGE_REF
   uint64_t compressed = 0;      // PAGE_LZ4/ZSTD/DEFLATE
   uint64_t compressed_bytes = 0;  // their compressed bodies

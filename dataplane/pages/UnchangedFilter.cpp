@@ -29,10 +29,11 @@ bool UnchangedFilter::can_skip(const Block& b, uint64_t i, const PageHash& h, ui
   return e.other == 0 || e.other - 1 < sent_epoch;
 }
 
-void UnchangedFilter::sent(Block& b, uint64_t i, const PageHash& h, uint32_t epoch) {
+bool UnchangedFilter::sent(Block& b, uint64_t i, const PageHash& h, uint32_t epoch) {
   Entry* e = entry(b, i);
-  if (!e) return;
-  if (e->sent == epoch + 1 && !(e->hash == h)) {
+  if (!e) return false;
+  const bool conflict = e->sent == epoch + 1 && !(e->hash == h);
+  if (conflict) {
     // QEMU 7.2 sent the page twice in one epoch, on two channels (it
     // repeats the last page of a full multifd packet as the first of the
     // next one now and then), with different bytes: the destination's
@@ -44,6 +45,7 @@ void UnchangedFilter::sent(Block& b, uint64_t i, const PageHash& h, uint32_t epo
     e->hash = h;
     e->sent = epoch + 1;
   }
+  return conflict;
 }
 
 void UnchangedFilter::written_elsewhere(std::string_view name, uint64_t i, uint32_t epoch) {

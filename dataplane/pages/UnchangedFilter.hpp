@@ -50,7 +50,8 @@ class UnchangedFilter {
   // The page goes out with these bytes in `epoch` (an older epoch's send,
   // processed late, does not overwrite a newer one; a second send in the
   // same epoch with other bytes blocks the skip, see above).
-  static void sent(Block& b, uint64_t page_index, const PageHash& h, uint32_t epoch);
+  // Returns true when it was such a second send with other bytes.
+  static bool sent(Block& b, uint64_t page_index, const PageHash& h, uint32_t epoch);
   // Something other than a multifd page wrote the page in `epoch`.
   void written_elsewhere(std::string_view block, uint64_t page_index, uint32_t epoch);
   size_t tracked_pages() const;
