@@ -656,6 +656,8 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     if (!o.vm.empty()) {
       p.vm = o.vm;
       p.image = store_->find(p.vm);
+      // A table the source would refuse as too large is not offered.
+      if (p.image && p.image->info().pages > store::PageTable::kMaxTablePages) p.image = nullptr;
       image = p.image;
     }
     // Answers go to the source's workers that own the streams.

@@ -24,7 +24,7 @@ PageTable PageTable::of(const Image& img) {
   PageTable t;
   t.generation_ = img.info().generation;
   for (const Image::Block& b : img.blocks()) {
-    Block out{b.name, std::vector<uint64_t>(b.pages.size(), 0)};
+    Block out{b.name, std::vector<uint64_t>(b.pages.size(), 0), b.pages.size()};
     for (size_t i = 0; i < b.pages.size(); ++i) {
       if (b.pages[i].content != Content::none) out.hash[i] = b.pages[i].hash.lo;
     }
@@ -51,7 +51,7 @@ std::vector<std::vector<uint8_t>> PageTable::encode() const {
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
   for (size_t bi = 0; bi < blocks_.size(); ++bi) {
     const Block& b = blocks_[bi];
-    const uint64_t total = b.hash.size();
+    const uint64_t total = b.total;
     for (uint64_t first = 0; first < total || (total == 0 && first == 0); first += kChunkPages) {
       const uint32_t count = uint32_t(std::min<uint64_t>(kChunkPages, total - first));
       raw.resize(size_t(count) * 8);
@@ -101,20 +101,23 @@ std::string PageTable::add(std::span<const uint8_t> body) {
   Block* b = blocks_.empty() ? nullptr : &blocks_.back();
   if (!b || b->name != name) {
     // A new block: the previous one must be whole, and named once only.
-    if (b && next_ != b->hash.size()) return "STORE_TABLE block '" + b->name + "' ended early";
+    if (b && next_ != b->total) return "STORE_TABLE block '" + b->name + "' ended early";
     if (block(name)) return "STORE_TABLE names block '" + std::string(name) + "' twice";
     if (blocks_.size() == kMaxBlocks) return "STORE_TABLE with more than 64 blocks";
     if (first != 0) return "STORE_TABLE block '" + std::string(name) + "' does not start at page 0";
-    blocks_.push_back({std::string(name), std::vector<uint64_t>(total, 0)});
+    if (total > kMaxTablePages - pages_) return "STORE_TABLE of more than " + std::to_string(kMaxTablePages) + " pages";
+    pages_ += total;
+    blocks_.push_back({std::string(name), {}, total});
     b = &blocks_.back();
     next_ = 0;
-  } else if (total != b->hash.size()) {
+  } else if (total != b->total) {
     return "STORE_TABLE block '" + b->name + "' changed its size";
   }
   if (first != next_) return "STORE_TABLE chunk out of order in block '" + b->name + "'";
   std::vector<uint8_t> raw(size_t(count) * 8);
   const size_t n = ZSTD_decompress(raw.data(), raw.size(), frame.data(), frame.size());
   if (ZSTD_isError(n) || n != raw.size()) return "STORE_TABLE chunk does not decompress to its page count";
+  b->hash.resize(first + count);
   for (uint32_t i = 0; i < count; ++i) {
     uint64_t h = 0;
     for (int k = 7; k >= 0; --k) h = (h << 8) | raw[size_t(i) * 8 + size_t(k)];
@@ -124,7 +127,7 @@ std::string PageTable::add(std::span<const uint8_t> body) {
   generation_ = gen;
   started_ = true;
   if (last) {
-    if (next_ != b->hash.size()) return "STORE_TABLE's last chunk leaves block '" + b->name + "' short";
+    if (next_ != b->total) return "STORE_TABLE's last chunk leaves block '" + b->name + "' short";
     complete_ = true;
   }
   return {};

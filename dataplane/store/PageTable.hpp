@@ -24,13 +24,18 @@ namespace mm::store {
 class PageTable {
  public:
   static constexpr uint32_t kChunkPages = 65536;
-  // Pages beyond this (1 TiB of 4 KiB pages) per block are refused.
-  static constexpr uint64_t kMaxBlockPages = uint64_t(1) << 28;
+  // A table of more pages than this over all its blocks (256 GiB of guest
+  // memory; 512 MiB of table) is refused, and a block's hashes are held
+  // only as its chunks arrive: a lying peer cannot make the source
+  // allocate more than the chunks it actually sent.
+  static constexpr uint64_t kMaxBlockPages = uint64_t(1) << 26;
+  static constexpr uint64_t kMaxTablePages = uint64_t(1) << 26;
   static constexpr size_t kMaxBlocks = 64;
 
   struct Block {
     std::string name;
-    std::vector<uint64_t> hash;  // by page index; 0: not held
+    std::vector<uint64_t> hash;  // by page index; 0: not held (grows as chunks arrive)
+    uint64_t total = 0;          // the block's pages (hash.size() once complete)
   };
 
   PageTable() = default;
@@ -59,7 +64,8 @@ class PageTable {
   std::vector<Block> blocks_;
   bool complete_ = false;
   bool started_ = false;
-  uint64_t next_ = 0;  // the next page expected in the last block
+  uint64_t next_ = 0;   // the next page expected in the last block
+  uint64_t pages_ = 0;  // pages announced over all blocks
 };
 
 }  // namespace mm::store
