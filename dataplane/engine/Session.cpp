@@ -310,8 +310,15 @@ void Session::hand_in_captures() {
     handed_store_.store_bytes += cap->bytes_held();
   }
   std::string why;
-  if (home()) why = capture_gap();
-  else if (info_.state != SessionState::completed) why = "the migration did not complete";
+  if (home()) {
+    why = capture_gap();
+  } else if (info_.state != SessionState::completed) {
+    why = "the migration did not complete";
+  } else {
+    for (const auto& src : sources_) {
+      if (src && src->passthrough()) why = "QEMU compressed a multifd channel itself";
+    }
+  }
   for (size_t k = 1; k < captures_.size(); ++k) {
     if (captures_[k] && (!sources_[k] || sources_[k]->passthrough())) captures_[k].reset();
   }
