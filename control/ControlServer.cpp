@@ -363,12 +363,8 @@ void ControlServer::collect_captures() {
       const uint64_t t0 = engine::now_ns();
       m.img = store::Image::merge(vm, std::move(caps), budget, m.why);
       if (m.img) {
-        pages::Lz4Codec lz4;
-        pages::ZstdCodec zstd;
-        m.img->inflate([&](pages::CodecKind k) -> pages::PageCodec* {
-          return k == pages::CodecKind::lz4 ? static_cast<pages::PageCodec*>(&lz4)
-                 : k == pages::CodecKind::zstd ? static_cast<pages::PageCodec*>(&zstd) : nullptr;
-        }, budget);
+        engine::CodecSet codecs("");  // LZ4 and zstd; no compressdev off the workers
+        m.img->inflate([&](pages::CodecKind k) { return codecs.get(k, nullptr); }, budget);
       }
       m.ms = (engine::now_ns() - t0) / 1'000'000;
       return m;
@@ -399,12 +395,8 @@ json ControlServer::store_check(const std::string& vm, const std::string& file, 
   if (!b) throw CommandError("InvalidParameter", "VM '" + vm + "''s image has no RAM block '" + block + "'");
   std::ifstream in(file, std::ios::binary);
   if (!in) throw CommandError("InvalidParameter", "cannot read " + file);
-  pages::Lz4Codec lz4;
-  pages::ZstdCodec zstd;
-  const store::Image::CodecFor codecs = [&](pages::CodecKind k) -> pages::PageCodec* {
-    return k == pages::CodecKind::lz4 ? static_cast<pages::PageCodec*>(&lz4)
-           : k == pages::CodecKind::zstd ? static_cast<pages::PageCodec*>(&zstd) : nullptr;
-  };
+  engine::CodecSet codec_set("");  // LZ4 and zstd; no compressdev off the workers
+  const store::Image::CodecFor codecs = [&](pages::CodecKind k) { return codec_set.get(k, nullptr); };
   std::vector<uint8_t> want(pages::kPageSize), got(pages::kPageSize);
   uint64_t same = 0, different = 0, not_held = 0, unreadable = 0, beyond = 0;
   json first = nullptr;

@@ -84,6 +84,18 @@ struct Session::MainSink final : qemu::MainChannelObserver::Sink {
   Session& s;
 };
 
+namespace {
+// What captures logged so far, added to the session's store_* counters.
+void add_store_counts(const std::vector<std::unique_ptr<store::Capture>>& caps, SessionCounters& c) {
+  for (const auto& cap : caps) {
+    if (!cap) continue;
+    c.store_pages += cap->entries();
+    c.store_pages_without_bytes += cap->pages_without_bytes();
+    c.store_bytes += cap->bytes_held();
+  }
+}
+}  // namespace
+
 bool spreads(const SessionParams& p) { return !(p.role == Role::source && p.pages.unchanged); }
 
 Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now,
@@ -303,12 +315,7 @@ void Session::hand_in_captures() {
   for (auto& src : sources_) {
     if (src) src->set_capture(nullptr);
   }
-  for (const auto& cap : captures_) {
-    if (!cap) continue;
-    handed_store_.store_pages += cap->entries();
-    handed_store_.store_pages_without_bytes += cap->pages_without_bytes();
-    handed_store_.store_bytes += cap->bytes_held();
-  }
+  add_store_counts(captures_, handed_store_);
   std::string why;
   if (home()) {
     why = capture_gap();
@@ -771,12 +778,7 @@ SessionInfo Session::info() const {
   c.store_pages = handed_store_.store_pages;
   c.store_pages_without_bytes = handed_store_.store_pages_without_bytes;
   c.store_bytes = handed_store_.store_bytes;
-  for (const auto& cap : captures_) {
-    if (!cap) continue;
-    c.store_pages += cap->entries();
-    c.store_pages_without_bytes += cap->pages_without_bytes();
-    c.store_bytes += cap->bytes_held();
-  }
+  add_store_counts(captures_, c);
 
   if (conn_) {
     c.conn = conn_->stats();

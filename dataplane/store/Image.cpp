@@ -10,11 +10,6 @@ namespace mm::store {
 
 namespace {
 
-struct Key {
-  uint16_t block;
-  uint64_t index;
-};
-
 // Where the bytes of a hash are, for pages logged as repeats of it.
 struct Source {
   Loc at;
