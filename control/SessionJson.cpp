@@ -74,6 +74,9 @@ json to_json(const engine::SessionInfo& s) {
            {"pages_stored", c.pages.stored},
            {"pages_unchanged_conflicts", c.pages.unchanged_conflicts},
            {"pages_stored_refused", c.pages.stored_refused},
+           {"pages_delta", c.pages.delta},
+           {"pages_delta_bytes", c.pages.delta_bytes},
+           {"pages_delta_bases", c.pages.delta_bases},
            {"pages_compressed", c.pages.compressed},
            {"pages_compressed_bytes", c.pages.compressed_bytes},
            {"pages_raw", c.pages.raw},
@@ -130,6 +133,17 @@ std::string session_summary(const engine::SessionInfo& s) {
                   s.role == engine::Role::source ? "held back by the epoch gate" : "verified",
                   static_cast<unsigned long long>(s.role == engine::Role::source ? p.unchanged_held : p.verified));
     out += line;
+    if (p.delta_bases > 0 || p.delta > 0) {
+      if (s.role == engine::Role::source) {
+        std::snprintf(line, sizeof line, "  delta: %llu pages in %.1f MiB of changes; %llu found a base in the dictionary\n",
+                      static_cast<unsigned long long>(p.delta), double(p.delta_bytes) / mib,
+                      static_cast<unsigned long long>(p.delta_bases));
+      } else {
+        std::snprintf(line, sizeof line, "  delta: %llu pages rebuilt from %.1f MiB of changes\n",
+                      static_cast<unsigned long long>(p.delta), double(p.delta_bytes) / mib);
+      }
+      out += line;
+    }
     if (s.role == engine::Role::source && s.pages.auto_codec) {
       std::snprintf(line, sizeof line, "  auto codec: %llu of %llu packets in zstd (the link held the flow), %llu switches\n",
                     static_cast<unsigned long long>(p.auto_heavy_packets), static_cast<unsigned long long>(p.packets),
@@ -153,7 +167,10 @@ json to_json(const pages::PagePolicy& p) {
           {"zero", p.zero},
           {"unchanged", p.unchanged},
           {"dedupe", p.dedupe},
-          {"dedupe-slots", p.dedupe_slots}};
+          {"dedupe-slots", p.dedupe_slots},
+          {"delta", p.delta && p.dedupe},
+          // The delta's base cache is the dictionary: this much per stream end.
+          {"delta-base-bytes-per-stream", p.delta && p.dedupe ? uint64_t(p.dedupe_slots) * 4096 : 0}};
 }
 
 pages::PagePolicy page_policy_from_json(const json& j) {
@@ -171,9 +188,9 @@ pages::PagePolicy page_policy_from_json(const json& j) {
       else if (c == "deflate") p.codec = pages::CodecKind::deflate;
       else if (c == "none" || c == "raw") p.codec = pages::CodecKind::raw;
       else throw std::invalid_argument("pages.codec must be one of auto, lz4, zstd, deflate, none");
-    } else if (k == "zero" || k == "unchanged" || k == "dedupe") {
+    } else if (k == "zero" || k == "unchanged" || k == "dedupe" || k == "delta") {
       if (!v.is_boolean()) throw std::invalid_argument("pages." + k + " must be true or false");
-      (k == "zero" ? p.zero : k == "unchanged" ? p.unchanged : p.dedupe) = v.get<bool>();
+      (k == "zero" ? p.zero : k == "unchanged" ? p.unchanged : k == "dedupe" ? p.dedupe : p.delta) = v.get<bool>();
     } else if (k == "dedupe-slots") {
       if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > pages::kMaxDedupeSlots) {
         throw std::invalid_argument("pages.dedupe-slots must be 1.." + std::to_string(pages::kMaxDedupeSlots));
@@ -181,7 +198,7 @@ pages::PagePolicy page_policy_from_json(const json& j) {
       p.dedupe_slots = v.get<uint32_t>();
     } else {
       throw std::invalid_argument("unknown pages member '" + k +
-                                  "' (codec, zero, unchanged, dedupe, dedupe-slots)");
+                                  "' (codec, zero, unchanged, dedupe, dedupe-slots, delta)");
     }
   }
   return p;

@@ -14,7 +14,7 @@ nlohmann::json to_json(const pages::PagePolicy& p);
 // page pipeline did with the pages.
 std::string session_summary(const engine::SessionInfo& s);
 // session-start / migrate "pages": {"codec": "lz4"|"zstd"|"deflate"|"none",
-// "zero", "unchanged", "dedupe": bool, "dedupe-slots": n}; members left out
+// "zero", "unchanged", "dedupe", "delta": bool, "dedupe-slots": n}; members left out
 // keep their defaults. Throws std::invalid_argument naming the bad member.
 pages::PagePolicy page_policy_from_json(const nlohmann::json& j);
 // Adds up objects of the same shape (numbers summed, recursively).

@@ -149,6 +149,10 @@ void print_session(const json& s) {
               << c["pages_zero"] << ", unchanged " << c["pages_unchanged"] << ", dedupe " << c["pages_dedupe_hits"]
               << ", compressed " << c["pages_compressed"] << " ("
               << human_bytes(c["pages_compressed_bytes"].get<double>()) << "), raw " << c["pages_raw"];
+    if (c.value("pages_delta", 0) > 0 || c.value("pages_delta_bases", 0) > 0) {
+      std::cout << ", delta " << c["pages_delta"] << " (" << human_bytes(c["pages_delta_bytes"].get<double>()) << ")";
+      if (src) std::cout << " of " << c["pages_delta_bases"] << " with a base";
+    }
     if (src) {
       std::cout << "; records " << human_bytes(c["page_record_bytes"].get<double>()) << " for "
                 << human_bytes(c["pages_in"].get<double>() * 4096);
@@ -160,7 +164,8 @@ void print_session(const json& s) {
   if (s.contains("pages")) {
     const json& p = s["pages"];
     std::cout << "  policy: codec " << p.value("codec", "?") << ", zero " << p.value("zero", false)
-              << ", unchanged " << p.value("unchanged", false) << ", dedupe " << p.value("dedupe", false);
+              << ", unchanged " << p.value("unchanged", false) << ", dedupe " << p.value("dedupe", false)
+              << ", delta " << p.value("delta", false);
     if (p.contains("unchanged-note")) std::cout << " (unchanged filter " << p["unchanged-note"].get<std::string>() << ")";
     std::cout << "\n";
   }
@@ -415,7 +420,7 @@ int main(int argc, char** argv) {
   start->add_option("--peer-udp-port", peer_port, "destination daemon's fabric UDP base port");
   start->add_option("--max-bandwidth", max_bw, "pace the session to this many wire bytes/s");
   std::string codec;
-  bool no_zero = false, unchanged = false, no_unchanged = false, no_dedupe = false;
+  bool no_zero = false, unchanged = false, no_unchanged = false, no_dedupe = false, no_delta = false;
   auto* status = app.add_subcommand("status", "show one session");
   status->add_option("--session", session, "session id")->required();
   auto* wait = app.add_subcommand("wait", "wait until a session ends (exit 0 only if completed)");
@@ -482,6 +487,7 @@ int main(int argc, char** argv) {
                   "destination cannot check such pages, and a rare guest-RAM mismatch is not yet explained)");
     sub->add_flag("--no-unchanged", no_unchanged, "resend pages whose bytes did not change (the default)");
     sub->add_flag("--no-dedupe", no_dedupe, "no dedupe dictionary");
+    sub->add_flag("--no-delta", no_delta, "no PAGE_DELTA (pages sent again go whole, not as their changes)");
   }
   auto* rawcmd = app.add_subcommand("raw", "send one request line as is and print the reply");
   rawcmd->add_option("request", raw, "a JSON request")->required();
@@ -509,6 +515,7 @@ int main(int argc, char** argv) {
     if (unchanged) pages["unchanged"] = true;
     if (no_unchanged) pages["unchanged"] = false;
     if (no_dedupe) pages["dedupe"] = false;
+    if (no_delta) pages["delta"] = false;
     if (!pages.empty() && (*start || *migrate)) args["pages"] = pages;
     if (*prepare) {
       args["session"] = session;

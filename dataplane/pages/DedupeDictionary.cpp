@@ -131,7 +131,7 @@ DedupeDictionary::RingCounts DedupeDictionary::ring_counts() {
           pool.kept.size(), pool.kept_bytes};
 }
 
-DedupeDictionary::DedupeDictionary(uint32_t slots, Role role)
+DedupeDictionary::DedupeDictionary(uint32_t slots, Role role, bool by_page)
     : slots_(slots == 0 ? 1 : slots),
       data_(size_t(slots_) * kPageSize) {
   if (role == Role::sender) {
@@ -140,7 +140,41 @@ DedupeDictionary::DedupeDictionary(uint32_t slots, Role role)
     index_mask_ = cap - 1;
     index_ = std::make_unique<Entry[]>(cap);
     hashes_ = std::make_unique<PageHash[]>(slots_);
+    if (by_page) {
+      keys_ = std::make_unique_for_overwrite<uint64_t[]>(slots_);
+      for (uint32_t i = 0; i < slots_; ++i) keys_[i] = kNoKey;
+      base_ = std::make_unique<uint32_t[]>(cap);
+    }
   }
+}
+
+uint32_t DedupeDictionary::base_bucket(uint64_t key) const {
+  for (uint32_t b = base_home(key);; b = (b + 1) & index_mask_) {
+    const uint32_t s1 = base_[b];
+    if (s1 == 0) return UINT32_MAX;
+    if (keys_[s1 - 1] == key) return b;
+  }
+}
+
+void DedupeDictionary::erase_base_bucket(uint32_t b) {
+  base_[b] = 0;
+  for (uint32_t i = (b + 1) & index_mask_;; i = (i + 1) & index_mask_) {
+    const uint32_t s1 = base_[i];
+    if (s1 == 0) return;
+    const uint32_t h = base_home(keys_[s1 - 1]);
+    if (((i - h) & index_mask_) >= ((i - b) & index_mask_)) {
+      base_[b] = s1;
+      base_[i] = 0;
+      b = i;
+    }
+  }
+}
+
+std::optional<uint32_t> DedupeDictionary::find_base(uint64_t key) const {
+  if (!base_ || key == kNoKey) return std::nullopt;
+  const uint32_t b = base_bucket(key);
+  if (b == UINT32_MAX) return std::nullopt;
+  return base_[b] - 1;
 }
 
 uint32_t DedupeDictionary::bucket_of(uint32_t slot) const {
@@ -183,26 +217,49 @@ std::optional<uint32_t> DedupeDictionary::find(const uint8_t* page, const PageHa
   }
 }
 
-uint32_t DedupeDictionary::insert(const uint8_t* page, const PageHash& h) {
+uint32_t DedupeDictionary::insert(const uint8_t* page, const PageHash& h, uint64_t page_key) {
   const uint32_t slot = next_;
   next_ = next_ + 1 == slots_ ? 0 : next_ + 1;
   const bool evicting = slot < filled_;
   if (!evicting) ++filled_;
   copy_to_slot(data_.get() + size_t(slot) * kPageSize, page);
   if (!index_) return slot;
+  if (base_) {
+    // The slot's previous page is no base any more; this one's older slot
+    // neither (the slot now holds its last version).
+    if (evicting && keys_[slot] != kNoKey) {
+      if (const uint32_t b = base_bucket(keys_[slot]); b != UINT32_MAX && base_[b] == slot + 1) erase_base_bucket(b);
+    }
+    keys_[slot] = kNoKey;
+    if (page_key != kNoKey) {
+      if (const uint32_t b = base_bucket(page_key); b != UINT32_MAX) {
+        keys_[base_[b] - 1] = kNoKey;
+        keys_[slot] = page_key;
+        base_[b] = slot + 1;
+      } else {
+        keys_[slot] = page_key;
+        for (uint32_t c = base_home(page_key);; c = (c + 1) & index_mask_) {
+          if (base_[c] == 0) {
+            base_[c] = slot + 1;
+            break;
+          }
+        }
+      }
+    }
+  }
   // The slot's previous page leaves the index, if its entry still points here.
   if (evicting) {
     if (const uint32_t b = bucket_of(slot); b != UINT32_MAX) erase_bucket(b);
   }
   hashes_[slot] = h;
-  const uint32_t key = key_of(h);
-  for (uint32_t b = home(key);; b = (b + 1) & index_mask_) {
+  const uint32_t hkey = key_of(h);
+  for (uint32_t b = home(hkey);; b = (b + 1) & index_mask_) {
     Entry& e = index_[b];
     if (e.slot1 == 0) {
-      e = Entry{slot + 1, key};
+      e = Entry{slot + 1, hkey};
       return slot;
     }
-    if (e.key == key && hashes_[e.slot1 - 1] == h) {
+    if (e.key == hkey && hashes_[e.slot1 - 1] == h) {
       e.slot1 = slot + 1;  // the same hash again (a collision): the newest page wins
       return slot;
     }
@@ -213,6 +270,10 @@ void DedupeDictionary::clear() {
   next_ = 0;
   filled_ = 0;
   if (index_) std::memset(static_cast<void*>(index_.get()), 0, sizeof(Entry) * (size_t(index_mask_) + 1));
+  if (base_) {
+    std::memset(base_.get(), 0, sizeof(uint32_t) * (size_t(index_mask_) + 1));
+    for (uint32_t i = 0; i < slots_; ++i) keys_[i] = kNoKey;
+  }
 }
 
 const uint8_t* DedupeDictionary::get(uint32_t slot) const {

@@ -5,6 +5,13 @@
 // open-addressing index and confirms byte equality (a hash collision must
 // never turn into a wrong page); the receiver never looks anything up and
 // keeps only the slot ring. Nothing allocates after construction.
+//
+// The ring is also the base cache of PAGE_DELTA (MMP.md): a sender made
+// with `by_page` keeps a second index, from a page's key (its RAM block and
+// page number, as the encoder numbers them) to the slot holding the last
+// version of that page this stream sent, so a page sent again can go as its
+// changes against that slot. The receiver needs no such index: the record
+// names the slot.
 #pragma once
 
 #include <cstdint>
@@ -18,13 +25,21 @@ namespace mm::pages {
 class DedupeDictionary {
  public:
   enum class Role { sender, receiver };
-  explicit DedupeDictionary(uint32_t slots, Role role = Role::sender);
+  explicit DedupeDictionary(uint32_t slots, Role role = Role::sender, bool by_page = false);
+  // A page key no page has (insert without one).
+  static constexpr uint64_t kNoKey = UINT64_MAX;
 
   // Sender: the slot holding exactly these bytes, if any (receiver: none).
   std::optional<uint32_t> find(const uint8_t* page, const PageHash& h) const;
   // Both ends, in the same order: stores the page in the next ring slot
-  // (evicting its previous occupant) and returns that slot.
-  uint32_t insert(const uint8_t* page, const PageHash& h);
+  // (evicting its previous occupant) and returns that slot. key: the
+  // page's, for a sender made by_page (the slot becomes its base).
+  uint32_t insert(const uint8_t* page, const PageHash& h, uint64_t key = kNoKey);
+  // Sender made by_page: the slot holding the last version of the page
+  // with this key still in the ring, if any.
+  std::optional<uint32_t> find_base(uint64_t key) const;
+  // The bytes of a slot at the sender (filled slots only).
+  const uint8_t* slot_bytes(uint32_t slot) const { return get(slot); }
   // Receiver: the bytes in a slot, or nullptr for a slot never filled
   // (a peer naming it is lying).
   const uint8_t* get(uint32_t slot) const;
@@ -63,6 +78,10 @@ class DedupeDictionary {
     uint32_t key = 0;
   };
   uint32_t home(uint32_t key) const { return key & index_mask_; }
+  uint32_t base_home(uint64_t key) const { return uint32_t((key * 0x9E3779B97F4A7C15ull) >> 32) & index_mask_; }
+  // The bucket of the base index holding key, or UINT32_MAX.
+  uint32_t base_bucket(uint64_t key) const;
+  void erase_base_bucket(uint32_t b);
   // The bucket of slot's entry, or UINT32_MAX.
   uint32_t bucket_of(uint32_t slot) const;
   void erase_bucket(uint32_t b);
@@ -95,6 +114,10 @@ class DedupeDictionary {
   Ring data_;
   std::unique_ptr<PageHash[]> hashes_;  // sender: each slot's page hash
   std::unique_ptr<Entry[]> index_;      // sender's lookup
+  // by_page sender: each slot's page key, and the base index (slot + 1,
+  // 0: empty; same capacity as index_, linear probing, backward shift).
+  std::unique_ptr<uint64_t[]> keys_;
+  std::unique_ptr<uint32_t[]> base_;
   uint32_t index_mask_ = 0;
 };
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dataplane/pages/PageDelta.hpp"
 #include "dataplane/wire/Mmp.hpp"
 
 namespace mm::pages {
@@ -29,6 +30,9 @@ PageStats& PageStats::operator+=(const PageStats& o) {
   stored += o.stored;
   unchanged_conflicts += o.unchanged_conflicts;
   stored_refused += o.stored_refused;
+  delta += o.delta;
+  delta_bytes += o.delta_bytes;
+  delta_bases += o.delta_bases;
   return *this;
 }
 
@@ -88,8 +92,19 @@ PageEncoder::PageEncoder(const PagePolicy& policy, PageCodec* codec, UnchangedFi
       scratch_(std::make_unique_for_overwrite<uint8_t[]>(kCompressBound)) {
   if (policy_.codec == CodecKind::raw) codec_ = nullptr;
   if (policy_.dedupe && policy_.dedupe_slots > 0) {
-    dict_ = std::make_unique<DedupeDictionary>(policy_.dedupe_slots);
+    dict_ = std::make_unique<DedupeDictionary>(policy_.dedupe_slots, DedupeDictionary::Role::sender, policy_.delta);
+    if (policy_.delta) delta_ = std::make_unique_for_overwrite<uint8_t[]>(kDeltaLimit);
+    blocks_.reserve(8);
   }
+}
+
+uint64_t PageEncoder::block_key(std::string_view name) {
+  if (!blocks_.empty() && blocks_[last_block_key_ >> 48] == name) return last_block_key_;
+  size_t k = 0;
+  while (k < blocks_.size() && blocks_[k] != name) ++k;
+  if (k == blocks_.size()) blocks_.emplace_back(name);  // once per RAM block of the stream
+  last_block_key_ = uint64_t(k) << 48;
+  return last_block_key_;
 }
 
 size_t PageEncoder::max_message(size_t n_pages) {
@@ -109,6 +124,7 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
   store::Capture* cap = capture_;
   const uint16_t cap_block = cap && !p.offsets.empty() ? cap->block(p.ramblock) : 0;
   const store::PageTable::Block* known = table_ && !p.offsets.empty() ? table_->block(p.ramblock) : nullptr;
+  const uint64_t bkey = delta_ && !p.offsets.empty() ? block_key(p.ramblock) : DedupeDictionary::kNoKey;
   for (size_t i = 0; i < p.offsets.size(); ++i) {
     const uint64_t off = p.offsets[i];
     const uint64_t index = off / kPageSize;
@@ -148,7 +164,35 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
         ++stats_.dedupe_hits;
         continue;
       }
-      dict_->insert(page, h);
+      const uint64_t key = delta_ ? bkey | index : DedupeDictionary::kNoKey;
+      if (delta_) {
+        if (auto base = dict_->find_base(key)) {
+          ++stats_.delta_bases;
+          const size_t n = delta_encode(page, dict_->slot_bytes(*base), delta_.get(), kDeltaLimit);
+          // Smaller than the codec would make it: certainly so when tiny.
+          size_t c = 0;
+          if (n > kDeltaDirect && codec_) c = codec_->compress(page, scratch_.get(), kCompressBound);
+          if (n > 0 && (c == 0 || n <= c)) {
+            // Inserted after the delta was made against the base (the
+            // insert may take the base's slot): the destination does the same.
+            dict_->insert(page, h, key);
+            w.put_page_delta(off, record_hash(h), *base, {delta_.get(), n});
+            if (cap) cap->page(cap_block, index, epoch, h, store::Content::raw, {page, kPageSize});
+            ++stats_.delta;
+            stats_.delta_bytes += n;
+            continue;
+          }
+          if (c > 0 && c <= wire::kMaxCompressedPage) {
+            dict_->insert(page, h, key);
+            w.put_page_compressed(record_type(codec_->kind()), off, record_hash(h), {scratch_.get(), c});
+            if (cap) cap->page(cap_block, index, epoch, h, store::content_of(codec_->kind()), {scratch_.get(), c});
+            ++stats_.compressed;
+            stats_.compressed_bytes += c;
+            continue;
+          }
+        }
+      }
+      dict_->insert(page, h, key);
     }
     // Compressed into an L1-resident scratch page, then copied behind the
     // record header (the record's length field comes first on the wire).
@@ -283,6 +327,19 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
         ++s.dedupe_hits;
         break;
       }
+      case wire::RecordType::page_delta: {
+        // The base is read before this page's own insert (which may take
+        // its slot), as the sender made it.
+        const uint8_t* base = dict_ ? dict_->get(rec.slot) : nullptr;
+        if (!base) return "PAGE_DELTA against dictionary slot " + std::to_string(rec.slot) + ", which holds no page";
+        if (!delta_apply(base, rec.body, own)) {
+          return "PAGE_DELTA for page at offset " + std::to_string(rec.page) + " of " + out.ramblock +
+                 " is malformed";
+        }
+        ++s.delta;
+        s.delta_bytes += rec.body.size();
+        break;
+      }
       case wire::RecordType::page_stored: {
         // The bytes come from this host's image of the VM: the page the
         // image holds must carry this very 128-bit hash, and its stored
@@ -336,8 +393,9 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
     if (rec.type != wire::RecordType::page_zero && rec.type != wire::RecordType::page_stored) {
       const PageHash h = page_hash(page);
       if (record_hash(h) != rec.hash) {
-        return "page at offset " + std::to_string(rec.page) + " of " + out.ramblock +
-               " fails its hash check (" + std::string(to_string(codec_of(rec.type))) + ")";
+        return "page at offset " + std::to_string(rec.page) + " of " + out.ramblock + " fails its hash check (" +
+               std::string(rec.type == wire::RecordType::page_delta ? "delta" : to_string(codec_of(rec.type))) +
+               ")";
       }
       ++s.verified;
       // Mirror the sender: every page sent in full enters the dictionary.

@@ -43,7 +43,15 @@ struct PagePolicy {
   bool unchanged = false;
   bool dedupe = true;                // repeats of a recent page as PAGE_REF
   uint32_t dedupe_slots = 16384;     // dictionary pages per stream (64 MiB)
+  // A page sent again on the stream while its last version is still in the
+  // dictionary goes as PAGE_DELTA (its changed words) when that is smaller.
+  // Needs dedupe: the dictionary is the base cache.
+  bool delta = true;
 };
+// A delta up to this size goes without trying the codec; a larger one (up
+// to kDeltaLimit) only if the codec does not make the page smaller still.
+inline constexpr size_t kDeltaDirect = 1024;
+inline constexpr size_t kDeltaLimit = 2048;
 // Upper bound a destination accepts for a peer's dictionary (1 GiB).
 inline constexpr uint32_t kMaxDedupeSlots = 262144;
 
@@ -73,6 +81,15 @@ struct PageStats {
   // the image's, stored bytes that do not check): the session fails.
   uint64_t stored = 0;
   uint64_t stored_refused = 0;
+  // PAGE_DELTA: pages sent / rebuilt as their changes against the last
+  // version the stream's dictionary holds, and the bytes of those changes;
+  // source: delta_bases counts pages that found such a version (the hits
+  // plus the pages whose delta was not smaller), so delta / delta_bases is
+  // how often a found base paid and delta_bases / pages how often the base
+  // cache held the page at all.
+  uint64_t delta = 0;
+  uint64_t delta_bytes = 0;
+  uint64_t delta_bases = 0;
 
   PageStats& operator+=(const PageStats& o);
 };
@@ -134,6 +151,12 @@ class PageEncoder {
   const store::PageTable* table_ = nullptr;
   std::unique_ptr<DedupeDictionary> dict_;
   std::unique_ptr<uint8_t[]> scratch_;  // one compressed page (kCompressBound)
+  std::unique_ptr<uint8_t[]> delta_;    // one delta (kDeltaLimit), when the policy has delta
+  // The page key of the dictionary's base index: RAM blocks numbered in
+  // the order this stream first saw them.
+  uint64_t block_key(std::string_view name);
+  std::vector<std::string> blocks_;
+  uint64_t last_block_key_ = 0;
   PageStats stats_;
 };
 

@@ -14,7 +14,7 @@ namespace mm::wire {
 inline constexpr uint16_t kMagic = 0x4D4D;
 // 2: ACKs carry up to 1024 SACK bits; 3: AES-256-GCM sessions; 4: sealed
 // datagrams carry flag::sealed and no CRC (the GCM tag covers them).
-inline constexpr uint8_t kVersion = 4;
+inline constexpr uint8_t kVersion = 5;
 inline constexpr size_t kHeaderSize = 32;
 // MMP.md "Encapsulation": IPv4 (20) + UDP (8) sit between the MTU and MMP.
 inline constexpr size_t kIpUdpOverhead = 28;

@@ -157,6 +157,16 @@ bool RecordWriter::put_page_stored(uint64_t page, uint64_t hash_lo, uint64_t has
   return put(h, sizeof h);
 }
 
+bool RecordWriter::put_page_delta(uint64_t page, uint64_t hash, uint32_t slot, std::span<const uint8_t> delta) {
+  if (delta.empty() || delta.size() > kMaxDeltaBody) return false;
+  uint8_t h[kPageDeltaOverhead];
+  page_head(h, RecordType::page_delta, page);
+  put_be64(h + 9, hash);
+  put_be32(h + 17, slot);
+  put_be16(h + 21, uint16_t(delta.size()));
+  return put(h, sizeof h, delta.data(), delta.size());
+}
+
 bool RecordWriter::put_store_table(std::span<const uint8_t> body) {
   if (body.empty() || body.size() > UINT32_MAX) return false;
   uint8_t h[kStoreTableOverhead];
@@ -234,6 +244,21 @@ RecordError RecordReader::next(Record& r) {
       r.body = {};
       pos_ += kPageStoredRecordSize;
       return RecordError::ok;
+    case RecordType::page_delta: {
+      if (left < kPageDeltaOverhead) return RecordError::truncated;
+      const size_t dlen = get_be16(p + 21);
+      if (dlen == 0 || dlen > kMaxDeltaBody) return RecordError::bad_length;
+      if (left < kPageDeltaOverhead + dlen) return RecordError::truncated;
+      r.type = RecordType::page_delta;
+      r.page = get_be64(p + 1);
+      if (r.page % kRecordPageSize != 0) return RecordError::bad_page;
+      r.hash = get_be64(p + 9);
+      r.hash_hi = 0;
+      r.slot = get_be32(p + 17);
+      r.body = {p + kPageDeltaOverhead, dlen};
+      pos_ += kPageDeltaOverhead + dlen;
+      return RecordError::ok;
+    }
     case RecordType::page_zero:
     case RecordType::page_same:
     case RecordType::page_raw:

@@ -26,6 +26,7 @@ enum class RecordType : uint8_t {
   fin = 0x0C,
   store_table = 0x0D,  // destination -> source: part of the page table of the image it holds
   page_stored = 0x0E,  // the destination's image holds this page: no bytes
+  page_delta = 0x0F,   // the page as changes to a dictionary slot's page (MMP version 5)
 };
 
 // Bytes a BYTES record costs besides its data: code (1) + len (4).
@@ -41,6 +42,10 @@ inline constexpr size_t kMultifdEndRecordSize = 1 + 4 + 8;
 inline constexpr size_t kFinRecordSize = 1;
 // PAGE_STORED: code + page:8 + hash:8 (low 64 bits) + hash_hi:8.
 inline constexpr size_t kPageStoredRecordSize = 1 + 8 + 8 + 8;
+// PAGE_DELTA: code + page:8 + hash:8 + slot:4 + dlen:2, then dlen bytes.
+inline constexpr size_t kPageDeltaOverhead = 1 + 8 + 8 + 4 + 2;
+// Largest delta body: one run of a whole page (pages/PageDelta.hpp).
+inline constexpr size_t kMaxDeltaBody = kRecordPageSize + 8;
 // STORE_TABLE: code + len:4, then its body (dataplane/store/PageTable.hpp).
 inline constexpr size_t kStoreTableOverhead = 5;
 // Largest compressed body a page record may carry (never more than the
@@ -68,17 +73,18 @@ struct MultifdEnd {
 struct Record {
   RecordType type = RecordType::bytes;
   std::span<const uint8_t> body;  // BYTES: the opaque stream bytes; RAW: the page;
-                                  // LZ4/ZSTD/DEFLATE: the compressed page
+                                  // LZ4/ZSTD/DEFLATE: the compressed page; DELTA: the changes
   uint64_t page = 0;              // page records: byte offset in the RAM block
   uint64_t hash = 0;              // RAW/compressed/REF/STORED: low 64 bits of the page's XXH3-128
   uint64_t hash_hi = 0;           // STORED: the high 64 bits
-  uint32_t slot = 0;              // REF: dictionary slot
+  uint32_t slot = 0;              // REF, DELTA: dictionary slot
   MultifdBegin begin;             // MULTIFD_BEGIN
   MultifdEnd end;                 // MULTIFD_END
 };
 
 inline bool is_page_record(RecordType t) {
-  return (t >= RecordType::page_raw && t <= RecordType::page_same) || t == RecordType::page_stored;
+  return (t >= RecordType::page_raw && t <= RecordType::page_same) || t == RecordType::page_stored ||
+         t == RecordType::page_delta;
 }
 
 enum class RecordError : uint8_t {
@@ -116,6 +122,8 @@ class RecordWriter {
   bool put_page_raw(uint64_t page, uint64_t hash, const uint8_t* bytes);
   bool put_page_ref(uint64_t page, uint64_t hash, uint32_t slot);
   bool put_page_stored(uint64_t page, uint64_t hash_lo, uint64_t hash_hi);
+  // delta: 1 .. kMaxDeltaBody bytes (pages/PageDelta.hpp), against `slot`.
+  bool put_page_delta(uint64_t page, uint64_t hash, uint32_t slot, std::span<const uint8_t> delta);
   bool put_store_table(std::span<const uint8_t> body);
   // type: page_lz4, page_zstd or page_deflate.
   bool put_page_compressed(RecordType type, uint64_t page, uint64_t hash,

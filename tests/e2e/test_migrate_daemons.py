@@ -284,9 +284,14 @@ def check_pages(s_src: dict, s_dst: dict, a) -> list[str]:
         out.append("no multifd page went through the page pipeline")
         return out
     paths = (cs["pages_zero"] + cs["pages_unchanged"] + cs["pages_dedupe_hits"] + cs["pages_compressed"] + cs["pages_raw"]
-             + cs["pages_stored"])
+             + cs["pages_stored"] + cs["pages_delta"])
     if paths != n:
-        out.append(f"source: {n} pages in but {paths} accounted for by zero/unchanged/dedupe/compressed/raw")
+        out.append(f"source: {n} pages in but {paths} accounted for by zero/unchanged/dedupe/compressed/raw/stored/delta")
+    if cd["pages_delta"] != cs["pages_delta"] or cd["pages_delta_bytes"] != cs["pages_delta_bytes"]:
+        out.append(f"destination rebuilt {cd['pages_delta']} delta pages from {cd['pages_delta_bytes']} bytes, the source "
+                   f"sent {cs['pages_delta']} in {cs['pages_delta_bytes']}")
+    if not pol.get("delta") and cs["pages_delta"] != 0:
+        out.append(f"delta is off but pages_delta = {cs['pages_delta']}")
     if cd["pages_in"] != n:
         out.append(f"destination decoded {cd['pages_in']} pages, the source encoded {n}")
     if cd["pages_written"] + cd["pages_unchanged"] != n:

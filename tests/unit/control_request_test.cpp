@@ -67,8 +67,11 @@ TEST(ControlRequest, ShapesAreCheckedWithClearErrors) {
 TEST(ControlRequest, SessionArgumentsBecomeSessionParams) {
   const json start = {{"session", 5u},         {"listen", "unix:/tmp/s.sock"},
                       {"peer-ip", "10.0.0.2"}, {"peer-mac", "02:00:00:00:00:02"},
-                      {"peer-queues", 2u},     {"pages", {{"codec", "zstd"}}}};
+                      {"peer-queues", 2u},     {"pages", {{"codec", "zstd"}, {"delta", false}}}};
   const auto p = session_params_from_args(true, start, 7470, 4);
+  EXPECT_FALSE(p.pages.delta);
+  EXPECT_TRUE(session_params_from_args(true, {{"session", 5u}, {"listen", "unix:/tmp/s.sock"}, {"peer-ip", "10.0.0.2"},
+                                             {"peer-mac", "02:00:00:00:00:02"}}, 7470, 4).pages.delta);
   EXPECT_EQ(p.id, 5u);
   EXPECT_EQ(p.peer.ip, 0x0a000002u);
   EXPECT_EQ(p.peer.udp_port, 7470);  // the base: stream s goes to 7470 + (5 + s) % 2

@@ -13,6 +13,7 @@
 #include "dataplane/pages/Codecs.hpp"
 #include "dataplane/pages/DedupeDictionary.hpp"
 #include "dataplane/pages/Page.hpp"
+#include "dataplane/pages/PageDelta.hpp"
 #include "dataplane/pages/UnchangedFilter.hpp"
 
 using namespace mm::pages;
@@ -287,4 +288,110 @@ TEST(DedupeDictionary, ACollidingHashPointsAtTheNewestPageOnly) {
   EXPECT_EQ(d.find(pages.data() + kPageSize, forged), std::optional<uint32_t>(1));
   d.insert(pages.data() + 2 * kPageSize, PageHash{3, 7});  // slot 1's turn
   EXPECT_FALSE(d.find(pages.data() + kPageSize, forged).has_value());
+}
+
+TEST(PageDelta, ChangedWordsRoundTripAndCostTheirRuns) {
+  auto pages = mm::test::corpus(PageKind::random, 1);
+  const uint8_t* base = pages.data();
+  std::mt19937 rng(9);
+  std::vector<uint8_t> out(kMaxDelta), page(kPageSize), back(kPageSize);
+  for (int round = 0; round < 200; ++round) {
+    std::memcpy(page.data(), base, kPageSize);
+    const int changes = 1 + int(rng() % 40);
+    for (int k = 0; k < changes; ++k) page[rng() % kPageSize] ^= uint8_t(1 + rng() % 255);
+    const size_t n = delta_encode(page.data(), base, out.data(), kMaxDelta);
+    ASSERT_GT(n, 0u);
+    // At most one run per changed byte, each 2..4 bytes of head and a word.
+    EXPECT_LE(n, size_t(changes) * 12);
+    ASSERT_TRUE(delta_apply(base, {out.data(), n}, back.data()));
+    ASSERT_EQ(std::memcmp(back.data(), page.data(), kPageSize), 0) << "round " << round;
+    // In place over a copy of the base as well.
+    std::memcpy(back.data(), base, kPageSize);
+    ASSERT_TRUE(delta_apply(back.data(), {out.data(), n}, back.data()));
+    ASSERT_EQ(std::memcmp(back.data(), page.data(), kPageSize), 0);
+  }
+  // Four isolated words: four runs of 1 + 1 + 8 bytes (the first skip and
+  // the gaps are below 128 words).
+  std::memcpy(page.data(), base, kPageSize);
+  for (size_t w : {3u, 70u, 130u, 200u}) page[8 * w] ^= 1;
+  EXPECT_EQ(delta_encode(page.data(), base, out.data(), kMaxDelta), 4u * 10);
+  // Equal pages have no delta; a whole new page only fits the full limit.
+  EXPECT_EQ(delta_encode(base, base, out.data(), kMaxDelta), 0u);
+  auto other = mm::test::corpus(PageKind::random, 2);
+  EXPECT_EQ(delta_encode(other.data() + kPageSize, base, out.data(), 2048), 0u);
+  const size_t whole = delta_encode(other.data() + kPageSize, base, out.data(), kMaxDelta);
+  ASSERT_GT(whole, kPageSize);
+  ASSERT_TRUE(delta_apply(base, {out.data(), whole}, back.data()));
+  EXPECT_EQ(std::memcmp(back.data(), other.data() + kPageSize, kPageSize), 0);
+}
+
+TEST(PageDelta, MalformedBodiesAreRefused) {
+  auto pages = mm::test::corpus(PageKind::random, 1);
+  std::vector<uint8_t> out(kPageSize);
+  auto bad = [&](std::vector<uint8_t> d) { return !delta_apply(pages.data(), d, out.data()); };
+  std::vector<uint8_t> word(8, 7);
+  auto run = [&](std::vector<uint8_t> head, size_t words) {
+    for (size_t i = 0; i < words; ++i) head.insert(head.end(), word.begin(), word.end());
+    return head;
+  };
+  EXPECT_FALSE(bad(run({0, 1}, 1)));
+  EXPECT_FALSE(bad(run({0xff, 0x03, 1}, 1)));       // skip 511: the last word
+  EXPECT_TRUE(bad(run({0x80, 0x04, 1}, 1)));        // skip 512: past the end
+  EXPECT_TRUE(bad(run({0, 0}, 0)));                 // count 0
+  EXPECT_TRUE(bad(run({0xff, 0x03, 2}, 2)));        // a run past the end
+  EXPECT_TRUE(bad(run({0, 2}, 1)));                 // words cut
+  EXPECT_TRUE(bad({0x80}));                         // a number cut
+  EXPECT_TRUE(bad({0, 0x80, 0x80, 0x01}));          // a number of three bytes
+  auto two = run({0, 1}, 1);
+  two.push_back(5);
+  EXPECT_TRUE(bad(two));                            // a cut second run
+  // Random bodies: refused or applied, never past the page.
+  std::mt19937 rng(4);
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<uint8_t> d(1 + rng() % 40);
+    for (auto& b : d) b = uint8_t(rng() % 4 == 0 ? rng() : rng() % 4);
+    (void)delta_apply(pages.data(), d, out.data());
+  }
+}
+
+TEST(DedupeDictionary, TheBaseIndexNamesEachPagesNewestSlotWhileTheRingHoldsIt) {
+  // A sender made by_page, fed pages under 60 keys through a 23-slot ring:
+  // find_base agrees with a model (the newest slot per key, dropped when
+  // the ring overwrites it) at every step.
+  constexpr uint32_t kSlots = 23;
+  DedupeDictionary d(kSlots, DedupeDictionary::Role::sender, true);
+  DedupeDictionary plain(kSlots);
+  auto pages = mm::test::corpus(PageKind::random, 64);
+  std::unordered_map<uint64_t, uint32_t> model;
+  std::vector<uint64_t> slot_key(kSlots, DedupeDictionary::kNoKey);
+  std::mt19937 rng(11);
+  uint64_t found = 0;
+  for (int step = 0; step < 20000; ++step) {
+    const uint64_t key = (uint64_t(rng() % 2) << 48) | (rng() % 30);
+    for (uint64_t k : {key, (key + 7) % 30}) {
+      const auto b = d.find_base(k);
+      const auto m = model.find(k);
+      ASSERT_EQ(b.has_value(), m != model.end()) << "step " << step;
+      if (b) {
+        ASSERT_EQ(*b, m->second);
+        ++found;
+      }
+    }
+    const uint8_t* p = pages.data() + (step % 64) * kPageSize;
+    const uint32_t slot = d.insert(p, PageHash{uint64_t(step), 1}, key);
+    if (slot_key[slot] != DedupeDictionary::kNoKey) {
+      auto old = model.find(slot_key[slot]);
+      if (old != model.end() && old->second == slot) model.erase(old);
+    }
+    if (auto prev = model.find(key); prev != model.end()) slot_key[prev->second] = DedupeDictionary::kNoKey;
+    slot_key[slot] = key;
+    model[key] = slot;
+    ASSERT_EQ(std::memcmp(d.slot_bytes(slot), p, kPageSize), 0);
+  }
+  EXPECT_GT(found, 5000u);
+  // Without by_page there is no base; clear() empties the base index.
+  plain.insert(pages.data(), page_hash(pages.data()), 5);
+  EXPECT_FALSE(plain.find_base(5).has_value());
+  d.clear();
+  for (uint64_t k = 0; k < 30; ++k) EXPECT_FALSE(d.find_base(k).has_value());
 }

@@ -61,7 +61,7 @@ TEST(Records, ReaderRejectsTruncatedAndBadLengths) {
 
 TEST(Records, ReaderRejectsUnknownTypes) {
   Record rec;
-  for (uint8_t code : {0x00, 0x0F, 0x7F, 0xFF}) {
+  for (uint8_t code : {0x00, 0x10, 0x7F, 0xFF}) {
     const uint8_t m[] = {code, 0, 0};
     EXPECT_EQ(RecordReader(m).next(rec), RecordError::unknown_type) << int(code);
   }
@@ -92,6 +92,38 @@ TEST(Records, StoredPageAndStoreTableRoundTrip) {
   EXPECT_EQ(RecordReader({m.data(), kPageStoredRecordSize - 1}).next(rec), RecordError::truncated);
   m[8] = 1;
   EXPECT_EQ(RecordReader({m.data(), kPageStoredRecordSize}).next(rec), RecordError::bad_page);
+}
+
+TEST(Records, DeltaPageRoundTripsAndRefusesBadLengths) {
+  std::vector<uint8_t> m(64);
+  RecordWriter w(m);
+  const std::vector<uint8_t> delta = {0, 1, 1, 2, 3, 4, 5, 6, 7, 8};
+  ASSERT_TRUE(w.put_page_delta(4096 * 3, 0xabcdef, 77, delta));
+  EXPECT_FALSE(w.put_page_delta(0, 1, 1, {}));  // a delta is never empty
+  EXPECT_EQ(w.size(), kPageDeltaOverhead + delta.size());
+  Record rec;
+  RecordReader r({m.data(), w.size()});
+  ASSERT_EQ(r.next(rec), RecordError::ok);
+  EXPECT_EQ(rec.type, RecordType::page_delta);
+  EXPECT_TRUE(is_page_record(rec.type));
+  EXPECT_EQ(rec.page, 4096u * 3);
+  EXPECT_EQ(rec.hash, 0xabcdefu);
+  EXPECT_EQ(rec.slot, 77u);
+  EXPECT_EQ(std::vector<uint8_t>(rec.body.begin(), rec.body.end()), delta);
+  EXPECT_EQ(r.next(rec), RecordError::end);
+  EXPECT_EQ(RecordReader({m.data(), w.size() - 1}).next(rec), RecordError::truncated);
+  EXPECT_EQ(RecordReader({m.data(), kPageDeltaOverhead - 1}).next(rec), RecordError::truncated);
+  std::vector<uint8_t> big(kMaxDeltaBody + 1);
+  EXPECT_FALSE(RecordWriter(m).put_page_delta(0, 1, 1, big));
+  m[21] = 0;
+  m[22] = 0;  // dlen 0
+  EXPECT_EQ(RecordReader({m.data(), w.size()}).next(rec), RecordError::bad_length);
+  m[21] = 0x11;  // dlen 4352 > kMaxDeltaBody
+  EXPECT_EQ(RecordReader({m.data(), m.size()}).next(rec), RecordError::bad_length);
+  m[21] = 0;
+  m[22] = 10;
+  m[8] = 1;  // unaligned page
+  EXPECT_EQ(RecordReader({m.data(), w.size()}).next(rec), RecordError::bad_page);
 }
 
 TEST(Records, PageRecordsRoundTrip) {
