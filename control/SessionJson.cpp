@@ -99,6 +99,8 @@ json to_json(const engine::SessionInfo& s) {
   if (!s.store_note.empty()) j["store-note"] = s.store_note;
   if (s.role == engine::Role::source) {
     j["pages"] = to_json(s.pages);
+    // The delta's base cache is the dictionary: this much per stream end.
+    j["pages"]["delta-base-bytes-per-stream"] = s.pages.delta && s.pages.dedupe ? uint64_t(s.pages.dedupe_slots) * 4096 : 0;
     if (!s.unchanged_note.empty()) j["pages"]["unchanged-note"] = s.unchanged_note;
     if (!s.main_channel_note.empty()) j["pages"]["main-channel-note"] = s.main_channel_note;
   }
@@ -168,9 +170,7 @@ json to_json(const pages::PagePolicy& p) {
           {"unchanged", p.unchanged},
           {"dedupe", p.dedupe},
           {"dedupe-slots", p.dedupe_slots},
-          {"delta", p.delta && p.dedupe},
-          // The delta's base cache is the dictionary: this much per stream end.
-          {"delta-base-bytes-per-stream", p.delta && p.dedupe ? uint64_t(p.dedupe_slots) * 4096 : 0}};
+          {"delta", p.delta && p.dedupe}};
 }
 
 pages::PagePolicy page_policy_from_json(const json& j) {

@@ -4,7 +4,7 @@
 // pieces (FuzzCheck.hpp), one message each. With mode bit 0 the harness
 // first makes each message's hashes, page count and offset digest right --
 // what only an honest sender can do -- so the fuzzer reaches everything
-// behind the checks (dictionary references, in-place pages, codecs).
+// behind the checks (dictionary references, deltas, in-place pages, codecs).
 // Properties: a decoder that copies pages and one that points into the
 // message (in_place) accept and refuse the same messages and give the
 // same pages, page-aligned and within pages_alloc.
@@ -13,6 +13,7 @@
 #include <optional>
 #include <vector>
 
+#include "dataplane/pages/PageDelta.hpp"
 #include "dataplane/pages/PagePipeline.hpp"
 #include "dataplane/wire/Mmp.hpp"
 #include "fuzz/FuzzCheck.hpp"
@@ -74,6 +75,15 @@ void make_honest(std::vector<uint8_t>& m, Codecs& c, std::unique_ptr<DedupeDicti
           const PageHash h = page_hash(src);
           wire::put_be64(p + 9, record_hash(h));
           if (dict && rec.type != wire::RecordType::page_ref) dict->insert(src, h);
+        }
+        break;
+      }
+      case wire::RecordType::page_delta: {
+        const uint8_t* base = dict ? dict->get(rec.slot) : nullptr;
+        if (base && delta_apply(base, rec.body, page)) {
+          const PageHash h = page_hash(page);
+          wire::put_be64(p + 9, record_hash(h));
+          dict->insert(page, h);
         }
         break;
       }

@@ -45,6 +45,8 @@ bool put(RecordWriter& w, const Record& r) {
       return w.put_page_compressed(r.type, r.page, r.hash, r.body);
     case RecordType::page_stored:
       return w.put_page_stored(r.page, r.hash, r.hash_hi);
+    case RecordType::page_delta:
+      return w.put_page_delta(r.page, r.hash, r.slot, r.body);
     case RecordType::store_table:
       return w.put_store_table(r.body);
   }

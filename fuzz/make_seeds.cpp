@@ -183,6 +183,24 @@ void page_seeds() {
     one.insert(one.end(), m.begin(), m.end());
     write("fuzz_records", c.name, one);
   }
+  // Pages sent again with a few words changed: PAGE_DELTA records.
+  {
+    pages::PagePolicy pol;
+    pol.auto_codec = false;
+    pol.codec = pages::CodecKind::lz4;
+    pol.dedupe_slots = 64;
+    pages::PageEncoder enc(pol, &lz4, nullptr);
+    Packet p = make_packet(8, 2);
+    Bytes stream = {1};
+    piece(stream, encode(enc, p, 1));
+    for (size_t i = 0; i < 8; ++i) p.pages[i * pages::kPageSize + 8 * (i + 1)] ^= 0x5a;
+    const Bytes again = encode(enc, p, 2);
+    piece(stream, again);
+    write("fuzz_page_decoder", "delta", stream);
+    Bytes one = {0x37};
+    one.insert(one.end(), again.begin(), again.end());
+    write("fuzz_records", "delta", one);
+  }
   Bytes m(256);
   wire::RecordWriter w(m);
   const Bytes qevm = {'Q', 'E', 'V', 'M', 0, 0, 0, 3};

@@ -148,7 +148,7 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
               f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB on the wire, return path "
               f"{cd['qemu_bytes_in']} B, retransmits {cs['retransmits']}; {verdict}")
         if a.multifd:
-            keys = ("pages_in", "pages_zero", "pages_unchanged", "pages_unchanged_held", "pages_dedupe_hits",
+            keys = ("pages_in", "pages_zero", "pages_unchanged", "pages_unchanged_held", "pages_dedupe_hits", "pages_delta", "pages_delta_bytes", "pages_delta_bases",
                     "pages_compressed", "pages_compressed_bytes", "pages_raw", "page_record_bytes",
                     "main_eos", "main_zero_records", "multifd_packets", "multifd_sync_packets")
             print("  source pages: " + ", ".join(f"{k} {cs[k]}" for k in keys))
@@ -315,6 +315,9 @@ def check_pages(s_src: dict, s_dst: dict, a) -> list[str]:
         out.append(f"codec {pol.get('codec')} compressed no page")
     if pol.get("dedupe") and cs["pages_dedupe_hits"] == 0:
         out.append("dedupe is on but found no duplicate (the guest holds many)")
+    if a.expect_delta and cs["pages_delta"] == 0:
+        out.append(f"no page went as PAGE_DELTA ({cs['pages_delta_bases']} found a base in the dictionary; "
+                   f"the guest changes {a.lines} cache lines of the pages it dirties)")
     if a.expect_unchanged and cs["pages_unchanged"] == 0:
         out.append(f"the unchanged filter skipped no page ({cs['pages_unchanged_held']} held back by the epoch "
                    f"gate; {pol.get('unchanged-note', '')})")
@@ -373,6 +376,8 @@ def main() -> int:
     ap.add_argument("--vm", default=None, help="the VM's name for the source daemon's page store (then checked)")
     ap.add_argument("--lines", type=int, default=0, help="cache lines memload changes per dirtied page (0: whole page)")
     ap.add_argument("--hot", type=int, default=0, help="percent of pages that take 90 %% of memload's writes (0: uniform)")
+    ap.add_argument("--expect-delta", action="store_true",
+                    help="fail unless some pages went as PAGE_DELTA (use with --lines)")
     ap.add_argument("--expect-workers", type=int, default=0,
                     help="fail unless the session's pages went through this many workers on each side")
     ap.add_argument("--encrypt", choices=["required", "off", "none"], default="required",

@@ -293,6 +293,14 @@ class MigrationRunner:
                         "wire_bytes_what": "source daemon wire_bytes_tx (Ethernet+IPv4+UDP+MMP, "
                                            "retransmits included)"})
             rec.update(daemon_cpu_per_gib(rec))
+            # The page store within its budget (issue 12), by the daemons' own
+            # count: recorded for every run, a run over budget fails.
+            rec["store"] = {}
+            for side, d in (("src", f.src_daemon), ("dst", f.dst_daemon)):
+                st = d.ctl.execute("query-store")
+                rec["store"][side] = {k: st.get(k) for k in ("budget", "used", "backing", "captures-dropped")}
+                if st.get("budget") and st.get("used", 0) > st["budget"]:
+                    raise RunFailed(f"{side} daemon's page store uses {st['used']} bytes of a {st['budget']} budget")
             bad = [f"{s['role']} daemon session {s['state']}: {s.get('error')}"
                    for s in (s_src, s_dst) if s["state"] != "completed"]
             if bad:
