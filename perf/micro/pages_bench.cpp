@@ -2,7 +2,8 @@
 // code, random, mix), next to memcpy of a page in the same run:
 // zero check, XXH3-128 hash, dedupe lookup, LZ4 / zstd / DEFLATE
 // (compressdev, ISA-L) both ways, and the whole source and destination
-// pipelines as the daemon runs them (PageEncoder / PageDecoder, per codec).
+// pipelines as the daemon runs them (PageEncoder / PageDecoder, per codec),
+// and both ends of PAGE_DELTA.
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
@@ -237,6 +238,99 @@ void BM_DestinationPipeline(benchmark::State& st) {
   per_page(st, n * kPacketPages);
 }
 
+// PAGE_DELTA: packets of text pages that each differ from the stream's
+// last version of them by 4 words (what memload.lines=4 writes), so every
+// page goes as a delta. Arg 0: the source (PageEncoder: hash, dictionary
+// miss, base lookup, delta, dictionary insert); 1: the destination
+// (PageDecoder: base copy, words, hash check, insert). Per page, next to
+// the pipelines above in the same run.
+void BM_DeltaPipeline(benchmark::State& st) {
+  constexpr size_t kCorpusPages = 512;
+  constexpr size_t kPasses = 8;
+  std::vector<uint8_t> c = mm::test::corpus(PageKind::text, kCorpusPages);
+  // Pass p rewrites 4 words of every page with values of that pass: each
+  // version is new (never a dedupe hit) and 4 words from the last one.
+  auto rewrite = [&](size_t pass, size_t first, size_t n) {
+    for (size_t i = first; i < first + n; ++i) {
+      for (size_t k = 0; k < 4; ++k) {
+        const uint64_t val = pass * 0x9E3779B97F4A7C15ull + i * 31 + k;
+        std::memcpy(c.data() + i * kPageSize + 64 * (k * 13 + i % 7) + 8, &val, 8);
+      }
+    }
+  };
+  PagePolicy pol;
+  pol.codec = CodecKind::lz4;
+  pol.auto_codec = false;
+  pol.dedupe_slots = 4096;
+  Lz4Codec lz4;
+  std::vector<uint64_t> offsets(kPacketPages);
+  std::vector<uint8_t> msg(PageEncoder::max_message(kPacketPages));
+  auto encode = [&](PageEncoder& enc, size_t pass, size_t packet, std::vector<uint8_t>& out) {
+    for (size_t i = 0; i < kPacketPages; ++i) offsets[i] = (packet * kPacketPages + i) * kPageSize;
+    PacketView pv;
+    pv.pages_alloc = kPacketPages;
+    pv.ramblock = "pc.ram";
+    pv.offsets = offsets;
+    pv.pages = c.data() + packet * kPacketPages * kPageSize;
+    mm::wire::RecordWriter w(out);
+    enc.encode(pv, uint32_t(pass), false, w);
+    return w.size();
+  };
+  constexpr size_t kPackets = kCorpusPages / kPacketPages;
+  if (st.range(0) == 0) {
+    PageEncoder enc(pol, &lz4, nullptr);
+    for (size_t k = 0; k < kPackets; ++k) encode(enc, 0, k, msg);  // the bases
+    const PageStats before = enc.stats();
+    size_t n = 0;
+    for (auto _ : st) {
+      const size_t pass = 1 + n / kPackets, packet = n % kPackets;
+      rewrite(pass, packet * kPacketPages, kPacketPages);  // 512 stores: a few ns per page
+      benchmark::DoNotOptimize(encode(enc, pass, packet, msg));
+      ++n;
+    }
+    per_page(st, n * kPacketPages);
+    const PageStats& s = enc.stats();
+    st.counters["delta_share"] = double(s.delta - before.delta) / double(s.pages - before.pages);
+    st.counters["wire_ratio"] = double(s.record_bytes - before.record_bytes) / double((s.pages - before.pages) * kPageSize);
+    st.SetLabel("text, 4 words changed: source");
+    return;
+  }
+  PageEncoder enc(pol, &lz4, nullptr);
+  std::vector<std::vector<uint8_t>> msgs;
+  for (size_t pass = 0; pass <= kPasses; ++pass) {
+    if (pass > 0) rewrite(pass, 0, kCorpusPages);
+    for (size_t k = 0; k < kPackets; ++k) {
+      msgs.emplace_back(PageEncoder::max_message(kPacketPages));
+      msgs.back().resize(encode(enc, pass, k, msgs.back()));
+    }
+  }
+  PageDecoder dec([&](CodecKind, std::string*) -> PageCodec* { return &lz4; });
+  DecodedPacket out;
+  size_t n = 0, at = msgs.size();
+  const uint64_t delta0 = 0;
+  uint64_t pages_timed = 0, delta_timed = delta0;
+  for (auto _ : st) {
+    if (at == msgs.size()) {
+      st.PauseTiming();  // replay from the start: the first pass fills the bases
+      dec.reset();
+      for (at = 0; at < kPackets; ++at) (void)dec.decode(msgs[at], out);
+      st.ResumeTiming();
+    }
+    const uint64_t d0 = dec.stats().delta;
+    const std::string why = dec.decode(msgs[at++], out);
+    if (!why.empty()) {
+      st.SkipWithError(why.c_str());
+      return;
+    }
+    delta_timed += dec.stats().delta - d0;
+    pages_timed += kPacketPages;
+    ++n;
+  }
+  per_page(st, n * kPacketPages);
+  st.counters["delta_share"] = pages_timed ? double(delta_timed) / double(pages_timed) : 0;
+  st.SetLabel("text, 4 words changed: destination");
+}
+
 void pipelines(benchmark::internal::Benchmark* b) {
   for (int k = 0; k <= int(PageKind::mix); ++k) b->Args({k, int(CodecKind::lz4)});
   b->Args({int(PageKind::mix), int(CodecKind::raw)});
@@ -261,6 +355,7 @@ BENCHMARK(BM_DeflateCompressdevCompress)->Arg(int(PageKind::text))->Arg(int(Page
 BENCHMARK(BM_DeflateCompressdevDecompress)->Arg(int(PageKind::text))->Arg(int(PageKind::mix));
 BENCHMARK(BM_SourcePipeline)->Apply(pipelines);
 BENCHMARK(BM_DestinationPipeline)->Apply(pipelines);
+BENCHMARK(BM_DeltaPipeline)->Arg(0)->Arg(1);
 
 int main(int argc, char** argv) {
   try {
