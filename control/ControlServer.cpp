@@ -358,10 +358,14 @@ void ControlServer::collect_captures() {
       continue;
     }
     store::Budget& budget = store_->budget();
-    merging_.push_back(std::async(std::launch::async, [vm, caps = std::move(caps), &budget]() mutable {
+    // The VM's image this host held so far: pages that crossed as
+    // PAGE_STORED (no bytes on the wire) take their bytes from it.
+    std::shared_ptr<const store::Image> prior = store_->find(vm);
+    merging_.push_back(std::async(std::launch::async, [vm, caps = std::move(caps), &budget, prior]() mutable {
       Merged m{vm, nullptr, {}, 0};
       const uint64_t t0 = engine::now_ns();
-      m.img = store::Image::merge(vm, std::move(caps), budget, m.why);
+      m.img = store::Image::merge(vm, std::move(caps), budget, m.why, prior.get());
+      prior.reset();
       if (m.img) {
         engine::CodecSet codecs("");  // LZ4 and zstd; no compressdev off the workers
         m.img->inflate([&](pages::CodecKind k) { return codecs.get(k, nullptr); }, budget);

@@ -153,7 +153,9 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
     if (known && index < known->hash.size() && known->hash[index] == h.lo && h.lo != 0) {
       // The destination's image holds these bytes: it checks the full hash.
       w.put_page_stored(off, h.lo, h.hi);
-      if (cap) cap->lost(cap_block, index, epoch);  // (the bytes stay in the peer's image)
+      // No bytes here: the image merge takes them from this host's prior
+      // image of the VM if it holds the page with this hash.
+      if (cap) cap->page(cap_block, index, epoch, h, store::Content::ref);
       ++stats_.stored;
       continue;
     }

@@ -21,7 +21,7 @@ struct Source {
 }  // namespace
 
 std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<Capture>> captures, Budget& budget,
-                                    std::string& why) {
+                                    std::string& why, const Image* prior) {
   if (captures.size() > 254) {
     why = "more than 254 captures";
     return nullptr;
@@ -90,8 +90,13 @@ std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<
   }
   img->budget_ = &budget;
   img->info_.pages = pages_total;
+  // The arena of bytes carried over from the prior image comes after the
+  // captures' (Page::arena indexes them in that order).
+  const uint8_t carried_index = uint8_t(captures.size());
+  if (prior) img->carried_ = std::make_unique<Arena>(budget, Backing::memory);
   for (size_t b = 0; b < img->blocks_.size(); ++b) {
     auto& pages = img->blocks_[b].pages;
+    const Block* old = prior ? prior->block(img->blocks_[b].name) : nullptr;
     pages.resize(chosen[b].size());
     for (size_t idx = 0; idx < pages.size(); ++idx) {
       const Chosen& ch = chosen[b][idx];
@@ -109,6 +114,17 @@ std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<
             p.len = it->second.len;
             p.arena = it->second.capture;
             p.content = it->second.content;
+          } else if (old && idx < old->pages.size() && old->pages[idx].content != Content::none &&
+                     old->pages[idx].hash == e.hash) {
+            const Page& q = old->pages[idx];
+            if (q.content == Content::zero) {
+              p.content = Content::zero;
+            } else if (img->carried_->append({prior->arenas_[q.arena]->at(q.at), q.len}, p.at)) {
+              p.len = q.len;
+              p.arena = carried_index;
+              p.content = q.content;
+            }
+            if (p.content != Content::none) ++img->carried_n_;
           }
           break;
         }
@@ -124,12 +140,13 @@ std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<
   for (auto& c : captures) c->log_.reset();  // the log's budget goes back
   img->captures_ = std::move(captures);
   for (auto& c : img->captures_) img->arenas_.push_back(&c->bytes_);
+  if (img->carried_) img->arenas_.push_back(img->carried_.get());
   std::random_device rd;
   img->info_.generation = (uint64_t(rd()) << 32) ^ rd();
   img->info_.made_unix_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
                                          std::chrono::system_clock::now().time_since_epoch())
                                          .count());
-  img->info_.bytes = img->table_bytes_;
+  img->info_.bytes = img->table_bytes_ + (img->carried_ ? img->carried_->bytes_held() : 0);
   for (auto& c : img->captures_) img->info_.bytes += c->bytes_held();
   return img;
 }
@@ -179,7 +196,11 @@ uint64_t Image::inflate(const CodecFor& codecs, Budget& budget) {
       captures_[i].reset();
     }
   }
-  info_.bytes = table_bytes_ + inflated_->bytes_held();
+  if (carried_ && !used[captures_.size()]) {
+    arenas_[captures_.size()] = nullptr;
+    carried_.reset();
+  }
+  info_.bytes = table_bytes_ + inflated_->bytes_held() + (carried_ ? carried_->bytes_held() : 0);
   for (auto& c : captures_) {
     if (c) info_.bytes += c->bytes_held();
   }

@@ -51,10 +51,16 @@ class Image {
   };
 
   // The image of a completed migration from its flows' captures (at most
-  // 255). nullptr with the reason when none can be made (a broken capture,
-  // or the page tables do not fit the budget).
+  // 254). nullptr with the reason when none can be made (a broken capture,
+  // or the page tables do not fit the budget). prior: this host's earlier
+  // image of the same VM, or nullptr: a page logged as a repeat (ref) of a
+  // hash no capture holds bytes of -- a PAGE_STORED page, whose bytes never
+  // crossed the wire -- takes its bytes from prior's same page if that page
+  // has that very hash (they are copied: the prior image is not kept).
   static std::shared_ptr<Image> merge(std::string vm, std::vector<std::unique_ptr<Capture>> captures,
-                                      Budget& budget, std::string& why);
+                                      Budget& budget, std::string& why, const Image* prior = nullptr);
+  // Pages whose bytes merge took from the prior image.
+  uint64_t carried() const { return carried_n_; }
   ~Image();
 
   const ImageInfo& info() const { return info_; }
@@ -83,6 +89,8 @@ class Image {
   std::vector<Block> blocks_;
   std::vector<std::unique_ptr<Capture>> captures_;  // their byte arenas
   std::unique_ptr<Arena> inflated_;                  // raw pages (inflate)
+  std::unique_ptr<Arena> carried_;                   // bytes copied from the prior image (merge)
+  uint64_t carried_n_ = 0;
   std::vector<const Arena*> arenas_;                 // by Page::arena
   Budget* budget_ = nullptr;
   uint64_t table_bytes_ = 0;  // the page tables' share of the budget

@@ -189,3 +189,66 @@ TEST(StoreImage, InflateKeepsEveryPageAndFreesTheCaptures) {
   EXPECT_EQ(budget.used(), Arena::kChunkBytes + 65 * sizeof(Image::Page));
   EXPECT_EQ(img->info().bytes, budget.used());
 }
+
+TEST(StoreImage, PagesWithoutBytesTakeThemFromThePriorImageOfTheVmOnlyWhenTheHashMatches) {
+  // A first migration's image holds pages 0..3; a second migration sends
+  // page 0 in full, pages 1 and 2 as PAGE_STORED (logged as repeats of
+  // their hash, no bytes), page 3 as PAGE_STORED with a hash the prior
+  // image does not hold for it. The new image holds 0, 1, 2 -- 1 and 2
+  // with the prior image's bytes, copied -- and not 3.
+  Budget budget(64 << 20);
+  Codecs codecs;
+  std::shared_ptr<Image> first;
+  {
+    auto c = std::make_unique<Capture>(budget, Backing::memory, "");
+    const uint16_t blk = c->block("pc.ram");
+    for (uint64_t i = 0; i < 4; ++i) log_page(*c, blk, i, 1, page_of(uint8_t(10 + i)), i % 2 ? &codecs.lz4 : nullptr);
+    std::vector<std::unique_ptr<Capture>> caps;
+    caps.push_back(std::move(c));
+    std::string why;
+    first = Image::merge("vm", std::move(caps), budget, why);
+    ASSERT_TRUE(first) << why;
+  }
+  auto c = std::make_unique<Capture>(budget, Backing::memory, "");
+  const uint16_t blk = c->block("pc.ram");
+  log_page(*c, blk, 0, 1, page_of(20), nullptr);
+  c->page(blk, 1, 1, pages::page_hash(page_of(11).data()), Content::ref);
+  c->page(blk, 2, 1, pages::page_hash(page_of(12).data()), Content::ref);
+  c->page(blk, 3, 1, pages::page_hash(page_of(99).data()), Content::ref);
+  std::vector<std::unique_ptr<Capture>> caps;
+  caps.push_back(std::move(c));
+  std::string why;
+  auto second = Image::merge("vm", std::move(caps), budget, why, first.get());
+  ASSERT_TRUE(second) << why;
+  EXPECT_EQ(second->carried(), 2u);
+  EXPECT_EQ(second->info().pages_held, 3u);
+  const Image::Block* b = second->block("pc.ram");
+  ASSERT_NE(b, nullptr);
+  std::vector<uint8_t> out(pages::kPageSize);
+  const uint8_t want[] = {20, 11, 12};
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_EQ(second->read(b->pages[i], out.data(), codecs.fn()), "") << i;
+    EXPECT_EQ(out, page_of(want[i])) << i;
+  }
+  EXPECT_NE(second->read(b->pages[3], out.data(), codecs.fn()), "");
+  // The copies outlive the prior image, inflated or not.
+  first.reset();
+  ASSERT_EQ(second->read(b->pages[1], out.data(), codecs.fn()), "");
+  EXPECT_EQ(out, page_of(11));
+  second->inflate(codecs.fn(), budget);
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_EQ(second->read(b->pages[i], out.data(), codecs.fn()), "") << i;
+    EXPECT_EQ(out, page_of(want[i])) << i;
+  }
+  // Without a prior image the same log holds only page 0.
+  auto d = std::make_unique<Capture>(budget, Backing::memory, "");
+  const uint16_t db = d->block("pc.ram");
+  log_page(*d, db, 0, 1, page_of(20), nullptr);
+  d->page(db, 1, 1, pages::page_hash(page_of(11).data()), Content::ref);
+  std::vector<std::unique_ptr<Capture>> caps2;
+  caps2.push_back(std::move(d));
+  auto third = Image::merge("vm", std::move(caps2), budget, why);
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->info().pages_held, 1u);
+  EXPECT_EQ(third->carried(), 0u);
+}
