@@ -171,7 +171,7 @@ json ControlServer::dispatch(const std::string& cmd, const json& args, std::atom
     const bool source = cmd == "session-start";
     engine::SessionParams p =
         session_params_from_args(source, args, id_.udp_base_port, uint16_t(engines_.size()));
-    if (source) start_capture(p, 0);
+    start_capture(p, 0);
     add_session_parts(p);
     json r = {{"session", p.id}, {"state", "prepared"}};
     if (source) r["migrate-uri"] = p.qemu_uri;
@@ -324,13 +324,15 @@ void ControlServer::add_session_parts(const engine::SessionParams& p) {
       engine::Engine* h = engines_[order[0]];
       h->run_on_worker([h, id = p.id, why] { h->cancel_session(id, "setting up failed: " + why); }, kWorkerTimeout);
     }
-    if (p.capture) captures_pending_.erase(p.id);
+    if (p.capture) captures_pending_.erase({p.id, p.role});
     throw CommandError(*invalid ? "InvalidParameter" : "GenericError", why);
   }
 }
 
 void ControlServer::start_capture(engine::SessionParams& p, uint64_t ram_bytes) {
-  if (!store_->enabled() || p.vm.empty() || p.role != engine::Role::source) return;
+  // Both ends log what crossed: the source what it sent, the destination
+  // what it wrote to its QEMU.
+  if (!store_->enabled() || p.vm.empty()) return;
   // Room for this migration's image, least recently migrated VMs first;
   // the VM's own older image goes when the new one replaces it.
   const uint64_t want = ram_bytes > 0 ? std::min(ram_bytes, store_->budget().limit()) : store_->budget().limit() / 2;
@@ -339,7 +341,7 @@ void ControlServer::start_capture(engine::SessionParams& p, uint64_t ram_bytes) 
                                 ? store_->config().dir + "/session-" + std::to_string(p.id)
                                 : std::string();
   p.capture = std::make_shared<store::CaptureBin>(store_->budget(), store_->config().backing, files, p.vm);
-  captures_pending_[p.id] = p.capture;
+  captures_pending_[{p.id, p.role}] = p.capture;
 }
 
 void ControlServer::collect_captures() {
@@ -437,7 +439,7 @@ json ControlServer::store_json() {
     char gen[20];
     std::snprintf(gen, sizeof gen, "%016llx", static_cast<unsigned long long>(i.generation));
     images.push_back({{"vm", i.vm}, {"generation", gen}, {"pages", i.pages}, {"pages-held", i.pages_held},
-                      {"bytes", i.bytes}, {"made-unix-ms", i.made_unix_ms}});
+                      {"bytes", i.bytes}, {"carried", i.carried}, {"made-unix-ms", i.made_unix_ms}});
   }
   return {{"budget", store_->budget().limit()},
           {"used", store_->budget().used()},
@@ -655,6 +657,7 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
       // A table the source would refuse as too large is not offered.
       if (p.image && p.image->info().pages > store::PageTable::kMaxTablePages) p.image = nullptr;
       image = p.image;
+      start_capture(p, 0);
     }
     // Answers go to the source's workers that own the streams.
     p.peer_udp_port = o.peer_udp_port;

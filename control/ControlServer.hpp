@@ -141,7 +141,8 @@ class ControlServer {
   std::atomic<uint64_t> encrypt_refusals_{0};
   std::map<uint32_t, Migration> migrations_;
   std::unique_ptr<store::PageStore> store_;
-  std::map<uint32_t, std::shared_ptr<store::CaptureBin>> captures_pending_;
+  // By session id and role (a daemon may be one session's source and another's destination).
+  std::map<std::pair<uint32_t, engine::Role>, std::shared_ptr<store::CaptureBin>> captures_pending_;
   // Images being merged and inflated on a thread of their own (a 2 GiB VM
   // takes about a second): the control loop keeps answering meanwhile.
   struct Merged {

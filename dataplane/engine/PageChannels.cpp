@@ -269,7 +269,10 @@ bool MultifdRebuilder::pump(transport::MessageReceiver& rx, qemu::ChannelRelay& 
     if (message.empty() || message[0] != uint8_t(wire::RecordType::multifd_begin)) {
       const uint64_t before = relay.bytes_taken_for_qemu();
       if (!relay.write_records(message)) return false;  // relay.error() says why, or QEMU is slow
-      if (relay.bytes_taken_for_qemu() != before) after_bytes_ = true;
+      if (relay.bytes_taken_for_qemu() != before) {
+        after_bytes_ = true;
+        ++bytes_messages_;
+      }
       return true;
     }
     if (relay.remote_fin_seen()) {

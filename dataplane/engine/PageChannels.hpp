@@ -142,6 +142,12 @@ class MultifdRebuilder {
   const pages::PageStats& stats() const { return decoder_.stats(); }
   // This host's image of the VM, for PAGE_STORED pages.
   void set_image(std::shared_ptr<const store::Image> img) { decoder_.set_image(std::move(img)); }
+  // Logs every page written to QEMU into the flow's capture (nullptr: none).
+  void set_capture(store::Capture* c) { decoder_.set_capture(c); }
+  // Rebuilt packets written so far; whether BYTES went to QEMU beyond the
+  // channel's init (a channel QEMU compressed itself: no pages seen).
+  uint64_t packets() const { return packets_; }
+  bool passthrough() const { return bytes_messages_ > 1; }
   // Packets without pages and without SYNC, not written to QEMU.
   uint64_t dropped_empty() const { return dropped_empty_; }
 
@@ -166,6 +172,7 @@ class MultifdRebuilder {
   };
   Written written_[2];
   uint64_t since_sync_ = 0;  // packets written after the last SYNC
+  uint64_t bytes_messages_ = 0;  // messages that gave QEMU bytes (the init, or a relayed stream)
   std::string describe_written() const;
   pages::PageDecoder decoder_;
   pages::DecodedPacket packet_;

@@ -146,11 +146,29 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
       throw std::logic_error(std::string(format_.name()) + "'s largest multifd packet does not fit a channel's buffer");
     }
     image_ = p.image;
+    // A destination that knows the VM logs what it writes to its QEMU, as
+    // a source logs what it sends: the image of what it received.
+    if (p.capture) {
+      bin_ = p.capture;
+      captures_.resize(kStreams);
+    }
     for (uint16_t i = 1; i < kStreams; ++i) {
       if (owns(i)) {
         rebuilders_[i] = std::make_unique<MultifdRebuilder>(codecs_, format_);
         if (image_) rebuilders_[i]->set_image(image_);
+        if (bin_) {
+          captures_[i] = bin_->make();
+          rebuilders_[i]->set_capture(captures_[i].get());
+        }
       }
+    }
+    if (bin_ && home()) {
+      // The main channel's zero pages and RAM EOS epochs, from the records
+      // written to QEMU.
+      captures_[0] = bin_->make();
+      main_sink_ = std::make_unique<MainSink>(*this);
+      observer_ = format_.observe_main(*main_sink_);
+      relays_[0]->set_out_tap([this](std::span<const uint8_t> b) { observer_->feed(b); });
     }
     if (image_ && home()) table_chunks_ = store::PageTable::of(*image_).encode();
   }
@@ -307,6 +325,9 @@ std::string Session::capture_gap() const {
   for (const auto& src : sources_) {
     if (src && src->passthrough()) return "QEMU compressed a multifd channel itself";
   }
+  for (const auto& rb : rebuilders_) {
+    if (rb && rb->passthrough()) return "QEMU compressed a multifd channel itself";
+  }
   return {};
 }
 
@@ -314,6 +335,9 @@ void Session::hand_in_captures() {
   if (!bin_) return;
   for (auto& src : sources_) {
     if (src) src->set_capture(nullptr);
+  }
+  for (auto& rb : rebuilders_) {
+    if (rb) rb->set_capture(nullptr);
   }
   add_store_counts(captures_, handed_store_);
   std::string why;
@@ -325,9 +349,14 @@ void Session::hand_in_captures() {
     for (const auto& src : sources_) {
       if (src && src->passthrough()) why = "QEMU compressed a multifd channel itself";
     }
+    for (const auto& rb : rebuilders_) {
+      if (rb && rb->passthrough()) why = "QEMU compressed a multifd channel itself";
+    }
   }
   for (size_t k = 1; k < captures_.size(); ++k) {
-    if (captures_[k] && (!sources_[k] || sources_[k]->passthrough())) captures_[k].reset();
+    const bool used = info_.role == Role::source ? sources_[k] && !sources_[k]->passthrough()
+                                                 : rebuilders_[k] && rebuilders_[k]->packets() > 0;
+    if (captures_[k] && !used) captures_[k].reset();
   }
   bin_->hand_in(std::move(captures_), home(), why);
   captures_.clear();
@@ -538,7 +567,7 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
       } else if (r.pump_in(conn_->sender(s), ahead) > 0) {
         work = true;
       }
-      if (s == 0 && observer_ && !channels_frozen_ && observer_->eos_count() >= 1) {
+      if (s == 0 && observer_ && info_.role == Role::source && !channels_frozen_ && observer_->eos_count() >= 1) {
         // QEMU has written every channel's first SYNC before the setup
         // EOS, so all its channels are connected by now: the set is known.
         accept_channels(now);

@@ -267,6 +267,10 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
   const store::Image::Block* image_block = nullptr;  // found at the first PAGE_STORED
   bool ended = false;
   PageStats s;
+  // The stream's epoch: its SYNC packets before this one (as the source's).
+  store::Capture* cap = capture_ && !out.ramblock.empty() ? capture_ : nullptr;
+  const uint16_t cap_block = cap ? cap->block(out.ramblock) : 0;
+  const uint32_t epoch = uint32_t(stats_.sync_packets);
   while ((e = r.next(rec)) == wire::RecordError::ok) {
     if (ended) return "records after MULTIFD_END";
     if (rec.type == wire::RecordType::multifd_end) {
@@ -305,6 +309,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
           std::memset(own, 0, kPageSize);
         }
         ++s.zero;
+        if (cap) cap->page(cap_block, rec.page / kPageSize, epoch, zero_page_hash(), store::Content::zero);
         break;
       case wire::RecordType::page_raw:
         if (in_place_) {
@@ -377,6 +382,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
         }
         ++s.stored;
         ++s.verified;
+        if (cap) cap->page(cap_block, idx, epoch, sp->hash, store::Content::ref);  // bytes: the image's
         break;
       }
       default: {
@@ -402,6 +408,17 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
       ++s.verified;
       // Mirror the sender: every page sent in full enters the dictionary.
       if (dict_ && rec.type != wire::RecordType::page_ref) dict_->insert(page, h);
+      if (cap) {
+        const uint64_t idx = rec.page / kPageSize;
+        switch (rec.type) {
+          case wire::RecordType::page_ref: cap->page(cap_block, idx, epoch, h, store::Content::ref); break;
+          case wire::RecordType::page_raw:
+          case wire::RecordType::page_delta:
+            cap->page(cap_block, idx, epoch, h, store::Content::raw, {page, kPageSize});
+            break;
+          default: cap->page(cap_block, idx, epoch, h, store::content_of(codec_of(rec.type)), rec.body);
+        }
+      }
     }
     out.offsets.push_back(rec.page);
     out.page_at.push_back(page);

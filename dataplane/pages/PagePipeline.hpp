@@ -198,6 +198,10 @@ class PageDecoder {
   // This host's image of the VM, for PAGE_STORED records (nullptr: none;
   // such a record is then refused). Read-only, shared with other flows.
   void set_image(std::shared_ptr<const store::Image> img);
+  // Logs every page this decoder hands back, with its bytes as they came
+  // (compressed bodies as such), into the flow's capture for the page
+  // store; repeats and PAGE_STORED pages by hash (nullptr: none).
+  void set_capture(store::Capture* c) { capture_ = c; }
   // Back to the state of a new stream (its dictionary emptied, memory kept).
   void reset() {
     if (dict_) dict_->clear();
@@ -209,6 +213,7 @@ class PageDecoder {
   bool in_place_;
   std::shared_ptr<const store::Image> image_;
   store::Image::CodecFor image_codecs_;
+  store::Capture* capture_ = nullptr;
   std::unique_ptr<DedupeDictionary> dict_;  // the receiver's slot ring (no index)
   // Every record's offset, big-endian, for MULTIFD_END's digest.
   std::unique_ptr<uint8_t[]> be_offsets_;

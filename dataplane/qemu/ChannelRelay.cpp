@@ -114,7 +114,10 @@ bool ChannelRelay::write_records(std::span<const uint8_t> message) {
   if (bytes > chan_->out_room()) return false;  // QEMU is slow: try later
   wire::RecordReader again(message);
   while (again.next(rec) == wire::RecordError::ok) {
-    if (rec.type == wire::RecordType::bytes) chan_->send(rec.body);
+    if (rec.type == wire::RecordType::bytes) {
+      chan_->send(rec.body);
+      if (out_tap_) out_tap_(rec.body);
+    }
     if (rec.type == wire::RecordType::store_table) {
       if (std::string why = table_sink_(rec.body); !why.empty()) {
         error_ = "channel: " + why;

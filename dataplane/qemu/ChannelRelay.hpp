@@ -39,6 +39,9 @@ class ChannelRelay {
   // Sees every byte read from QEMU by pump_in(), in order (the source's
   // main-channel observer).
   void set_tap(std::function<void(std::span<const uint8_t>)> tap) { tap_ = std::move(tap); }
+  // Sees every byte of BYTES records given to QEMU by write_records(), in
+  // order (the destination's main-channel observer).
+  void set_out_tap(std::function<void(std::span<const uint8_t>)> tap) { out_tap_ = std::move(tap); }
   // Stream -> QEMU: STORE_TABLE records are handed to `sink` (which returns
   // "" or why the chunk is refused); without a sink they are refused.
   void set_table_sink(std::function<std::string(std::span<const uint8_t>)> sink) { table_sink_ = std::move(sink); }
@@ -83,6 +86,7 @@ class ChannelRelay {
 
   std::unique_ptr<ByteChannel> chan_;
   std::function<void(std::span<const uint8_t>)> tap_;
+  std::function<void(std::span<const uint8_t>)> out_tap_;
   std::function<std::string(std::span<const uint8_t>)> table_sink_;
   bool local_fin_ = false;
   bool remote_fin_ = false;

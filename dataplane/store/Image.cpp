@@ -124,7 +124,7 @@ std::shared_ptr<Image> Image::merge(std::string vm, std::vector<std::unique_ptr<
               p.arena = carried_index;
               p.content = q.content;
             }
-            if (p.content != Content::none) ++img->carried_n_;
+            if (p.content != Content::none) ++img->info_.carried;
           }
           break;
         }

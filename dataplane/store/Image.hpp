@@ -33,6 +33,7 @@ struct ImageInfo {
   uint64_t pages = 0;        // guest pages its page tables cover (to the highest page written)
   uint64_t pages_held = 0;   // ... of them with their bytes
   uint64_t bytes = 0;        // budget it holds
+  uint64_t carried = 0;      // pages whose bytes came from this host's earlier image of the VM
   uint64_t made_unix_ms = 0;
 };
 
@@ -60,7 +61,7 @@ class Image {
   static std::shared_ptr<Image> merge(std::string vm, std::vector<std::unique_ptr<Capture>> captures,
                                       Budget& budget, std::string& why, const Image* prior = nullptr);
   // Pages whose bytes merge took from the prior image.
-  uint64_t carried() const { return carried_n_; }
+  uint64_t carried() const { return info_.carried; }
   ~Image();
 
   const ImageInfo& info() const { return info_; }
@@ -90,7 +91,6 @@ class Image {
   std::vector<std::unique_ptr<Capture>> captures_;  // their byte arenas
   std::unique_ptr<Arena> inflated_;                  // raw pages (inflate)
   std::unique_ptr<Arena> carried_;                   // bytes copied from the prior image (merge)
-  uint64_t carried_n_ = 0;
   std::vector<const Arena*> arenas_;                 // by Page::arena
   Budget* budget_ = nullptr;
   uint64_t table_bytes_ = 0;  // the page tables' share of the budget

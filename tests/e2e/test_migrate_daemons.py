@@ -137,12 +137,13 @@ def migrate_ok(f: Fabric, kernel: Path, initrd: Path, a) -> int:
                 grown = rss_mib(d) - rss_before[d.name]
                 print(f"  {d.name}: resident memory {grown:+.0f} MiB after the session was released")
                 # The source's page store keeps the VM's image on purpose.
-                kept = f.src_daemon.ctl.execute("query-store")["used"] / 2**20 if (a.vm and d is f.src_daemon) else 0
+                # Both ends keep the VM's image on purpose.
+                kept = d.ctl.execute("query-store")["used"] / 2**20 if a.vm else 0
                 if grown - kept > 64:
                     problems.append(f"{d.name} kept {grown:.0f} MiB after the session ended "
                                     f"({kept:.0f} MiB of it the page store)")
         if a.vm and not problems:
-            problems += check_store(f, a, s_src)
+            problems += check_store(f, a, s_src, s_dst)
         print(f"through memmotiond ({f.kind}, multifd {a.multifd}, encrypt {a.encrypt}): {r.line()}; stream "
               f"{cs['qemu_bytes_in'] / 2**20:.1f} MiB from QEMU, "
               f"{cs['wire_bytes_tx'] / 2**20:.1f} MiB on the wire, return path "
@@ -169,7 +170,9 @@ def ping_pong(f: Fabric, kernel: Path, initrd: Path, a) -> int:
         if r1.status != "completed" or s1["state"] != "completed":
             return report([f"first migration: QEMU {r1.status}, source daemon {s1['state']} ({s1.get('error')})"],
                           f.logs())
-        flow.verify(src, dst, wd)  # RAM identical, destination resumed and running
+        flow.verify(src, dst, wd, keep_source_dump=True)  # RAM identical, destination resumed and running
+        s1_dst = f.dst_daemon.wait_session(7, 60)
+        problems += check_store(f, a, s1, s1_dst, dump=f"{src.name}.ram")
         img = None
         for _ in range(60):  # the image is made once the session's parts released it (the linger)
             st = f.src_daemon.ctl.execute("query-store")
@@ -199,9 +202,14 @@ def ping_pong(f: Fabric, kernel: Path, initrd: Path, a) -> int:
             verdict = ""
             if not problems:
                 try:
-                    verdict = flow.verify(dst, back, wd)
+                    verdict = flow.verify(dst, back, wd, keep_source_dump=True)
                 except AssertionError as e:
                     problems.append(str(e))
+            if not problems:
+                # Both images again, now with the stored pages' bytes taken
+                # from each host's earlier image of the VM.
+                with f.reversed():
+                    problems += check_store(f, a, s_b, s_a, dump=f"{dst.name}.ram")
             cb, ca = s_b["counters"], s_a["counters"]
             w1, w2 = s1["counters"]["wire_bytes_tx"], cb["wire_bytes_tx"]
             print(f"second migration (back): {r2.line()}; wire {w2 / 2**20:.1f} MiB ({w2 / w1:.3f} of the first); "
@@ -221,36 +229,38 @@ def ping_pong(f: Fabric, kernel: Path, initrd: Path, a) -> int:
     return report(problems, f.logs() if problems else "")
 
 
-def check_store(f: Fabric, a, s_src: dict) -> list[str]:
-    """The source daemon made an image of the VM from its flows' captures:
-    listed by name, covering guest RAM, every page read back (decoded,
-    hash-checked) identical to the source RAM dump flow.verify wrote."""
+def check_store(f: Fabric, a, s_src: dict, s_dst: dict, dump: str = "src-vm.ram", keep_dump: bool = False) -> list[str]:
+    """Both daemons made an image of the VM: the source from what its flows
+    sent, the destination from what it wrote to its QEMU. Each is listed by
+    name, covers guest RAM, and reads back (decoded, hash-checked) identical
+    to the RAM dump flow.verify wrote."""
     out = []
-    st = {}
-    for _ in range(20):  # merged on the control thread's next tick after the release
-        st = f.src_daemon.ctl.execute("query-store")
-        if any(i["vm"] == a.vm for i in st["images"]):
-            break
-        time.sleep(0.25)
-    img = next((i for i in st["images"] if i["vm"] == a.vm), None)
-    cs = s_src["counters"]
-    print(f"  page store: {st['used'] / 2**20:.1f} of {st['budget'] / 2**20:.0f} MiB used, images "
-          f"{[(i['vm'], i['pages-held'], i['pages']) for i in st['images']]}, last merge {st['last-merge-ms']} ms; "
-          f"session logged {cs['store_pages']} pages ({cs['store_pages_without_bytes']} without bytes), "
-          f"{cs['store_bytes'] / 2**20:.1f} MiB")
-    if img is None:
-        return [f"no image of VM {a.vm} in the source daemon's store: {st.get('last-dropped')}"]
     ram_pages = a.ram * 256
-    if img["pages"] < ram_pages or img["pages-held"] != img["pages"]:
-        out.append(f"the image holds {img['pages-held']} of {img['pages']} pages, guest RAM has {ram_pages}")
-    chk = f.src_daemon.ctl.execute("store-check", vm=a.vm, file=str(Path(f.workdir) / "src-vm.ram"))
-    print(f"  store-check against the source RAM dump: {chk}")
-    if (chk["pages"] < ram_pages or chk["identical"] != chk["pages"] or chk["not-held"] or chk["different"]
-            or chk["unreadable"] or chk["beyond-file"]):
-        out.append(f"the image does not read back as the guest's RAM: {chk}")
-    (Path(f.workdir) / "src-vm.ram").unlink()
-    if cs["store_pages"] < ram_pages:
-        out.append(f"the session logged {cs['store_pages']} pages, fewer than guest RAM's {ram_pages}")
+    for d, s in ((f.src_daemon, s_src), (f.dst_daemon, s_dst)):
+        st = {}
+        for _ in range(20):  # merged on the control thread's next tick after the release
+            st = d.ctl.execute("query-store")
+            if any(i["vm"] == a.vm for i in st["images"]):
+                break
+            time.sleep(0.25)
+        img = next((i for i in st["images"] if i["vm"] == a.vm), None)
+        cs = s["counters"]
+        print(f"  {d.name} page store: {st['used'] / 2**20:.1f} of {st['budget'] / 2**20:.0f} MiB used, images "
+              f"{[(i['vm'], i['pages-held'], i['pages'], i.get('carried')) for i in st['images']]}, last merge "
+              f"{st['last-merge-ms']} ms; session logged {cs['store_pages']} pages ({cs['store_pages_without_bytes']} "
+              f"without bytes), {cs['store_bytes'] / 2**20:.1f} MiB")
+        if img is None:
+            out.append(f"no image of VM {a.vm} in {d.name}'s store: {st.get('last-dropped')}")
+            continue
+        if img["pages"] < ram_pages or img["pages-held"] != img["pages"]:
+            out.append(f"{d.name}'s image holds {img['pages-held']} of {img['pages']} pages, guest RAM has {ram_pages}")
+        chk = d.ctl.execute("store-check", vm=a.vm, file=str(Path(f.workdir) / dump))
+        print(f"  {d.name} store-check against the RAM dump: {chk}")
+        if (chk["pages"] < ram_pages or chk["identical"] != chk["pages"] or chk["not-held"] or chk["different"]
+                or chk["unreadable"] or chk["beyond-file"]):
+            out.append(f"{d.name}'s image does not read back as the guest's RAM: {chk}")
+    if not keep_dump:
+        (Path(f.workdir) / dump).unlink()
     return out
 
 
