@@ -586,6 +586,9 @@ json ControlServer::migrate(const json& args) {
   p.peer = peer_fabric_from_accept(r.accept, p.peer_queues);
   // The destination holds an image of this VM: its page table comes first.
   p.table_expected = !vm.empty() && r.accept.contains("image") && r.accept["image"].is_object();
+  // This host's own image of the VM: pages changed since the destination's
+  // image go as their changes against the version both hold.
+  if (p.table_expected) p.image = store_->find(vm);
   p.vm = vm;
   start_capture(p, ram_bytes);
   add_session_parts(p);

@@ -77,6 +77,7 @@ json to_json(const engine::SessionInfo& s) {
            {"pages_delta", c.pages.delta},
            {"pages_delta_bytes", c.pages.delta_bytes},
            {"pages_delta_bases", c.pages.delta_bases},
+           {"pages_delta_image", c.pages.delta_image},
            {"pages_compressed", c.pages.compressed},
            {"pages_compressed_bytes", c.pages.compressed_bytes},
            {"pages_raw", c.pages.raw},

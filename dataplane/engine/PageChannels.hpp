@@ -70,6 +70,8 @@ class MultifdSource {
   // Logs every page sent into the flow's capture for the page store.
   void set_capture(store::Capture* c) { encoder_.set_capture(c); }
   void set_table(const store::PageTable* t) { encoder_.set_table(t); }
+  // This host's own image of the VM, for deltas against the destination's.
+  void set_base_image(std::shared_ptr<const store::Image> img) { encoder_.set_base_image(std::move(img)); }
 
  private:
   enum class Step { init, packets, passthrough };

@@ -130,6 +130,7 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
       captures_.resize(kStreams);
       if (home()) captures_[0] = bin_->make();
     }
+    if (p.table_expected) image_ = p.image;
     if (home() && p.table_expected) {
       share_->table_state.store(SessionShare::Table::expected, std::memory_order_release);
       table_in_ = std::make_unique<store::PageTable>();
@@ -375,6 +376,7 @@ void Session::attach(uint16_t stream, int fd, uint64_t now) {
       captures_[stream] = bin_->make();
       sources_[stream]->set_capture(captures_[stream].get());
     }
+    if (image_) sources_[stream]->set_base_image(image_);
     if (channels_frozen_) {
       // QEMU opened this channel after setup: which epochs its packets
       // belong to is unknown, so nothing is skipped from now on.

@@ -139,7 +139,9 @@ struct SessionParams {
   std::shared_ptr<store::CaptureBin> capture;
   // Warm re-migration. Destination: this host's image of the VM (its page
   // table goes to the source first; PAGE_STORED pages come from it).
-  // Source: the destination said it holds one, so its table will come.
+  // Source: the destination said it holds one, so its table will come;
+  // `image` is then this host's own image of the VM, if any (pages changed
+  // since go as deltas against the version both images hold).
   std::shared_ptr<const store::Image> image;
   bool table_expected = false;
 };
@@ -301,7 +303,7 @@ class Session {
   std::shared_ptr<store::CaptureBin> bin_;
   std::vector<std::unique_ptr<store::Capture>> captures_;
   SessionCounters handed_store_;  // store_* of the captures already handed in
-  std::shared_ptr<const store::Image> image_;          // destination: this host's image of the VM
+  std::shared_ptr<const store::Image> image_;          // this host's image of the VM (see SessionParams::image)
   std::vector<std::vector<uint8_t>> table_chunks_;     // ... its table, still to be queued
   size_t table_next_ = 0;
   std::unique_ptr<store::PageTable> table_in_;         // source home: the table being received

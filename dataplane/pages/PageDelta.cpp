@@ -62,7 +62,13 @@ size_t delta_encode(const uint8_t* page, const uint8_t* base, uint8_t* out, size
       continue;
     }
     size_t end = i + 1;
-    while (end < kWords && word(page, end) != word(base, end)) ++end;
+    // A run that cannot fit ends the scan at once (a page rewritten whole
+    // costs a run's worth of compares, not the page's).
+    const size_t room = limit > n + 4 ? (limit - n - 4) / 8 : 0;
+    while (end < kWords && word(page, end) != word(base, end)) {
+      if (end - i >= room) return 0;
+      ++end;
+    }
     const size_t count = end - i;
     // Header (at most 4 bytes) and the words must fit.
     if (n + 4 + 8 * count > limit) return 0;

@@ -33,6 +33,7 @@ PageStats& PageStats::operator+=(const PageStats& o) {
   delta += o.delta;
   delta_bytes += o.delta_bytes;
   delta_bases += o.delta_bases;
+  delta_image += o.delta_image;
   return *this;
 }
 
@@ -125,6 +126,10 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
   const uint16_t cap_block = cap && !p.offsets.empty() ? cap->block(p.ramblock) : 0;
   const store::PageTable::Block* known = table_ && !p.offsets.empty() ? table_->block(p.ramblock) : nullptr;
   const uint64_t bkey = delta_ && !p.offsets.empty() ? block_key(p.ramblock) : DedupeDictionary::kNoKey;
+  // Warm re-migration with delta: this host's version of a page, where it
+  // is the one the destination's image holds.
+  const store::Image::Block* own =
+      known && delta_ && base_image_ && !p.offsets.empty() ? base_image_->block(p.ramblock) : nullptr;
   for (size_t i = 0; i < p.offsets.size(); ++i) {
     const uint64_t off = p.offsets[i];
     const uint64_t index = off / kPageSize;
@@ -167,6 +172,21 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
         continue;
       }
       const uint64_t key = delta_ ? bkey | index : DedupeDictionary::kNoKey;
+      if (own && index < known->hash.size() && known->hash[index] != 0 && index < own->pages.size() &&
+          own->pages[index].hash.lo == known->hash[index]) {
+        if (const uint8_t* base = base_image_->view(own->pages[index])) {
+          const size_t n = delta_encode(page, base, delta_.get(), kDeltaDirect);
+          if (n > 0) {
+            dict_->insert(page, h, key);  // as for any page that carries bytes (both ends)
+            w.put_page_delta(off, record_hash(h), wire::kDeltaImageSlot, {delta_.get(), n});
+            if (cap) cap->page(cap_block, index, epoch, h, store::Content::raw, {page, kPageSize});
+            ++stats_.delta;
+            ++stats_.delta_image;
+            stats_.delta_bytes += n;
+            continue;
+          }
+        }
+      }
       if (delta_) {
         if (auto base = dict_->find_base(key)) {
           ++stats_.delta_bases;
@@ -337,7 +357,33 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
       case wire::RecordType::page_delta: {
         // The base is read before this page's own insert (which may take
         // its slot), as the sender made it.
-        const uint8_t* base = dict_ ? dict_->get(rec.slot) : nullptr;
+        const uint8_t* base = nullptr;
+        if (rec.slot == wire::kDeltaImageSlot) {
+          // Against this host's image of the VM, that page: its bytes as the
+          // image holds them (checked against their hash) or decoded into
+          // the page's room first.
+          if (!image_) {
+            ++stats_.stored_refused;
+            return "PAGE_DELTA against the image, but this destination holds no image of the VM";
+          }
+          if (!image_block) image_block = image_->block(out.ramblock);
+          const uint64_t idx = rec.page / kPageSize;
+          const store::Image::Page* sp =
+              image_block && idx < image_block->pages.size() ? &image_block->pages[idx] : nullptr;
+          if (!sp || sp->content == store::Content::none) {
+            ++stats_.stored_refused;
+            return "PAGE_DELTA against the image for page at offset " + std::to_string(rec.page) + " of " +
+                   out.ramblock + ", which the image does not hold";
+          }
+          if (const std::string why = image_->read(*sp, own, image_codecs_); !why.empty()) {
+            ++stats_.stored_refused;
+            return "PAGE_DELTA against the image for page at offset " + std::to_string(rec.page) + ": " + why;
+          }
+          base = own;
+          ++s.delta_image;
+        } else {
+          base = dict_ ? dict_->get(rec.slot) : nullptr;
+        }
         if (!base) return "PAGE_DELTA against dictionary slot " + std::to_string(rec.slot) + ", which holds no page";
         if (!delta_apply(base, rec.body, own)) {
           return "PAGE_DELTA for page at offset " + std::to_string(rec.page) + " of " + out.ramblock +

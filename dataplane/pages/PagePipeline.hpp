@@ -90,6 +90,10 @@ struct PageStats {
   uint64_t delta = 0;
   uint64_t delta_bytes = 0;
   uint64_t delta_bases = 0;
+  // ... of delta: against the destination's image of the VM (warm
+  // re-migration: a page changed since the image, whose image version this
+  // source holds too).
+  uint64_t delta_image = 0;
 
   PageStats& operator+=(const PageStats& o);
 };
@@ -135,6 +139,10 @@ class PageEncoder {
   // The page table of the image the destination holds of this VM: a page
   // whose hash it lists goes as PAGE_STORED (nullptr: none, or not yet).
   void set_table(const store::PageTable* t) { table_ = t; }
+  // This host's own image of the VM (read-only, shared): a page the table
+  // lists with another hash goes as PAGE_DELTA against the destination's
+  // image when this image holds that very version raw (nullptr: none).
+  void set_base_image(std::shared_ptr<const store::Image> img) { base_image_ = std::move(img); }
   // The auto codec's choice for the next packets (nullptr: raw); counted.
   void set_codec(PageCodec* codec, bool heavy) {
     if (codec != codec_) ++stats_.auto_switches;
@@ -149,6 +157,7 @@ class PageEncoder {
   UnchangedFilter* filter_;
   store::Capture* capture_ = nullptr;
   const store::PageTable* table_ = nullptr;
+  std::shared_ptr<const store::Image> base_image_;
   std::unique_ptr<DedupeDictionary> dict_;
   std::unique_ptr<uint8_t[]> scratch_;  // one compressed page (kCompressBound)
   std::unique_ptr<uint8_t[]> delta_;    // one delta (kDeltaLimit), when the policy has delta

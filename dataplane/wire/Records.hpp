@@ -44,6 +44,9 @@ inline constexpr size_t kFinRecordSize = 1;
 inline constexpr size_t kPageStoredRecordSize = 1 + 8 + 8 + 8;
 // PAGE_DELTA: code + page:8 + hash:8 + slot:4 + dlen:2, then dlen bytes.
 inline constexpr size_t kPageDeltaOverhead = 1 + 8 + 8 + 4 + 2;
+// PAGE_DELTA's slot for "the destination's image of the VM, this page"
+// (warm re-migration; MMP.md "Delta").
+inline constexpr uint32_t kDeltaImageSlot = 0xFFFFFFFF;
 // Largest delta body: one run of a whole page (pages/PageDelta.hpp).
 inline constexpr size_t kMaxDeltaBody = kRecordPageSize + 8;
 // STORE_TABLE: code + len:4, then its body (dataplane/store/PageTable.hpp).

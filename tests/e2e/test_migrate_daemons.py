@@ -213,7 +213,8 @@ def ping_pong(f: Fabric, kernel: Path, initrd: Path, a) -> int:
             cb, ca = s_b["counters"], s_a["counters"]
             w1, w2 = s1["counters"]["wire_bytes_tx"], cb["wire_bytes_tx"]
             print(f"second migration (back): {r2.line()}; wire {w2 / 2**20:.1f} MiB ({w2 / w1:.3f} of the first); "
-                  f"pages {cb['pages_in']}, stored {cb['pages_stored']} (destination filled {ca['pages_stored']}, "
+                  f"pages {cb['pages_in']}, stored {cb['pages_stored']}, delta against the image {cb['pages_delta_image']} "
+                  f"in {cb['pages_delta_bytes'] / 2**10:.0f} KiB of deltas (destination filled {ca['pages_stored']}, "
                   f"refused {ca['pages_stored_refused']}); {s_b.get('store-note')}; {verdict}")
             if not problems:
                 if cb["pages_stored"] == 0:
@@ -226,6 +227,12 @@ def ping_pong(f: Fabric, kernel: Path, initrd: Path, a) -> int:
                                     "PAGE_STORED (the guest changed few of them)")
                 if w2 >= w1 / 2:
                     problems.append(f"the second migration moved {w2} wire bytes, the first {w1}")
+                if a.lines and cb["pages_delta_image"] == 0:
+                    problems.append("the guest changed a few cache lines of the pages it dirtied, but no page went "
+                                    "as a delta against the destination's image")
+                if cb["pages_delta_image"] != ca["pages_delta_image"]:
+                    problems.append(f"deltas against the image: source sent {cb['pages_delta_image']}, destination "
+                                    f"rebuilt {ca['pages_delta_image']}")
     return report(problems, f.logs() if problems else "")
 
 

@@ -480,7 +480,8 @@ TEST(PagePipeline, InPlaceRefToASlotTheSamePacketOverwritesIsCopiedFirst) {
 // with another image, refuses the message and counts it.
 namespace {
 
-std::shared_ptr<const mm::store::Image> image_of(mm::store::Budget& budget, const Packet& p, const std::string& vm) {
+std::shared_ptr<const mm::store::Image> image_of(mm::store::Budget& budget, const Packet& p, const std::string& vm,
+                                                 bool inflate = false) {
   PagePolicy pol;
   pol.dedupe = false;
   Pair pair(pol);
@@ -492,10 +493,62 @@ std::shared_ptr<const mm::store::Image> image_of(mm::store::Budget& budget, cons
   std::string why;
   auto img = mm::store::Image::merge(vm, std::move(caps), budget, why);
   EXPECT_TRUE(img) << why;
+  if (img && inflate) img->inflate([&](CodecKind k) { return pair.src_codecs.get(k); }, budget);
   return img;
 }
 
 }  // namespace
+
+TEST(PagePipeline, PagesChangedSinceTheImageGoAsDeltasAgainstIt) {
+  // Both hosts hold the same image of the VM (the source's own, inflated,
+  // and the destination's); three pages changed a word since: they go as
+  // PAGE_DELTA against the destination's image, the rest as PAGE_STORED.
+  mm::store::Budget budget(64 << 20);
+  const Packet before = packet_of(PageKind::text, 0);
+  auto img = image_of(budget, before, "vm", true);
+  const mm::store::PageTable table = mm::store::PageTable::of(*img);
+  Packet now = before;
+  for (size_t k : {3u, 50u, 127u}) now.pages[k * kPageSize + 9] ^= 0x5a;
+  PagePolicy pol;
+  Pair pair(pol);
+  pair.enc.set_table(&table);
+  pair.enc.set_base_image(img);
+  pair.dec.set_image(img);
+  const auto msg = pair.encode(now, 2);
+  DecodedPacket d;
+  ASSERT_EQ(pair.dec.decode(msg, d), "");
+  expect_pages(d, now, all());
+  EXPECT_EQ(pair.enc.stats().stored, 125u);
+  EXPECT_EQ(pair.enc.stats().delta_image, 3u);
+  EXPECT_EQ(pair.dec.stats().delta_image, 3u);
+  EXPECT_EQ(pair.dec.stats().verified, 128u);
+  EXPECT_LT(msg.size(), 3 * 64 + 125 * 32 + 64);
+  // A destination without the image, or with another image of the VM,
+  // refuses them (the page's hash would not check).
+  Pair lost(pol);
+  DecodedPacket d2;
+  EXPECT_NE(lost.dec.decode(msg, d2), "");
+  auto other = image_of(budget, packet_of(PageKind::text, 0, 9), "vm", true);
+  Pair wrong(pol);
+  wrong.dec.set_image(other);
+  EXPECT_NE(wrong.dec.decode(msg, d2), "");
+  // A delta against the image alone: refused without one, by its hash with
+  // another.
+  std::vector<uint8_t> buf(4096);
+  mm::wire::RecordWriter w(buf);
+  w.put_multifd_begin({0, 128, 1, 16, "pc.ram"});
+  const uint8_t delta[] = {1, 1, 1, 2, 3, 4, 5, 6, 7, 8};
+  const PageHash h = page_hash(now.pages.data());
+  w.put_page_delta(0, record_hash(h), mm::wire::kDeltaImageSlot, delta);
+  const uint64_t off[] = {0};
+  w.put_multifd_end({1, offsets_digest(off)});
+  Pair none(pol);
+  EXPECT_NE(none.dec.decode({buf.data(), w.size()}, d2).find("holds no image"), std::string::npos);
+  EXPECT_EQ(none.dec.stats().stored_refused, 1u);
+  Pair bad(pol);
+  bad.dec.set_image(img);
+  EXPECT_NE(bad.dec.decode({buf.data(), w.size()}, d2).find("hash check (delta)"), std::string::npos);
+}
 
 TEST(PagePipeline, StoredPagesComeFromTheDestinationsImage) {
   mm::store::Budget budget(64 << 20);
