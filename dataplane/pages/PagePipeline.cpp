@@ -249,6 +249,13 @@ void PageDecoder::set_image(std::shared_ptr<const store::Image> img) {
   image_codecs_ = [this](CodecKind k) { return codecs_ ? codecs_(k, nullptr) : nullptr; };
 }
 
+const store::Image::Page* PageDecoder::image_page(const std::string& block, uint64_t offset,
+                                                  const store::Image::Block*& cached) const {
+  if (!cached) cached = image_->block(block);
+  const uint64_t idx = offset / kPageSize;
+  return cached && idx < cached->pages.size() ? &cached->pages[idx] : nullptr;
+}
+
 std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket& out) {
   wire::RecordReader r(message);
   wire::Record rec;
@@ -366,10 +373,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
             ++stats_.stored_refused;
             return "PAGE_DELTA against the image, but this destination holds no image of the VM";
           }
-          if (!image_block) image_block = image_->block(out.ramblock);
-          const uint64_t idx = rec.page / kPageSize;
-          const store::Image::Page* sp =
-              image_block && idx < image_block->pages.size() ? &image_block->pages[idx] : nullptr;
+          const store::Image::Page* sp = image_page(out.ramblock, rec.page, image_block);
           if (!sp || sp->content == store::Content::none) {
             ++stats_.stored_refused;
             return "PAGE_DELTA against the image for page at offset " + std::to_string(rec.page) + " of " +
@@ -401,10 +405,8 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
           ++stats_.stored_refused;
           return "PAGE_STORED but this destination holds no image of the VM";
         }
-        if (!image_block) image_block = image_->block(out.ramblock);
         const uint64_t idx = rec.page / kPageSize;
-        const store::Image::Page* sp =
-            image_block && idx < image_block->pages.size() ? &image_block->pages[idx] : nullptr;
+        const store::Image::Page* sp = image_page(out.ramblock, rec.page, image_block);
         if (!sp || sp->content == store::Content::none || sp->hash.lo != rec.hash || sp->hash.hi != rec.hash_hi) {
           ++stats_.stored_refused;
           return "PAGE_STORED for page at offset " + std::to_string(rec.page) + " of " + out.ramblock +

@@ -218,6 +218,10 @@ class PageDecoder {
   const PageStats& stats() const { return stats_; }
 
  private:
+  // The image's page at a block's offset (cached: the block, found once
+  // per packet), or nullptr.
+  const store::Image::Page* image_page(const std::string& block, uint64_t offset,
+                                       const store::Image::Block*& cached) const;
   CodecFor codecs_;
   bool in_place_;
   std::shared_ptr<const store::Image> image_;

@@ -497,6 +497,13 @@ std::shared_ptr<const mm::store::Image> image_of(mm::store::Budget& budget, cons
   return img;
 }
 
+// The pages of `before` with three of them changed a byte since.
+Packet three_changed(const Packet& before) {
+  Packet now = before;
+  for (size_t k : {3u, 50u, 127u}) now.pages[k * kPageSize + 9] ^= 0x5a;
+  return now;
+}
+
 }  // namespace
 
 TEST(PagePipeline, PagesChangedSinceTheImageGoAsDeltasAgainstIt) {
@@ -507,8 +514,7 @@ TEST(PagePipeline, PagesChangedSinceTheImageGoAsDeltasAgainstIt) {
   const Packet before = packet_of(PageKind::text, 0);
   auto img = image_of(budget, before, "vm", true);
   const mm::store::PageTable table = mm::store::PageTable::of(*img);
-  Packet now = before;
-  for (size_t k : {3u, 50u, 127u}) now.pages[k * kPageSize + 9] ^= 0x5a;
+  const Packet now = three_changed(before);
   PagePolicy pol;
   Pair pair(pol);
   pair.enc.set_table(&table);
@@ -557,8 +563,7 @@ TEST(PagePipeline, StoredPagesComeFromTheDestinationsImage) {
   ASSERT_EQ(img->info().pages_held, 128u);
   const mm::store::PageTable table = mm::store::PageTable::of(*img);
   // The guest changed three pages since.
-  Packet now = before;
-  for (size_t k : {3u, 50u, 127u}) now.pages[k * kPageSize + 9] ^= 0x5a;
+  const Packet now = three_changed(before);
 
   PagePolicy pol;
   Pair pair(pol);
