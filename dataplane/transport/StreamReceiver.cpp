@@ -11,8 +11,7 @@ StreamReceiver::StreamReceiver(const TransportConfig& cfg, size_t max_message)
       mask_(cfg.window - 1),
       slots_(cfg.window),
       max_message_(max_message),
-      advertised_credits_(cfg.window),
-      advertised_edge_(cfg.window) {}
+      advertised_credits_(cfg.window) {}
 
 uint8_t* StreamReceiver::slot_for(uint32_t seq, size_t len) {
   if (StreamSender::seq_lt(seq, next_) || seq - deliv_ >= cfg_.window || slot(seq).filled || len > cfg_.max_payload) {
@@ -98,7 +97,6 @@ wire::AckPayload StreamReceiver::make_ack() {
   a.duplicate = duplicate_seen_;
   duplicate_seen_ = false;
   advertised_credits_ = a.credits;
-  advertised_edge_ = next_ + a.credits;
   pending_ = 0;
   ack_now_ = false;
   ++stats_.acks_out;

@@ -69,26 +69,16 @@ class StreamReceiver final : public MessageReceiver {
   }
   wire::AckPayload make_ack();
   uint32_t credits() const {
-    const uint32_t room = deliv_ + cfg_.window - next_;
-    if (max_held_ == 0) return room;
-    if (held_ >= max_held_) return 0;
-    // Only as many packets as the messages still allowed take, at the
-    // stream's recent packets per message: what was granted can never put
-    // far more than n messages behind a slow sink.
-    return uint32_t(std::min<uint64_t>(room, uint64_t(max_held_ - held_) * packets_per_message()));
+    if (max_held_ != 0 && held_ >= max_held_) return 0;
+    return deliv_ + cfg_.window - next_;
   }
   // At most n whole messages received in order and not yet taken by the
-  // sink (0: no limit): credits stop at what the messages still allowed
-  // take (estimated from the stream's recent messages), none past it, so a
-  // sink that falls behind -- a destination QEMU slower than the fabric --
-  // holds the sender back by messages, not only by packets (a message of
-  // PAGE_STORED records is one packet for 128 guest pages: granting the
-  // whole window would let a thousand of them wait for QEMU, which then
-  // must take them all after the switchover).
+  // sink (0: no limit): past it no credits are given, so a sink that falls
+  // behind -- a destination QEMU slower than the fabric -- holds the sender
+  // back by messages, not only by packets (a message of PAGE_STORED records
+  // is one packet for 128 guest pages).
   void set_max_held_messages(uint32_t n) { max_held_ = n; }
   uint32_t held_messages() const { return held_; }
-  // The recent packets per whole message delivered (at least 1; 8 before any).
-  uint32_t packets_per_message() const { return std::max<uint32_t>(1, (ppm16_ + 15) / 16); }
   bool drained() const override { return deliv_ == next_; }
   const ReceiverStats& stats() const { return stats_; }
   const char* error() const override { return error_; }
@@ -122,8 +112,6 @@ class StreamReceiver final : public MessageReceiver {
   uint64_t first_pending_ns_ = 0;
   uint64_t probe_ts_ = 0;
   uint32_t advertised_credits_ = 0;
-  uint32_t advertised_edge_ = 0;  // next_ + credits of the last ACK: what the sender may send below
-  uint32_t ppm16_ = 8 * 16;       // packets per message x 16, a moving average (1/8 per message)
   uint32_t max_held_ = 0;  // set_max_held_messages
   uint32_t held_ = 0;      // whole messages in [deliv_, next_)
   bool ack_now_ = false;
@@ -142,7 +130,6 @@ int StreamReceiver::deliver(Sink&& sink) {
     if (head.flags & wire::flag::last) {
       if (!sink(std::span<const uint8_t>(payload(deliv_), head.len))) return delivered;
       release(deliv_, deliv_ + 1);
-      ppm16_ = (ppm16_ * 7 + 16) / 8;
     } else {
       // A message spanning packets is delivered once all of it is here.
       uint32_t end = deliv_ + 1;
@@ -174,15 +161,9 @@ int StreamReceiver::deliver(Sink&& sink) {
       if (!sink(std::span<const uint8_t>(at, total))) return delivered;
       if (in_place) ++stats_.messages_in_place;
       release(deliv_, end + 1);
-      ppm16_ = (ppm16_ * 7 + packets * 16) / 8;
     }
     ++msg_;
-    if (held_ > 0) --held_;
-    // Window update once a message's worth of room opened past what the
-    // sender was last told (it may be waiting at that edge).
-    if (max_held_ != 0 && int32_t(next_ + credits() - advertised_edge_) >= int32_t(packets_per_message())) {
-      ack_now_ = true;
-    }
+    if (held_ > 0 && held_-- == max_held_ && advertised_credits_ == 0 && credits() > 0) ack_now_ = true;
     ++stats_.messages;
     ++delivered;
   }
