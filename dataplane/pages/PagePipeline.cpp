@@ -144,6 +144,10 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
       continue;
     }
     const PageHash h = page_hash(page);
+    // The codec's output for the page, once it was made (a delta's size is
+    // weighed against it, and the page may then go compressed after all).
+    size_t compressed = 0;
+    bool compressed_made = false;
     if (block) {
       if (UnchangedFilter::can_skip(*block, index, h, epoch)) {
         if (may_skip) {
@@ -192,9 +196,11 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
           ++stats_.delta_bases;
           const size_t n = delta_encode(page, dict_->slot_bytes(*base), delta_.get(), kDeltaLimit);
           // Smaller than the codec would make it: certainly so when tiny.
-          size_t c = 0;
-          if (n > kDeltaDirect && codec_) c = codec_->compress(page, scratch_.get(), kCompressBound);
-          if (n > 0 && (c == 0 || n <= c)) {
+          if (n > kDeltaDirect && codec_) {
+            compressed = codec_->compress(page, scratch_.get(), kCompressBound);
+            compressed_made = true;
+          }
+          if (n > 0 && (compressed == 0 || n <= compressed)) {
             // Inserted after the delta was made against the base (the
             // insert may take the base's slot): the destination does the same.
             dict_->insert(page, h, key);
@@ -204,21 +210,13 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
             stats_.delta_bytes += n;
             continue;
           }
-          if (c > 0 && c <= wire::kMaxCompressedPage) {
-            dict_->insert(page, h, key);
-            w.put_page_compressed(record_type(codec_->kind()), off, record_hash(h), {scratch_.get(), c});
-            if (cap) cap->page(cap_block, index, epoch, h, store::content_of(codec_->kind()), {scratch_.get(), c});
-            ++stats_.compressed;
-            stats_.compressed_bytes += c;
-            continue;
-          }
         }
       }
       dict_->insert(page, h, key);
     }
     // Compressed into an L1-resident scratch page, then copied behind the
     // record header (the record's length field comes first on the wire).
-    const size_t n = codec_ ? codec_->compress(page, scratch_.get(), kCompressBound) : 0;
+    const size_t n = compressed_made ? compressed : codec_ ? codec_->compress(page, scratch_.get(), kCompressBound) : 0;
     if (n > 0 && n <= wire::kMaxCompressedPage) {
       w.put_page_compressed(record_type(codec_->kind()), off, record_hash(h), {scratch_.get(), n});
       if (cap) cap->page(cap_block, index, epoch, h, store::content_of(codec_->kind()), {scratch_.get(), n});
