@@ -647,6 +647,9 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     p.id = id;
     p.role = engine::Role::destination;
     p.qemu_uri = uri;
+    // The source's page policy: with its unchanged filter on, PAGE_SAME
+    // records come and this session checks them (one owner: not spread).
+    p.pages = o.pages;
     if (id_.encrypt) {
       p.keys = derive_session_keys(session_key, false);
       p.keys->engine = id_.cipher;

@@ -68,6 +68,7 @@ json to_json(const engine::SessionInfo& s) {
            {"pages_zero", c.pages.zero},
            {"pages_unchanged", c.pages.unchanged},
            {"pages_unchanged_held", c.pages.unchanged_held},
+           {"pages_unchanged_refused", c.pages.unchanged_refused},
            {"pages_dedupe_hits", c.pages.dedupe_hits},
            {"pages_auto_zstd_packets", c.pages.auto_heavy_packets},
            {"pages_auto_switches", c.pages.auto_switches},

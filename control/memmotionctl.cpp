@@ -146,9 +146,12 @@ void print_session(const json& s) {
   if (c.value("pages_in", 0) > 0) {
     const bool src = s.value("role", "") == "source";
     std::cout << "  pages: " << c["pages_in"] << " in " << c["multifd_packets"] << " multifd packets; zero "
-              << c["pages_zero"] << ", unchanged " << c["pages_unchanged"] << ", dedupe " << c["pages_dedupe_hits"]
+              << c["pages_zero"] << ", unchanged " << c["pages_unchanged"]
+              << (!src && c.value("pages_unchanged", 0) > 0 ? " (each checked against what was delivered)" : "")
+              << ", dedupe " << c["pages_dedupe_hits"]
               << ", compressed " << c["pages_compressed"] << " ("
               << human_bytes(c["pages_compressed_bytes"].get<double>()) << "), raw " << c["pages_raw"];
+    if (c.value("pages_unchanged_refused", 0) > 0) std::cout << ", unchanged refused " << c["pages_unchanged_refused"];
     if (c.value("pages_delta", 0) > 0 || c.value("pages_delta_bases", 0) > 0) {
       std::cout << ", delta " << c["pages_delta"] << " (" << human_bytes(c["pages_delta_bytes"].get<double>()) << ")";
       if (src) std::cout << " of " << c["pages_delta_bases"] << " with a base";

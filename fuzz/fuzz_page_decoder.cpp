@@ -5,9 +5,10 @@
 // first makes each message's hashes, page count and offset digest right --
 // what only an honest sender can do -- so the fuzzer reaches everything
 // behind the checks (dictionary references, deltas, in-place pages, codecs).
-// Properties: a decoder that copies pages and one that points into the
-// message (in_place) accept and refuse the same messages and give the
-// same pages, page-aligned and within pages_alloc.
+// With mode bit 1 both decoders check PAGE_SAME records against a record
+// of what they delivered. Properties: a decoder that copies pages and one
+// that points into the message (in_place) accept and refuse the same
+// messages and give the same pages, page-aligned and within pages_alloc.
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -118,6 +119,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool honest = data[0] & 1;
   static Codecs codecs;  // stateless between pages; built once
   PageDecoder copying(codecs.get(), false), in_place(codecs.get(), true);
+  // Mode bit 1: the source's unchanged filter is on, so PAGE_SAME records
+  // are checked against what each decoder delivered (its own table).
+  DeliveredTable copying_table, in_place_table;
+  if (data[0] & 2) {
+    copying.set_delivered(&copying_table);
+    in_place.set_delivered(&in_place_table);
+  }
   std::unique_ptr<DedupeDictionary> mirror;
   // Kept from input to input, as a stream keeps it from packet to packet
   // (PagePipeline.hpp): what a packet decodes to must not depend on it.

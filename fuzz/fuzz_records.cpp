@@ -34,7 +34,7 @@ bool put(RecordWriter& w, const Record& r) {
     case RecordType::page_zero:
       return w.put_page_zero(r.page);
     case RecordType::page_same:
-      return w.put_page_same(r.page);
+      return w.put_page_same(r.page, r.hash);
     case RecordType::page_raw:
       return w.put_page_raw(r.page, r.hash, r.body.data());
     case RecordType::page_ref:

@@ -184,7 +184,8 @@ MultifdSource::Parsed MultifdSource::parse(const Gate& gate, transport::MessageS
   v.pages = in + hsize;
   const uint32_t epoch = syncs_;
   choose_codec();
-  encoder_.encode(v, epoch, gate && gate(epoch), w);
+  const SkipGate g = gate ? gate(epoch) : SkipGate{};
+  encoder_.encode(v, epoch, g.skip, w, g.channels);
   if (format_.is_sync(h)) ++syncs_;
   consume(total);
   return finish_message(tx, w.size());
@@ -263,7 +264,7 @@ MultifdRebuilder::MultifdRebuilder(CodecSet* codecs, const qemu::StreamFormat& f
   parts_.reserve(1 + format.max_pages_per_packet());
 }
 
-bool MultifdRebuilder::pump(transport::MessageReceiver& rx, qemu::ChannelRelay& relay) {
+bool MultifdRebuilder::pump(transport::MessageReceiver& rx, qemu::ChannelRelay& relay, const Gate& gate) {
   if (!relay.attached()) return true;
   auto sink = [&](std::span<const uint8_t> message) {
     if (message.empty() || message[0] != uint8_t(wire::RecordType::multifd_begin)) {
@@ -295,6 +296,9 @@ bool MultifdRebuilder::pump(transport::MessageReceiver& rx, qemu::ChannelRelay& 
     // Decoding changes the dedupe dictionary, so it happens only once QEMU
     // can take whatever the message may turn into.
     if (bound > relay.out_room()) return false;  // QEMU is slow: later
+    // A message the source's unchanged filter orders waits until the
+    // session has everything of the earlier epochs (Session::same_gate).
+    if (gate && !gate(rec.begin.channels, epoch())) return false;
     std::span<const std::span<const uint8_t>> parts;
     const std::string why = rebuild(message, parts);
     if (!why.empty()) {

@@ -43,8 +43,13 @@ class CodecSet {
 class MultifdSource {
  public:
   // Decides whether PAGE_SAME is safe for a packet of this epoch (Session:
-  // the main channel and every multifd channel are past the earlier ones).
-  using Gate = std::function<bool(uint32_t epoch)>;
+  // the main channel and every multifd channel are past the earlier ones),
+  // and which channels the filter orders (MULTIFD_BEGIN's `channels`).
+  struct SkipGate {
+    bool skip = false;
+    uint8_t channels = 0;
+  };
+  using Gate = std::function<SkipGate(uint32_t epoch)>;
   // heavy: with the policy's auto codec, the codec for packets of a flow
   // the link holds back (zstd); codec is then the one for a flow the CPU
   // holds back.
@@ -134,7 +139,15 @@ class MultifdRebuilder {
   // packet written to relay's channel, and hands the others (the init's
   // BYTES, FIN) to the relay. False (error() set) on a message that is
   // refused -- nothing of it reaches QEMU -- or a broken channel.
-  bool pump(transport::MessageReceiver& rx, qemu::ChannelRelay& relay);
+  // gate(channels, epoch): whether a page message of this stream's epoch
+  // whose MULTIFD_BEGIN names `channels` may be decoded now (else it waits
+  // in rx); none: always.
+  using Gate = std::function<bool(uint8_t channels, uint32_t epoch)>;
+  bool pump(transport::MessageReceiver& rx, qemu::ChannelRelay& relay, const Gate& gate = {});
+  // The stream's epoch: the SYNC packets it rebuilt so far.
+  uint32_t epoch() const { return uint32_t(decoder_.stats().sync_packets); }
+  // The session's record of what it delivered, for PAGE_SAME checks.
+  void set_delivered(pages::DeliveredTable* t) { decoder_.set_delivered(t); }
   // The rebuilt packet as parts: its header (rebuilt here), then its
   // pages where the decoder left them (see DecodedPacket::page_at);
   // empty when there is nothing to write. Returns why the message is

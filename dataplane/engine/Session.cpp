@@ -48,7 +48,8 @@ const char* to_string(SessionState s) {
 struct Session::MainSink final : qemu::MainChannelObserver::Sink {
   explicit MainSink(Session& s) : s(s) {}
   void on_zero_page(std::string_view block, uint64_t offset) override {
-    written(block, offset);
+    const uint64_t zero = pages::record_hash(pages::zero_page_hash());
+    written(block, offset, &zero);
     if (store::Capture* c = s.captures_.empty() ? nullptr : s.captures_[0].get()) {
       c->page(c->block(block), offset / pages::kPageSize, uint32_t(s.observer_->eos_count()), pages::zero_page_hash(),
               store::Content::zero);
@@ -61,9 +62,21 @@ struct Session::MainSink final : qemu::MainChannelObserver::Sink {
       c->lost(c->block(block), offset / pages::kPageSize, uint32_t(s.observer_->eos_count()));
     }
   }
-  void written(std::string_view block, uint64_t offset) {
+  void written(std::string_view block, uint64_t offset, const uint64_t* hash = nullptr) {
     if (!s.info_.pages.unchanged) return;  // nobody reads the filter
-    s.filter_.written_elsewhere(block, offset / pages::kPageSize, uint32_t(s.observer_->eos_count()));
+    const uint32_t epoch = uint32_t(s.observer_->eos_count());
+    if (s.info_.role == Role::source) {
+      s.filter_.written_elsewhere(block, offset / pages::kPageSize, epoch);
+    } else if (s.delivered_) {
+      // Destination: what the main channel gave QEMU, entered in epoch
+      // order with the multifd streams' writes (Session::same_gate).
+      MainWrite w{&s.delivered_->block(block), offset / pages::kPageSize, epoch, hash ? *hash : 0, !hash};
+      if (s.ordered_channels_ == 0) {
+        s.apply(w);
+      } else {
+        s.main_writes_.push_back(w);
+      }
+    }
   }
   // Epochs are read from the observer (eos_count()). The first EOS ends
   // the setup, after the configuration: whether EOS epochs order the
@@ -96,7 +109,7 @@ void add_store_counts(const std::vector<std::unique_ptr<store::Capture>>& caps, 
 }
 }  // namespace
 
-bool spreads(const SessionParams& p) { return !(p.role == Role::source && p.pages.unchanged); }
+bool spreads(const SessionParams& p) { return !p.pages.unchanged; }
 
 Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, uint64_t now,
                  CodecSet* codecs, std::shared_ptr<SessionShare> share, uint16_t worker, PartLink* link)
@@ -153,20 +166,24 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
       bin_ = p.capture;
       captures_.resize(kStreams);
     }
+    // The source's unchanged filter is on: PAGE_SAME records come, each
+    // checked against what this session last delivered for the page.
+    if (p.pages.unchanged) delivered_ = std::make_unique<pages::DeliveredTable>();
     for (uint16_t i = 1; i < kStreams; ++i) {
       if (owns(i)) {
         rebuilders_[i] = std::make_unique<MultifdRebuilder>(codecs_, format_);
         if (image_) rebuilders_[i]->set_image(image_);
+        if (delivered_) rebuilders_[i]->set_delivered(delivered_.get());
         if (bin_) {
           captures_[i] = bin_->make();
           rebuilders_[i]->set_capture(captures_[i].get());
         }
       }
     }
-    if (bin_ && home()) {
+    if ((bin_ || delivered_) && home()) {
       // The main channel's zero pages and RAM EOS epochs, from the records
       // written to QEMU.
-      captures_[0] = bin_->make();
+      if (bin_) captures_[0] = bin_->make();
       main_sink_ = std::make_unique<MainSink>(*this);
       observer_ = format_.observe_main(*main_sink_);
       relays_[0]->set_out_tap([this](std::span<const uint8_t> b) { observer_->feed(b); });
@@ -552,7 +569,11 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
     } else if (heard_from_peer_) {
       work |= connect_channels(now);
     }
-    const MultifdSource::Gate gate = [this](uint32_t epoch) { return may_skip_unchanged(epoch); };
+    const MultifdSource::Gate gate = [this](uint32_t epoch) {
+      return MultifdSource::SkipGate{may_skip_unchanged(epoch), filter_channels()};
+    };
+    MultifdRebuilder::Gate same;
+    if (delivered_) same = [this](uint8_t channels, uint32_t epoch) { return same_gate(channels, epoch); };
     const uint32_t ahead = read_ahead();
     for (uint16_t s = 0; s < kStreams && !is_terminal(info_.state); ++s) {
       qemu::ChannelRelay& r = *relays_[s];
@@ -579,7 +600,12 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
         }
       }
       const uint64_t out_before = r.bytes_to_qemu();
-      const bool out_ok = rebuilders_[s] ? rebuilders_[s]->pump(conn_->receiver(s), r) : r.pump_out(conn_->receiver(s));
+      const bool out_ok =
+          rebuilders_[s] ? rebuilders_[s]->pump(conn_->receiver(s), r, same) : r.pump_out(conn_->receiver(s));
+      if (!same_error_.empty()) {
+        fail(now, "multifd channel " + std::to_string(s - 1) + ": " + same_error_);
+        return true;
+      }
       if (!out_ok || !r.error().empty()) {
         const std::string why = rebuilders_[s] && !rebuilders_[s]->error().empty() ? rebuilders_[s]->error() : r.error();
         fail(now, (s == 0 ? "main channel: " : "multifd channel " + std::to_string(s - 1) + ": ") + why);
@@ -671,14 +697,75 @@ uint32_t Session::read_ahead() const {
   return uint32_t(std::clamp<uint64_t>(packets, 8, cfg_.window));
 }
 
+uint8_t Session::filter_channels() const {
+  if (!info_.pages.unchanged || !observer_ || !channels_frozen_ || late_channels_ > 0) return 0;
+  if (observer_->multifd_flushes() > 0 || !observer_->sync_before_each_eos()) return 0;
+  // The destination orders streams 1 .. n: the set must be exactly those.
+  for (size_t i = 0; i < frozen_streams_.size(); ++i) {
+    if (frozen_streams_[i] != i + 1) return 0;
+  }
+  return uint8_t(frozen_streams_.size());
+}
+
+void Session::apply(const MainWrite& w) {
+  if (w.unknown) {
+    pages::DeliveredTable::delivered_unknown(*w.block, w.page, w.epoch);
+  } else {
+    pages::DeliveredTable::delivered(*w.block, w.page, w.hash, w.epoch);
+  }
+}
+
+bool Session::same_gate(uint8_t channels, uint32_t epoch) {
+  // A message of epoch e that the source's filter orders is decoded once
+  // every ordered stream has rebuilt its e-th SYNC packet and the main
+  // channel has given QEMU its e-th RAM EOS: all writes of the earlier
+  // epochs are then in the table. The main channel's writes wait in
+  // main_writes_ until the streams are in their epoch, so the table sees
+  // writes in epoch order (DeliveredTable.hpp). No cycle: the streams'
+  // epoch-e packets wait for what the source sent before them, and QEMU
+  // takes the main channel up to EOS e once its channels are at SYNC e - 1.
+  if (channels == 0 || !delivered_ || epoch == 0) return true;
+  if (channels > kMaxMultifdChannels) {
+    same_error_ = "MULTIFD_BEGIN orders " + std::to_string(channels) + " multifd channels (at most " +
+                  std::to_string(kMaxMultifdChannels) + ")";
+    return false;
+  }
+  if (ordered_channels_ == 0) {
+    ordered_channels_ = channels;
+  } else if (channels != ordered_channels_) {
+    same_error_ = "MULTIFD_BEGIN orders " + std::to_string(channels) + " multifd channels, earlier ones " +
+                  std::to_string(ordered_channels_);
+    return false;
+  }
+  if (!observer_) return true;
+  if (observer_->eos_count() < epoch) {
+    if (!observer_->opaque()) return false;
+    // It will see no more EOS markers: nothing orders this epoch, and
+    // every SAME from now on is refused (the session fails by name).
+    delivered_->distrust("the main channel's RAM section could not be followed to epoch " + std::to_string(epoch) +
+                         " (" + observer_->opaque_reason() + ")");
+    return true;
+  }
+  uint32_t low = UINT32_MAX;
+  for (uint16_t k = 1; k <= channels; ++k) {
+    if (!rebuilders_[k]) return true;  // (not ours: the session is not spread when the filter is on)
+    low = std::min(low, rebuilders_[k]->epoch());
+  }
+  if (low < epoch) return false;
+  while (!main_writes_.empty() && main_writes_.front().epoch <= low) {
+    apply(main_writes_.front());
+    main_writes_.pop_front();
+  }
+  return true;
+}
+
 bool Session::may_skip_unchanged(uint32_t epoch) const {
   // Skipping a page in epoch e is safe once everything of the epochs
   // before e was seen: the main channel's records (zero pages) up to its
   // e-th RAM EOS, and every multifd channel's packets up to its e-th SYNC
   // (UnchangedFilter.hpp).
-  if (!info_.pages.unchanged || !observer_ || !channels_frozen_ || late_channels_ > 0) return false;
   // EOS epochs order the channels only if QEMU syncs them before each EOS.
-  if (observer_->multifd_flushes() > 0 || !observer_->sync_before_each_eos()) return false;
+  if (filter_channels() == 0) return false;
   if (observer_->eos_count() < epoch) return false;
   for (uint16_t k : frozen_streams_) {
     if (!sources_[k] || sources_[k]->epoch() < epoch) return false;
@@ -751,6 +838,8 @@ void Session::release_transport() {
   observer_.reset();
   main_sink_.reset();
   filter_ = pages::UnchangedFilter();
+  main_writes_.clear();
+  delivered_.reset();
 }
 
 bool Session::lingering_done(uint64_t now) const {

@@ -5,6 +5,7 @@
 
 #include <bitset>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -13,6 +14,7 @@
 
 #include "dataplane/engine/PageChannels.hpp"
 #include "dataplane/engine/SessionShare.hpp"
+#include "dataplane/pages/DeliveredTable.hpp"
 #include "dataplane/pages/PagePipeline.hpp"
 #include "dataplane/pages/UnchangedFilter.hpp"
 #include "dataplane/qemu/ChannelClassifier.hpp"
@@ -146,9 +148,10 @@ struct SessionParams {
   bool table_expected = false;
 };
 
-// Whether a session's streams may be spread over the workers: not for a
-// source whose unchanged filter is on (every multifd channel reads and
-// writes it: it needs one owner).
+// Whether a session's streams may be spread over the workers: not when the
+// unchanged filter is on (the source's filter and the destination's record
+// of what it delivered are read and written by every multifd channel: each
+// needs one owner).
 bool spreads(const SessionParams& p);
 
 class Session;
@@ -238,6 +241,20 @@ class Session {
   // closes them (QEMU-7.2-STREAM.md, "A channel that ends at a sync point").
   bool drain_releases(uint64_t now);
   bool may_skip_unchanged(uint32_t epoch) const;
+  // Source: the multifd channels its unchanged filter orders, streams
+  // 1 .. n (MULTIFD_BEGIN's `channels`); 0: the filter is off.
+  uint8_t filter_channels() const;
+  // Destination, the source's filter on: whether a page message of this
+  // epoch whose MULTIFD_BEGIN orders `channels` may be decoded now.
+  bool same_gate(uint8_t channels, uint32_t epoch);
+  struct MainWrite {
+    pages::DeliveredTable::Block* block;
+    uint64_t page;
+    uint32_t epoch;
+    uint64_t hash;
+    bool unknown;
+  };
+  void apply(const MainWrite& w);
   // Home, source: why the captures cannot make an image of the VM's
   // memory ("": they can: every write QEMU made was seen, in epochs).
   std::string capture_gap() const;
@@ -299,6 +316,12 @@ class Session {
   std::vector<std::unique_ptr<MultifdSource>> sources_;
   std::vector<std::unique_ptr<MultifdRebuilder>> rebuilders_;
   std::unique_ptr<MainSink> main_sink_;
+  // Destination, the source's filter on: what this session delivered, the
+  // main channel's writes not yet entered, the channels the source orders.
+  std::unique_ptr<pages::DeliveredTable> delivered_;
+  std::deque<MainWrite> main_writes_;
+  uint8_t ordered_channels_ = 0;
+  std::string same_error_;
   // Page store captures by stream (stream 0: the main channel's zero pages).
   std::shared_ptr<store::CaptureBin> bin_;
   std::vector<std::unique_ptr<store::Capture>> captures_;

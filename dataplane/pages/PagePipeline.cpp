@@ -17,6 +17,7 @@ PageStats& PageStats::operator+=(const PageStats& o) {
   pages += o.pages;
   zero += o.zero;
   unchanged += o.unchanged;
+  unchanged_refused += o.unchanged_refused;
   unchanged_held += o.unchanged_held;
   dedupe_hits += o.dedupe_hits;
   compressed += o.compressed;
@@ -109,16 +110,18 @@ uint64_t PageEncoder::block_key(std::string_view name) {
 }
 
 size_t PageEncoder::max_message(size_t n_pages) {
-  return 22 + wire::kMaxRamblockName + n_pages * wire::kPageRawRecordSize + wire::kMultifdEndRecordSize;
+  return 23 + wire::kMaxRamblockName + n_pages * wire::kPageRawRecordSize + wire::kMultifdEndRecordSize;
 }
 
-void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wire::RecordWriter& w) {
+void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wire::RecordWriter& w,
+                         uint8_t channels) {
   const size_t start = w.size();
   wire::MultifdBegin b;
   b.flags = p.flags;
   b.pages_alloc = p.pages_alloc;
   b.packet_num = p.packet_num;
   b.dict_slots = dict_ ? dict_->slots() : 0;
+  b.channels = channels;
   b.ramblock = p.ramblock;
   w.put_multifd_begin(b);
   UnchangedFilter::Block* block = filter_ && !p.offsets.empty() ? &filter_->block(p.ramblock) : nullptr;
@@ -151,7 +154,7 @@ void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wir
     if (block) {
       if (UnchangedFilter::can_skip(*block, index, h, epoch)) {
         if (may_skip) {
-          w.put_page_same(off);
+          w.put_page_same(off, record_hash(h));
           ++stats_.unchanged;
           continue;
         }
@@ -296,6 +299,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
   store::Capture* cap = capture_ && !out.ramblock.empty() ? capture_ : nullptr;
   const uint16_t cap_block = cap ? cap->block(out.ramblock) : 0;
   const uint32_t epoch = uint32_t(stats_.sync_packets);
+  DeliveredTable::Block* dblock = delivered_ && !out.ramblock.empty() ? &delivered_->block(out.ramblock) : nullptr;
   while ((e = r.next(rec)) == wire::RecordError::ok) {
     if (ended) return "records after MULTIFD_END";
     if (rec.type == wire::RecordType::multifd_end) {
@@ -320,6 +324,22 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
     ++records;
     ++s.pages;
     if (rec.type == wire::RecordType::page_same) {
+      // Omitted from the packet: QEMU keeps what it holds, which must be
+      // what the source says (DeliveredTable.hpp).
+      if (!dblock) {
+        ++stats_.unchanged_refused;
+        return "PAGE_SAME for page at offset " + std::to_string(rec.page) + " of " + out.ramblock +
+               ", but this destination was not told that the source's unchanged filter is on: it keeps no record "
+               "of what it delivered";
+      }
+      if (const std::string why = !delivered_->distrusted().empty()
+                                      ? delivered_->distrusted()
+                                      : DeliveredTable::check(*dblock, rec.page / kPageSize, rec.hash, epoch);
+          !why.empty()) {
+        ++stats_.unchanged_refused;
+        return "PAGE_SAME for page at offset " + std::to_string(rec.page) + " of " + out.ramblock + " in epoch " +
+               std::to_string(epoch) + " refused: " + why;
+      }
       ++out.omitted;
       ++s.unchanged;
       continue;
@@ -335,6 +355,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
         }
         ++s.zero;
         if (cap) cap->page(cap_block, rec.page / kPageSize, epoch, zero_page_hash(), store::Content::zero);
+        if (dblock) DeliveredTable::delivered(*dblock, rec.page / kPageSize, record_hash(zero_page_hash()), epoch);
         break;
       case wire::RecordType::page_raw:
         if (in_place_) {
@@ -429,6 +450,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
         ++s.stored;
         ++s.verified;
         if (cap) cap->page(cap_block, idx, epoch, sp->hash, store::Content::ref);  // bytes: the image's
+        if (dblock) DeliveredTable::delivered(*dblock, idx, rec.hash, epoch);
         break;
       }
       default: {
@@ -452,6 +474,7 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
                ")";
       }
       ++s.verified;
+      if (dblock) DeliveredTable::delivered(*dblock, rec.page / kPageSize, rec.hash, epoch);
       // Mirror the sender: every page sent in full enters the dictionary.
       if (dict_ && rec.type != wire::RecordType::page_ref) dict_->insert(page, h);
       if (cap) {

@@ -19,6 +19,7 @@
 
 #include "dataplane/pages/Codecs.hpp"
 #include "dataplane/pages/DedupeDictionary.hpp"
+#include "dataplane/pages/DeliveredTable.hpp"
 #include "dataplane/pages/UnchangedFilter.hpp"
 #include "dataplane/store/Capture.hpp"
 #include "dataplane/store/Image.hpp"
@@ -36,10 +37,9 @@ struct PagePolicy {
   bool auto_codec = true;
   CodecKind codec = CodecKind::lz4;  // raw: no compression
   bool zero = true;                  // zero pages as PAGE_ZERO
-  // Unchanged re-sends as PAGE_SAME: off unless asked for. A SAME page is
-  // the one path the destination cannot check, and 2 of 24 2 GiB heavy-
-  // dirtying perf runs with it on ended with one guest page different
-  // (cause not found yet; perf/results/20261125-full/report.md).
+  // Unchanged re-sends as PAGE_SAME, with the page's hash, which the
+  // destination checks against what it last delivered (DeliveredTable.hpp).
+  // Off unless asked for, until the whole perf matrix has run with it on.
   bool unchanged = false;
   bool dedupe = true;                // repeats of a recent page as PAGE_REF
   uint32_t dedupe_slots = 16384;     // dictionary pages per stream (64 MiB)
@@ -61,7 +61,10 @@ struct PageStats {
   uint64_t sync_packets = 0;    // ... of them with QEMU's SYNC flag
   uint64_t pages = 0;           // pages QEMU sent (source) / that arrived (destination)
   uint64_t zero = 0;            // sent / arrived as PAGE_ZERO
-  uint64_t unchanged = 0;       // PAGE_SAME: not sent again, omitted at the destination
+  uint64_t unchanged = 0;       // PAGE_SAME: not sent again; destination: checked, omitted
+  // destination: PAGE_SAME records refused (no record of the page's last
+  // delivery in an earlier epoch, or other bytes): the session fails
+  uint64_t unchanged_refused = 0;
   uint64_t unchanged_held = 0;  // source: unchanged, but sent because earlier epochs were not all seen
   // source: pages QEMU sent twice in one epoch with other bytes (see
   // UnchangedFilter.hpp): not skipped until sent again in a later epoch
@@ -130,8 +133,10 @@ class PageEncoder {
   // Appends the packet's records to w (which must hold max_message()).
   // epoch: the channel's SYNC count before this packet; may_skip: every
   // channel, and the main channel, are past the earlier epochs (see
-  // UnchangedFilter.hpp) so PAGE_SAME is safe.
-  void encode(const PacketView& p, uint32_t epoch, bool may_skip, wire::RecordWriter& w);
+  // UnchangedFilter.hpp) so PAGE_SAME is safe. channels: the multifd
+  // channels the filter orders (MULTIFD_BEGIN's `channels`; 0: none).
+  void encode(const PacketView& p, uint32_t epoch, bool may_skip, wire::RecordWriter& w,
+              uint8_t channels = 0);
   const PageStats& stats() const { return stats_; }
   // Logs every page this encoder sends, with its bytes as sent, into the
   // flow's capture for the page store (nullptr: none).
@@ -211,6 +216,11 @@ class PageDecoder {
   // (compressed bodies as such), into the flow's capture for the page
   // store; repeats and PAGE_STORED pages by hash (nullptr: none).
   void set_capture(store::Capture* c) { capture_ = c; }
+  // The session's record of what it delivered to its QEMU (the source's
+  // unchanged filter is on): every page this decoder hands back is entered,
+  // and PAGE_SAME records are checked against it; without one they are
+  // refused. Shared by the session's decoders, on one worker.
+  void set_delivered(DeliveredTable* t) { delivered_ = t; }
   // Back to the state of a new stream (its dictionary emptied, memory kept).
   void reset() {
     if (dict_) dict_->clear();
@@ -227,6 +237,7 @@ class PageDecoder {
   std::shared_ptr<const store::Image> image_;
   store::Image::CodecFor image_codecs_;
   store::Capture* capture_ = nullptr;
+  DeliveredTable* delivered_ = nullptr;
   std::unique_ptr<DedupeDictionary> dict_;  // the receiver's slot ring (no index)
   // Every record's offset, big-endian, for MULTIFD_END's digest.
   std::unique_ptr<uint8_t[]> be_offsets_;

@@ -13,8 +13,10 @@ namespace mm::wire {
 // MMP.md "Header": magic "MM", 32 bytes, big-endian fields.
 inline constexpr uint16_t kMagic = 0x4D4D;
 // 2: ACKs carry up to 1024 SACK bits; 3: AES-256-GCM sessions; 4: sealed
-// datagrams carry flag::sealed and no CRC (the GCM tag covers them).
-inline constexpr uint8_t kVersion = 5;
+// datagrams carry flag::sealed and no CRC (the GCM tag covers them);
+// 5: PAGE_DELTA; 6: PAGE_SAME carries the page's hash and MULTIFD_BEGIN the
+// channels the unchanged filter orders (the destination checks SAME pages).
+inline constexpr uint8_t kVersion = 6;
 inline constexpr size_t kHeaderSize = 32;
 // MMP.md "Encapsulation": IPv4 (20) + UDP (8) sit between the MTU and MMP.
 inline constexpr size_t kIpUdpOverhead = 28;

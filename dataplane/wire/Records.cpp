@@ -97,13 +97,14 @@ bool RecordWriter::put_fin() {
 bool RecordWriter::put_multifd_begin(const MultifdBegin& b) {
   const size_t n = b.ramblock.size();
   if (n > kMaxRamblockName) return false;
-  uint8_t h[22];
+  uint8_t h[23];
   h[0] = uint8_t(RecordType::multifd_begin);
   put_be32(h + 1, b.flags);
   put_be32(h + 5, b.pages_alloc);
   put_be64(h + 9, b.packet_num);
   put_be32(h + 17, b.dict_slots);
-  h[21] = uint8_t(n);
+  h[21] = b.channels;
+  h[22] = uint8_t(n);
   return put(h, sizeof h, reinterpret_cast<const uint8_t*>(b.ramblock.data()), n);
 }
 
@@ -129,9 +130,11 @@ bool RecordWriter::put_page_zero(uint64_t page) {
   return put(h, page_head(h, RecordType::page_zero, page));
 }
 
-bool RecordWriter::put_page_same(uint64_t page) {
+bool RecordWriter::put_page_same(uint64_t page, uint64_t hash) {
   uint8_t h[kPageSameRecordSize];
-  return put(h, page_head(h, RecordType::page_same, page));
+  const size_t n = page_head(h, RecordType::page_same, page);
+  put_be64(h + n, hash);
+  return put(h, sizeof h);
 }
 
 bool RecordWriter::put_page_raw(uint64_t page, uint64_t hash, const uint8_t* bytes) {
@@ -212,17 +215,18 @@ RecordError RecordReader::next(Record& r) {
       pos_ += 1;
       return RecordError::ok;
     case RecordType::multifd_begin: {
-      if (left < 22) return RecordError::truncated;
-      const size_t n = p[21];
-      if (left < 22 + n) return RecordError::truncated;
+      if (left < 23) return RecordError::truncated;
+      const size_t n = p[22];
+      if (left < 23 + n) return RecordError::truncated;
       r.type = RecordType::multifd_begin;
       r.begin.flags = get_be32(p + 1);
       r.begin.pages_alloc = get_be32(p + 5);
       r.begin.packet_num = get_be64(p + 9);
       r.begin.dict_slots = get_be32(p + 17);
-      r.begin.ramblock = {reinterpret_cast<const char*>(p + 22), n};
+      r.begin.channels = p[21];
+      r.begin.ramblock = {reinterpret_cast<const char*>(p + 23), n};
       r.body = {};
-      pos_ += 22 + n;
+      pos_ += 23 + n;
       return RecordError::ok;
     }
     case RecordType::multifd_end:
@@ -270,6 +274,7 @@ RecordError RecordReader::next(Record& r) {
       const bool compressed =
           t == RecordType::page_lz4 || t == RecordType::page_zstd || t == RecordType::page_deflate;
       size_t size = kPageZeroRecordSize;
+      if (t == RecordType::page_same) size = kPageSameRecordSize;
       if (t == RecordType::page_raw) size = kPageRawRecordSize;
       if (t == RecordType::page_ref) size = kPageRefRecordSize;
       if (compressed) {

@@ -34,7 +34,8 @@ inline constexpr size_t kBytesRecordOverhead = 5;
 inline constexpr size_t kRecordPageSize = 4096;
 // Page records (MMP.md "Page records"): code + page:8 [+ hash:8] [...].
 inline constexpr size_t kPageZeroRecordSize = 1 + 8;
-inline constexpr size_t kPageSameRecordSize = 1 + 8;
+// PAGE_SAME: code + page:8 + hash:8 (MMP version 6: the destination checks it).
+inline constexpr size_t kPageSameRecordSize = 1 + 8 + 8;
 inline constexpr size_t kPageRawRecordSize = 1 + 8 + 8 + kRecordPageSize;
 inline constexpr size_t kPageRefRecordSize = 1 + 8 + 8 + 4;
 inline constexpr size_t kPageCompressedOverhead = 1 + 8 + 8 + 2;
@@ -64,6 +65,10 @@ struct MultifdBegin {
   uint64_t packet_num = 0;
   uint32_t dict_slots = 0;   // the sender's dedupe dictionary size (0: no dedupe)
   std::string_view ramblock;
+  // The multifd channels the sender's unchanged filter orders (MMP.md
+  // "Unchanged pages"), streams 1 .. channels; 0: none, the destination
+  // need not order this message against the other streams.
+  uint8_t channels = 0;
 };
 
 // MULTIFD_END: how many page records the packet had and a digest of their
@@ -78,7 +83,7 @@ struct Record {
   std::span<const uint8_t> body;  // BYTES: the opaque stream bytes; RAW: the page;
                                   // LZ4/ZSTD/DEFLATE: the compressed page; DELTA: the changes
   uint64_t page = 0;              // page records: byte offset in the RAM block
-  uint64_t hash = 0;              // RAW/compressed/REF/STORED: low 64 bits of the page's XXH3-128
+  uint64_t hash = 0;              // RAW/compressed/REF/STORED/DELTA/SAME: low 64 bits of the page's XXH3-128
   uint64_t hash_hi = 0;           // STORED: the high 64 bits
   uint32_t slot = 0;              // REF, DELTA: dictionary slot
   MultifdBegin begin;             // MULTIFD_BEGIN
@@ -121,7 +126,7 @@ class RecordWriter {
   bool put_multifd_begin(const MultifdBegin& b);
   bool put_multifd_end(const MultifdEnd& e);
   bool put_page_zero(uint64_t page);
-  bool put_page_same(uint64_t page);
+  bool put_page_same(uint64_t page, uint64_t hash);
   bool put_page_raw(uint64_t page, uint64_t hash, const uint8_t* bytes);
   bool put_page_ref(uint64_t page, uint64_t hash, uint32_t slot);
   bool put_page_stored(uint64_t page, uint64_t hash_lo, uint64_t hash_hi);

@@ -335,6 +335,11 @@ def check_pages(s_src: dict, s_dst: dict, a) -> list[str]:
     if a.expect_delta and cs["pages_delta"] == 0:
         out.append(f"no page went as PAGE_DELTA ({cs['pages_delta_bases']} found a base in the dictionary; "
                    f"the guest changes {a.lines} cache lines of the pages it dirties)")
+    # Every PAGE_SAME was checked at the destination against what it had
+    # delivered for the page (a refused one fails the session).
+    if cd["pages_unchanged"] != cs["pages_unchanged"] or cd.get("pages_unchanged_refused", 0) != 0:
+        out.append(f"the source sent {cs['pages_unchanged']} pages as PAGE_SAME, the destination checked "
+                   f"{cd['pages_unchanged']} and refused {cd.get('pages_unchanged_refused')}")
     if a.expect_unchanged and cs["pages_unchanged"] == 0:
         out.append(f"the unchanged filter skipped no page ({cs['pages_unchanged_held']} held back by the epoch "
                    f"gate; {pol.get('unchanged-note', '')})")

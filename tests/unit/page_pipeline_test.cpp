@@ -70,6 +70,15 @@ struct Pair {
     enc.encode(p.view(), epoch, may_skip, w);
     return {msg.data(), w.size()};
   }
+  // An empty SYNC packet of `epoch` through both ends: the decoder's epoch
+  // (its SYNC count) follows the encoder's.
+  void sync(uint32_t epoch) {
+    const Packet none;
+    mm::wire::RecordWriter w(msg);
+    enc.encode(none.view(0x1 /* QEMU 7.2 MULTIFD_FLAG_SYNC */), epoch, false, w);
+    DecodedPacket d;
+    ASSERT_EQ(dec.decode({msg.data(), w.size()}, d), "");
+  }
 };
 
 // The decoded packet holds exactly the given pages of p (by index).
@@ -139,17 +148,23 @@ TEST(PagePipeline, UnchangedPagesAreOmittedOnlyInALaterEpochWithTheGateOpen) {
   PagePolicy pol;
   pol.unchanged = true;
   Pair pair(pol);
+  DeliveredTable delivered;
+  pair.dec.set_delivered(&delivered);
   Packet p = packet_of(PageKind::text, 0);
   DecodedPacket d;
+  pair.sync(0);
   ASSERT_EQ(pair.dec.decode(pair.encode(p, 1), d), "");
   // Same epoch again: sent in full.
   ASSERT_EQ(pair.dec.decode(pair.encode(p, 1), d), "");
   expect_pages(d, p, all());
   // Next epoch, gate closed (other channels lag): sent in full, counted as held.
+  pair.sync(1);
   ASSERT_EQ(pair.dec.decode(pair.encode(p, 2, false), d), "");
   expect_pages(d, p, all());
   EXPECT_EQ(pair.enc.stats().unchanged_held, 128u);
-  // Gate open: pages 3 and 77 changed, the rest are omitted.
+  // Gate open: pages 3 and 77 changed, the rest are omitted, each SAME
+  // checked against what the destination delivered in epoch 2.
+  pair.sync(2);
   mm::test::fill_page(p.pages.data() + 3 * kPageSize, PageKind::random, 99);
   mm::test::fill_page(p.pages.data() + 77 * kPageSize, PageKind::random, 98);
   ASSERT_EQ(pair.dec.decode(pair.encode(p, 3), d), "");
@@ -157,6 +172,47 @@ TEST(PagePipeline, UnchangedPagesAreOmittedOnlyInALaterEpochWithTheGateOpen) {
   EXPECT_EQ(d.omitted, 126u);
   EXPECT_EQ(pair.enc.stats().unchanged, 126u);
   EXPECT_EQ(pair.dec.stats().unchanged, 126u);
+  EXPECT_EQ(pair.dec.stats().unchanged_refused, 0u);
+}
+
+TEST(PagePipeline, ASameRecordIsCheckedAgainstWhatTheDestinationDelivered) {
+  PagePolicy pol;
+  pol.unchanged = true;
+  pol.dedupe = false;
+  Pair pair(pol);
+  DeliveredTable delivered;
+  pair.dec.set_delivered(&delivered);
+  Packet p = packet_of(PageKind::text, 0);
+  DecodedPacket d;
+  pair.sync(0);
+  ASSERT_EQ(pair.dec.decode(pair.encode(p, 1), d), "");
+  pair.sync(1);
+  const auto m = pair.encode(p, 2);
+  ASSERT_EQ(pair.enc.stats().unchanged, 128u);
+  // The first record after MULTIFD_BEGIN (23 + "pc.ram") is a SAME: its hash
+  // follows the code and the page offset.
+  std::vector<uint8_t> bad(m.begin(), m.end());
+  ASSERT_EQ(bad[29], uint8_t(mm::wire::RecordType::page_same));
+  bad[29 + 1 + 8] ^= 1;
+  std::string why = pair.dec.decode(bad, d);
+  EXPECT_NE(why.find("PAGE_SAME for page at offset 0 of pc.ram in epoch 2 refused: the page was last delivered "
+                     "with other bytes"),
+            std::string::npos)
+      << why;
+  EXPECT_EQ(pair.dec.stats().unchanged_refused, 1u);
+  // The message as sent passes ...
+  std::vector<uint8_t> good(m.begin(), m.end());
+  ASSERT_EQ(pair.dec.decode(good, d), "");
+  EXPECT_EQ(d.omitted, 128u);
+  // ... but not at a destination that keeps no record, nor once the
+  // session could not order its epochs.
+  PageDecoder blind([](CodecKind, std::string*) -> PageCodec* { return nullptr; });
+  why = blind.decode(good, d);
+  EXPECT_NE(why.find("not told that the source's unchanged filter is on"), std::string::npos) << why;
+  EXPECT_EQ(blind.stats().unchanged_refused, 1u);
+  delivered.distrust("the main channel went opaque");
+  why = pair.dec.decode(good, d);
+  EXPECT_NE(why.find("refused: the main channel went opaque"), std::string::npos) << why;
 }
 
 TEST(PagePipeline, DedupeRefsResolveThroughTheMirroredDictionary) {
@@ -226,10 +282,10 @@ TEST(PagePipeline, PagesSentAgainGoAsTheirChangesAndAreChecked) {
   for (size_t i = 0; i < 128; ++i) p.pages[i * kPageSize + 16] ^= 0x33;
   auto m4 = pair.encode(p, 4);
   std::vector<uint8_t> bad(m4.begin(), m4.end());
-  // The first record after MULTIFD_BEGIN (22 + "pc.ram") is a delta; its
+  // The first record after MULTIFD_BEGIN (23 + "pc.ram") is a delta; its
   // first new word starts after the 23-byte head and two one-byte numbers.
-  ASSERT_EQ(bad[28], uint8_t(mm::wire::RecordType::page_delta));
-  bad[28 + 23 + 2] ^= 1;
+  ASSERT_EQ(bad[29], uint8_t(mm::wire::RecordType::page_delta));
+  bad[29 + 23 + 2] ^= 1;
   const std::string why = pair.dec.decode(bad, d);
   EXPECT_NE(why.find("fails its hash check (delta)"), std::string::npos) << why;
 }

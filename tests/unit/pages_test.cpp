@@ -1,5 +1,5 @@
 // Proves each page-pipeline stage: zero detection, hashing, the unchanged
-// filter, the mirrored dedupe dictionary (and that a hash collision can
+// filter and the destination's record of what it delivered, the mirrored dedupe dictionary (and that a hash collision can
 // never return the wrong page), and the LZ4/zstd codecs, including that
 // corrupt or hostile compressed input fails without writing past the page.
 #include <gtest/gtest.h>
@@ -12,6 +12,7 @@
 #include "PageCorpus.hpp"
 #include "dataplane/pages/Codecs.hpp"
 #include "dataplane/pages/DedupeDictionary.hpp"
+#include "dataplane/pages/DeliveredTable.hpp"
 #include "dataplane/pages/Page.hpp"
 #include "dataplane/pages/PageDelta.hpp"
 #include "dataplane/pages/UnchangedFilter.hpp"
@@ -90,6 +91,71 @@ TEST(UnchangedFilter, TwoSendsOfOneEpochWithOtherBytesBlockTheSkip) {
   UnchangedFilter::sent(ram, 8, a, 2);
   UnchangedFilter::sent(ram, 8, a, 2);
   EXPECT_TRUE(UnchangedFilter::can_skip(ram, 8, a, 3));
+}
+
+TEST(DeliveredTable, ASameIsRightOnlyForTheLastWriteOfAnEarlierEpoch) {
+  DeliveredTable t;
+  DeliveredTable::Block& b = t.block("pc.ram");
+  EXPECT_FALSE(DeliveredTable::check(b, 5, 0xA, 1).empty());  // never delivered
+  DeliveredTable::delivered(b, 5, 0xA, 0);
+  EXPECT_EQ(DeliveredTable::check(b, 5, 0xA, 1), "");
+  EXPECT_EQ(DeliveredTable::check(b, 5, 0xA, 7), "");
+  EXPECT_FALSE(DeliveredTable::check(b, 5, 0xA, 0).empty());  // the same epoch: not earlier
+  EXPECT_NE(DeliveredTable::check(b, 5, 0xB, 1).find("other bytes"), std::string::npos);
+  EXPECT_FALSE(DeliveredTable::check(b, 6, 0xA, 1).empty());  // another page
+  EXPECT_FALSE(DeliveredTable::check(t.block("other"), 5, 0xA, 1).empty());  // another block
+  // Rewritten in epoch 2: a SAME of epoch 2 still means the epoch-0 bytes
+  // (another channel wrote the page in the SAME's own epoch), one of
+  // epoch 3 the new ones.
+  DeliveredTable::delivered(b, 5, 0xB, 2);
+  EXPECT_EQ(DeliveredTable::check(b, 5, 0xA, 2), "");
+  EXPECT_FALSE(DeliveredTable::check(b, 5, 0xB, 2).empty());
+  EXPECT_EQ(DeliveredTable::check(b, 5, 0xB, 3), "");
+  EXPECT_FALSE(DeliveredTable::check(b, 5, 0xA, 3).empty());
+  EXPECT_GE(t.tracked_pages(), 6u);
+  EXPECT_EQ(t.bytes(), t.tracked_pages() * sizeof(DeliveredTable::Entry));
+}
+
+TEST(DeliveredTable, WhatTheDaemonCannotTellIsRefused) {
+  DeliveredTable t;
+  DeliveredTable::Block& b = t.block("pc.ram");
+  // Two writes of one epoch: the same bytes are fine, other bytes leave
+  // the page unknown (QEMU applies the two in either order).
+  DeliveredTable::delivered(b, 1, 0xA, 4);
+  DeliveredTable::delivered(b, 1, 0xA, 4);
+  EXPECT_EQ(DeliveredTable::check(b, 1, 0xA, 5), "");
+  DeliveredTable::delivered(b, 2, 0xA, 4);
+  DeliveredTable::delivered(b, 2, 0xB, 4);
+  EXPECT_NE(DeliveredTable::check(b, 2, 0xA, 5).find("not known"), std::string::npos);
+  EXPECT_FALSE(DeliveredTable::check(b, 2, 0xB, 5).empty());
+  // ... until the page is written again in a later epoch.
+  DeliveredTable::delivered(b, 2, 0xC, 5);
+  EXPECT_EQ(DeliveredTable::check(b, 2, 0xC, 6), "");
+  // A raw page on the main channel: its bytes are not seen.
+  DeliveredTable::delivered(b, 3, 0xA, 1);
+  DeliveredTable::delivered_unknown(b, 3, 2);
+  EXPECT_FALSE(DeliveredTable::check(b, 3, 0xA, 3).empty());
+  EXPECT_EQ(DeliveredTable::check(b, 3, 0xA, 2), "");  // before it, the epoch-1 bytes
+  // A page beyond the tracked range is never right.
+  DeliveredTable::delivered(b, DeliveredTable::kMaxPages, 0xA, 0);
+  EXPECT_FALSE(DeliveredTable::check(b, DeliveredTable::kMaxPages, 0xA, 1).empty());
+  t.distrust("gone");
+  t.distrust("second");
+  EXPECT_EQ(t.distrusted(), "gone");
+}
+
+TEST(DeliveredTable, AnOlderEpochsWriteThatComesLateStillCountsBeforeTheLast) {
+  DeliveredTable t;
+  DeliveredTable::Block& b = t.block("pc.ram");
+  DeliveredTable::delivered(b, 9, 0xC, 5);
+  DeliveredTable::delivered(b, 9, 0xB, 3);  // late
+  DeliveredTable::delivered(b, 9, 0xA, 1);  // later still, and older: superseded
+  EXPECT_EQ(DeliveredTable::check(b, 9, 0xC, 6), "");
+  EXPECT_EQ(DeliveredTable::check(b, 9, 0xB, 4), "");
+  EXPECT_EQ(DeliveredTable::check(b, 9, 0xB, 5), "");
+  EXPECT_FALSE(DeliveredTable::check(b, 9, 0xA, 4).empty());
+  DeliveredTable::delivered(b, 9, 0xD, 3);  // a second, other write of epoch 3
+  EXPECT_FALSE(DeliveredTable::check(b, 9, 0xB, 4).empty());
 }
 
 TEST(DedupeDictionary, BothEndsStayMirroredThroughEviction) {

@@ -103,15 +103,15 @@ TEST(SessionShare, StreamsFollowRoundTheWorkersFromTheHome) {
   EXPECT_EQ(wire::stream_queue(7, 0, 3), 7 % 3);
 }
 
-TEST(SessionShare, OnlyASourceWithTheUnchangedFilterKeepsItsStreamsTogether) {
+TEST(SessionShare, TheUnchangedFilterKeepsASessionsStreamsTogetherAtBothEnds) {
   SessionParams p;
-  p.role = Role::source;
-  p.pages.unchanged = false;
-  EXPECT_TRUE(engine::spreads(p));
-  p.pages.unchanged = true;
-  EXPECT_FALSE(engine::spreads(p));
-  p.role = Role::destination;
-  EXPECT_TRUE(engine::spreads(p));
+  for (Role r : {Role::source, Role::destination}) {
+    p.role = r;
+    p.pages.unchanged = false;
+    EXPECT_TRUE(engine::spreads(p));
+    p.pages.unchanged = true;
+    EXPECT_FALSE(engine::spreads(p));
+  }
 }
 
 TEST(Connection, EachStreamGoesToThePeerWorkerThatOwnsIt) {

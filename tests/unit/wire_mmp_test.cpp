@@ -43,7 +43,7 @@ TEST(MmpHeader, LayoutIsBigEndianAsSpecified) {
   ASSERT_EQ(d.size(), kHeaderSize + 3);
   EXPECT_EQ(d[0], 0x4D);
   EXPECT_EQ(d[1], 0x4D);
-  EXPECT_EQ(d[2], 5);  // MMP version 5
+  EXPECT_EQ(d[2], 6);  // MMP version 6
   EXPECT_EQ(d[3], 1);
   EXPECT_EQ(get_be32(&d[4]), 0xA1B2C3D4u);
   EXPECT_EQ(get_be16(&d[8]), 7);

@@ -138,9 +138,10 @@ TEST(Records, PageRecordsRoundTrip) {
   b.packet_num = 0x1122334455667788ull;
   b.dict_slots = 4096;
   b.ramblock = "pc.ram";
+  b.channels = 3;
   ASSERT_TRUE(w.put_multifd_begin(b));
   ASSERT_TRUE(w.put_page_zero(0x1000));
-  ASSERT_TRUE(w.put_page_same(0x2000));
+  ASSERT_TRUE(w.put_page_same(0x2000, 0x5A5E5A5E01020304ull));
   ASSERT_TRUE(w.put_page_raw(0x3000, 0xAABB, page.data()));
   ASSERT_TRUE(w.put_page_ref(0x4000, 0xCCDD, 77));
   ASSERT_TRUE(w.put_page_compressed(RecordType::page_lz4, 0x5000, 0xEEFF, lz));
@@ -157,12 +158,14 @@ TEST(Records, PageRecordsRoundTrip) {
   EXPECT_EQ(rec.begin.packet_num, 0x1122334455667788ull);
   EXPECT_EQ(rec.begin.dict_slots, 4096u);
   EXPECT_EQ(rec.begin.ramblock, "pc.ram");
+  EXPECT_EQ(rec.begin.channels, 3u);
   ASSERT_EQ(r.next(rec), RecordError::ok);
   EXPECT_EQ(rec.type, RecordType::page_zero);
   EXPECT_EQ(rec.page, 0x1000u);
   ASSERT_EQ(r.next(rec), RecordError::ok);
   EXPECT_EQ(rec.type, RecordType::page_same);
   EXPECT_EQ(rec.page, 0x2000u);
+  EXPECT_EQ(rec.hash, 0x5A5E5A5E01020304ull);
   ASSERT_EQ(r.next(rec), RecordError::ok);
   EXPECT_EQ(rec.type, RecordType::page_raw);
   EXPECT_EQ(rec.hash, 0xAABBu);
@@ -225,7 +228,7 @@ void write_mix(RecordWriter& w, const std::vector<uint8_t>& page) {
     ASSERT_TRUE(w.put_page_ref(uint64_t(i + 20) * 4096, 0x99, uint32_t(i)));
     ASSERT_TRUE(w.put_page_compressed(RecordType::page_lz4, uint64_t(i + 30) * 4096, 7,
                                       std::span<const uint8_t>(page.data(), 100 + 300 * size_t(i))));
-    ASSERT_TRUE(w.put_page_same(uint64_t(i + 40) * 4096));
+    ASSERT_TRUE(w.put_page_same(uint64_t(i + 40) * 4096, 0x77 + uint64_t(i)));
   }
   ASSERT_TRUE(w.put_bytes(std::span<const uint8_t>(page.data(), 777)));
   ASSERT_TRUE(w.put_sync());
@@ -264,10 +267,10 @@ TEST(RecordWriterSegments, WritesTheSameBytesAsOneBufferAcrossAnySplit) {
 }
 
 TEST(RecordWriterSegments, RefusesWhatDoesNotFitAndNeverSplitsABytesHeader) {
-  std::vector<uint8_t> a(10, 0), b(10, 0);
+  std::vector<uint8_t> a(10, 0), b(20, 0);
   std::vector<std::span<uint8_t>> segs{a, b};
   RecordWriter w{std::span<const std::span<uint8_t>>(segs)};
-  EXPECT_EQ(w.room(), 20u);
+  EXPECT_EQ(w.room(), 30u);
   std::vector<uint8_t> page(4096, 1);
   EXPECT_FALSE(w.put_page_raw(0, 1, page.data()));  // 4113 bytes
   EXPECT_EQ(w.size(), 0u);
@@ -276,9 +279,10 @@ TEST(RecordWriterSegments, RefusesWhatDoesNotFitAndNeverSplitsABytesHeader) {
   // caller could not fill its data in one piece.
   EXPECT_TRUE(w.put_bytes_header(4).empty());
   EXPECT_EQ(w.size(), 9u);
-  ASSERT_TRUE(w.put_page_same(8192));  // straddles: 1 byte in a, 8 in b
-  EXPECT_EQ(w.size(), 18u);
-  EXPECT_EQ(b[7], 0x00);
-  EXPECT_FALSE(w.put_page_same(12288));
-  EXPECT_EQ(w.room(), 2u);
+  ASSERT_TRUE(w.put_page_same(8192, 0x1122334455667788ull));  // straddles: 1 byte in a, 16 in b
+  EXPECT_EQ(w.size(), 26u);
+  EXPECT_EQ(b[6], 0x20);
+  EXPECT_EQ(b[15], 0x88);
+  EXPECT_FALSE(w.put_page_same(12288, 1));
+  EXPECT_EQ(w.room(), 4u);
 }
