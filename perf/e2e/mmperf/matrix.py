@@ -33,6 +33,12 @@ MODES: dict[str, Mode] = {m.name: m for m in [
     *[Mode(f"mm-{c}-nodelta", True, multifd=4,
            pages={"codec": c, "zero": True, "unchanged": True, "dedupe": True, "delta": False})
       for c in MM_CODECS],
+    # The same with the unchanged filter off (the daemon's default): what
+    # PAGE_SAME and the destination's epoch gate for checking it carry and
+    # cost, in the same run (issue 12). Not in the default set.
+    *[Mode(f"mm-{c}-nosame", True, multifd=4,
+           pages={"codec": c, "zero": True, "unchanged": False, "dedupe": True})
+      for c in MM_CODECS],
     # The daemons as a byte-exact relay (no page policy): what MemoryMotion
     # costs before its page pipeline. Not in the default set.
     Mode("mm-relay", True, multifd=4),
