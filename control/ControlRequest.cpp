@@ -109,7 +109,9 @@ engine::SessionParams session_params_from_args(bool source, const json& args,
     no_other_args(args, {"session", "listen", "peer-ip", "peer-mac", "peer-udp-port", "peer-queues",
                          "max-bandwidth", "pages", "vm"});
   } else {
-    no_other_args(args, {"session", "qemu-uri", "peer-udp-port", "peer-queues", "max-bandwidth"});
+    // pages: the source's policy (with its unchanged filter on, PAGE_SAME
+    // records come and the destination checks them).
+    no_other_args(args, {"session", "qemu-uri", "peer-udp-port", "peer-queues", "max-bandwidth", "pages"});
   }
   engine::SessionParams p;
   p.id = session_arg(args);

@@ -480,14 +480,19 @@ int main(int argc, char** argv) {
   migrate->add_flag("--copy-storage-all", lv.req.copy_storage, "refused: disks go over libvirt's own NBD connections")
       ->needs("--libvirt");
   migrate->add_flag("--copy-storage-inc", copy_storage_inc, "refused, as --copy-storage-all")->needs("--libvirt");
+  // prepare takes the page flags too: the source's policy, so that a
+  // destination set up directly checks PAGE_SAME records (--unchanged).
+  for (CLI::App* sub : {prepare}) {
+    sub->add_flag("--unchanged", unchanged, "the source's unchanged filter is on: check its PAGE_SAME records");
+  }
   for (CLI::App* sub : {start, migrate}) {
     sub->add_option("--vm", vm, "the VM's identity for the page store (default for migrate --src-qmp: QEMU's UUID)");
     sub->add_option("--codec", codec, "page codec: auto (default: LZ4 where the CPU is the limit, zstd where the link is), lz4, zstd, deflate (compressdev), none")
         ->check(CLI::IsMember({"lz4", "zstd", "deflate", "none"}));
     sub->add_flag("--no-zero", no_zero, "send zero pages like any other");
     sub->add_flag("--unchanged", unchanged,
-                  "EXPERIMENTAL: do not resend pages whose bytes did not change (off by default: the "
-                  "destination cannot check such pages, and a rare guest-RAM mismatch is not yet explained)");
+                  "do not resend pages whose bytes did not change (PAGE_SAME with the page's hash, which the "
+                  "destination checks; off by default until the whole perf matrix has passed with it)");
     sub->add_flag("--no-unchanged", no_unchanged, "resend pages whose bytes did not change (the default)");
     sub->add_flag("--no-dedupe", no_dedupe, "no dedupe dictionary");
     sub->add_flag("--no-delta", no_delta, "no PAGE_DELTA (pages sent again go whole, not as their changes)");
@@ -519,7 +524,7 @@ int main(int argc, char** argv) {
     if (no_unchanged) pages["unchanged"] = false;
     if (no_dedupe) pages["dedupe"] = false;
     if (no_delta) pages["delta"] = false;
-    if (!pages.empty() && (*start || *migrate)) args["pages"] = pages;
+    if (!pages.empty() && (*start || *migrate || *prepare)) args["pages"] = pages;
     if (*prepare) {
       args["session"] = session;
       args["qemu-uri"] = uri;

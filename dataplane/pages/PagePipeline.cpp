@@ -329,8 +329,8 @@ std::string PageDecoder::decode(std::span<const uint8_t> message, DecodedPacket&
       if (!dblock) {
         ++stats_.unchanged_refused;
         return "PAGE_SAME for page at offset " + std::to_string(rec.page) + " of " + out.ramblock +
-               ", but this destination was not told that the source's unchanged filter is on: it keeps no record "
-               "of what it delivered";
+               ", but this destination was not told that the source's unchanged filter is on (the `pages` of the "
+               "offer or of session-prepare): it keeps no record of what it delivered";
       }
       if (const std::string why = !delivered_->distrusted().empty()
                                       ? delivered_->distrusted()

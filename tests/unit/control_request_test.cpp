@@ -99,6 +99,11 @@ TEST(ControlRequest, SessionArgumentsBecomeSessionParams) {
               session_params_from_args(false, {{"session", 1.5}, {"qemu-uri", "unix:/q"}}, 7470, 1);
             }).find("must be an integer"),
             std::string::npos);
+  // A destination is told the source's page policy (its unchanged filter).
+  const auto d = session_params_from_args(
+      false, {{"session", 4u}, {"qemu-uri", "unix:/q"}, {"pages", {{"unchanged", true}}}}, 7470, 1);
+  EXPECT_TRUE(d.pages.unchanged);
+  EXPECT_FALSE(mm::engine::spreads(d));
 }
 
 TEST(ControlRequest, PeerOfferIsCheckedMemberByMember) {

@@ -248,7 +248,10 @@ class Fabric:
             if vm:
                 args["vm"] = vm
             return self.src_daemon.ctl.execute("migrate", **args)
-        self.dst_daemon.ctl.execute("session-prepare", session=sid, **{"qemu-uri": dst_qemu_uri})
+        prep = {"qemu-uri": dst_qemu_uri}
+        if pages is not None:
+            prep["pages"] = pages  # the source's policy: the destination checks its PAGE_SAME records
+        self.dst_daemon.ctl.execute("session-prepare", session=sid, **prep)
         args = {"listen": src_listen, "peer-ip": self.dst.fabric_ip}
         if max_bandwidth:
             args["max-bandwidth"] = max_bandwidth
