@@ -43,9 +43,11 @@ class DeliveredTable {
     Write last;      // the last write in epoch order
     Write earlier;   // the last write of an epoch before last's
   };
-  // Pages beyond this index (1 TiB of 4 KiB pages) are never tracked; a
-  // SAME for one is refused.
-  static constexpr uint64_t kMaxPages = uint64_t(1) << 28;
+  // Pages beyond this index (128 GiB of 4 KiB pages) are never tracked; a
+  // SAME for one is refused. It bounds what a peer's page offsets can make
+  // this table hold (32 bytes a page: 1 GiB), as the source's filter,
+  // which tracks no further (UnchangedFilter::kMaxPages), never sends one.
+  static constexpr uint64_t kMaxPages = uint64_t(1) << 25;
   using Block = std::vector<Entry>;
 
   // Looked up once per packet; created on first use.

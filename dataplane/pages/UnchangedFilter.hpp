@@ -39,8 +39,10 @@ class UnchangedFilter {
     uint32_t sent = 0;   // 1 + epoch of the last send; 0: never sent
     uint32_t other = 0;  // 1 + latest epoch of another write; 0: none
   };
-  // Pages beyond this index (1 TiB of 4 KiB pages) are never tracked.
-  static constexpr uint64_t kMaxPages = uint64_t(1) << 28;
+  // Pages beyond this index (128 GiB of 4 KiB pages) are never tracked,
+  // so never skipped: the destination checks no further
+  // (DeliveredTable::kMaxPages).
+  static constexpr uint64_t kMaxPages = uint64_t(1) << 25;
   using Block = std::vector<Entry>;
 
   Block& block(std::string_view name);

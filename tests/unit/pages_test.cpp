@@ -136,7 +136,9 @@ TEST(DeliveredTable, WhatTheDaemonCannotTellIsRefused) {
   DeliveredTable::delivered_unknown(b, 3, 2);
   EXPECT_FALSE(DeliveredTable::check(b, 3, 0xA, 3).empty());
   EXPECT_EQ(DeliveredTable::check(b, 3, 0xA, 2), "");  // before it, the epoch-1 bytes
-  // A page beyond the tracked range is never right.
+  // A page beyond the tracked range is never right (and the source never
+  // skips one: both ends stop at the same index).
+  static_assert(DeliveredTable::kMaxPages == UnchangedFilter::kMaxPages);
   DeliveredTable::delivered(b, DeliveredTable::kMaxPages, 0xA, 0);
   EXPECT_FALSE(DeliveredTable::check(b, DeliveredTable::kMaxPages, 0xA, 1).empty());
   t.distrust("gone");
