@@ -12,6 +12,7 @@
 #include "control/PeerChannel.hpp"
 #include "control/SessionJson.hpp"
 #include "dataplane/pages/PagePipeline.hpp"
+#include "dataplane/pages/UnchangedFilter.hpp"
 #include "dataplane/qemu/MultifdPacket.hpp"
 #include "dataplane/wire/Mmp.hpp"
 #include "dataplane/wire/PacketCipher.hpp"
@@ -200,6 +201,41 @@ void page_seeds() {
     Bytes one = {0x37};
     one.insert(one.end(), again.begin(), again.end());
     write("fuzz_records", "delta", one);
+  }
+  // Pages sent again unchanged: PAGE_SAME records with their hashes, which
+  // a destination told of the filter checks (mode 3: honest, checked).
+  {
+    pages::PagePolicy pol;
+    pol.auto_codec = false;
+    pol.codec = pages::CodecKind::raw;
+    pol.unchanged = true;
+    pol.dedupe = false;
+    pages::UnchangedFilter filter;
+    pages::PageEncoder enc(pol, nullptr, &filter);
+    auto at = [&](const Packet& pk, uint32_t flags, uint32_t epoch, uint64_t num) {
+      pages::PacketView v;
+      v.flags = flags;
+      v.pages_alloc = 128;
+      v.packet_num = num;
+      v.ramblock = "pc.ram";
+      v.offsets = pk.offsets;
+      v.pages = pk.pages.data();
+      Bytes m(pages::PageEncoder::max_message(pk.offsets.size()));
+      wire::RecordWriter w(m);
+      enc.encode(v, epoch, true, w, 1);
+      m.resize(w.size());
+      return m;
+    };
+    const Packet p = make_packet(8, 4);
+    Bytes stream = {3};
+    piece(stream, at(p, 0, 0, 1));
+    piece(stream, at(Packet{}, 1, 0, 2));  // QEMU's SYNC: epoch 1 from here
+    const Bytes same = at(p, 0, 1, 3);
+    piece(stream, same);
+    write("fuzz_page_decoder", "same-checked", stream);
+    Bytes one = {0x37};
+    one.insert(one.end(), same.begin(), same.end());
+    write("fuzz_records", "same", one);
   }
   Bytes m(256);
   wire::RecordWriter w(m);
