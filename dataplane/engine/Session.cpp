@@ -613,6 +613,9 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
       }
       if (r.bytes_to_qemu() != out_before) work = true;
     }
+    // The main channel's deliveries the streams' epochs have reached, also
+    // while no ordered message waits (a stretch of zero pages).
+    if (!main_writes_.empty()) drain_main_writes(ordered_epoch());
     if (!is_terminal(info_.state) && home() && !table_chunks_.empty() && heard_from_peer_) work |= send_table();
     if (!is_terminal(info_.state) && home()) {
       if (all_finished()) {
@@ -746,17 +749,26 @@ bool Session::same_gate(uint8_t channels, uint32_t epoch) {
                          " (" + observer_->opaque_reason() + ")");
     return true;
   }
-  uint32_t low = UINT32_MAX;
-  for (uint16_t k = 1; k <= channels; ++k) {
-    if (!rebuilders_[k]) return true;  // (not ours: the session is not spread when the filter is on)
-    low = std::min(low, rebuilders_[k]->epoch());
-  }
+  const uint32_t low = ordered_epoch();
   if (low < epoch) return false;
+  drain_main_writes(low);
+  return true;
+}
+
+uint32_t Session::ordered_epoch() const {
+  uint32_t low = UINT32_MAX;
+  for (uint16_t k = 1; k <= ordered_channels_; ++k) {
+    // (Every stream is this part's: the session is not spread when the filter is on.)
+    low = std::min(low, rebuilders_[k] ? rebuilders_[k]->epoch() : 0);
+  }
+  return low;
+}
+
+void Session::drain_main_writes(uint32_t low) {
   while (!main_writes_.empty() && main_writes_.front().epoch <= low) {
     apply(main_writes_.front());
     main_writes_.pop_front();
   }
-  return true;
 }
 
 bool Session::may_skip_unchanged(uint32_t epoch) const {

@@ -255,6 +255,10 @@ class Session {
     bool unknown;
   };
   void apply(const MainWrite& w);
+  // The lowest epoch of the streams the source orders; enters the main
+  // channel's deliveries of epochs up to `low`.
+  uint32_t ordered_epoch() const;
+  void drain_main_writes(uint32_t low);
   // Home, source: why the captures cannot make an image of the VM's
   // memory ("": they can: every write QEMU made was seen, in epochs).
   std::string capture_gap() const;
