@@ -30,7 +30,7 @@ SEALED = 0x20  # header flag: AES-256-GCM ciphertext and tag, no CRC
 
 
 def mmp(session: int, payload: bytes = b"", *, ptype: int = 1, stream: int = 0, flags: int = 3,
-        seq: int = 0, msg: int = 0, auth: int = 0, magic: int = 0x4D4D, version: int = 5,
+        seq: int = 0, msg: int = 0, auth: int = 0, magic: int = 0x4D4D, version: int = 6,
         length: int | None = None, good_crc: bool = True) -> bytes:
     """An MMP datagram; every field may be set wrong on purpose. A sealed
     one (flags with SEALED) carries crc 0, as MMP.md "Encryption" says."""

@@ -14,7 +14,10 @@
   replay     captured DATA frames replayed after a session: counted as
              duplicates (then as late), nothing reaches QEMU twice
   lying_pages  page records that lie (a page failing its hash, pages on the
-             main channel): the session fails naming it, QEMU gets none of it
+             main channel, a PAGE_SAME whose hash is not that of the page's
+             last delivery, or one to a destination not told of the
+             unchanged filter): the session fails naming it, QEMU gets none
+             of it; a true PAGE_SAME passes
   encrypted  a session negotiated over the peer channel (AES-256-GCM, the
              default): no plaintext on the wire; captured frames replayed are
              refused as replays, forged ones and frames in the clear as bad
@@ -24,6 +27,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import grp
 import json
 import os
@@ -574,14 +578,44 @@ def rec_bytes(data: bytes) -> bytes:
     return b"\x01" + struct.pack(">I", len(data)) + data
 
 
-def page_message(page_hash: int, pages_alloc: int = 128) -> bytes:
-    """One multifd packet as page records: BEGIN, a RAW page whose hash is
-    the given one, END."""
+class _XXH128(ctypes.Structure):
+    _fields_ = [("low64", ctypes.c_uint64), ("high64", ctypes.c_uint64)]
+
+
+_xxh = ctypes.CDLL("libxxhash.so.0")  # the library the daemon hashes pages with
+_xxh.XXH3_128bits.restype = _XXH128
+_xxh.XXH3_128bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_xxh.XXH3_64bits.restype = ctypes.c_uint64
+_xxh.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+
+PAGE = bytes(range(256)) * 16
+
+
+def record_hash(page: bytes) -> int:
+    """MMP.md "Page records": the low 64 bits of the page's XXH3-128."""
+    return _xxh.XXH3_128bits(page, len(page)).low64
+
+
+def multifd_message(records: list[tuple[int, bytes]], flags: int = 0, pages_alloc: int = 128,
+                    channels: int = 0, digest: bool = True) -> bytes:
+    """One multifd packet as page records: BEGIN, the (page offset, record)
+    pairs, END with their count and (unless digest is False) offset digest."""
     name = b"pc.ram"
-    begin = b"\x02" + struct.pack(">IIQIB", 0, pages_alloc, 1, 0, len(name)) + name
-    raw = b"\x03" + struct.pack(">QQ", 0, page_hash) + bytes(range(256)) * 16
-    end = b"\x0a" + struct.pack(">IQ", 1, 0)
-    return begin + raw + end
+    begin = b"\x02" + struct.pack(">IIQIBB", flags, pages_alloc, 1, 0, channels, len(name)) + name
+    be = b"".join(struct.pack(">Q", off) for off, _ in records)
+    end = b"\x0a" + struct.pack(">IQ", len(records), _xxh.XXH3_64bits(be, len(be)) if digest else 0)
+    return begin + b"".join(r for _, r in records) + end
+
+
+def page_message(page_hash: int, pages_alloc: int = 128) -> bytes:
+    """BEGIN, a RAW page at offset 0 whose hash is the given one, END
+    (digest 0)."""
+    return multifd_message([(0, b"\x03" + struct.pack(">QQ", 0, page_hash) + PAGE)], pages_alloc=pages_alloc,
+                           digest=False)
+
+
+def same_record(offset: int, page_hash: int) -> bytes:
+    return b"\x09" + struct.pack(">QQ", offset, page_hash)
 
 
 def case_lying_pages(build: Path) -> None:
@@ -606,10 +640,31 @@ def case_lying_pages(build: Path) -> None:
         (43, [(0, 0, rec_bytes(qevm)), (1, 0, rec_bytes(multifd_init)), (1, 1, page_message(0x1234, 5000))],
          "MULTIFD_BEGIN pages_alloc 5000 that no packet of QEMU 7.2 has", [qevm, multifd_init + release]),
     ]
+    # PAGE_SAME (MMP.md "Unchanged pages"): page 0 delivered in full in
+    # epoch 0, QEMU's SYNC, then the page said to be unchanged in epoch 1.
+    raw0 = multifd_message([(0, b"\x03" + struct.pack(">QQ", 0, record_hash(PAGE)) + PAGE)])
+    sync = multifd_message([], flags=1)
+    # A rebuilt QEMU 7.2 packet of 128 page slots: its header, then its pages.
+    got_raw0, got_sync = struct.pack(">IIIIIIQ", 0x11223344, 1, 0, 128, 1, 4096, 1), \
+        struct.pack(">IIIIIIQ", 0x11223344, 1, 1, 128, 0, 0, 1)
+    got_release = struct.pack(">IIIIIIQ", 0x11223344, 1, 1, 128, 0, 0, 2)  # after packet 1
+    same_lies = [(0, 0, rec_bytes(qevm)), (1, 0, rec_bytes(multifd_init)), (1, 1, raw0), (1, 2, sync),
+                 (1, 3, multifd_message([(0, same_record(0, record_hash(PAGE) ^ 1))]))]
+    same_true = same_lies[:-1] + [(1, 3, multifd_message([(0, same_record(0, record_hash(PAGE)))]))]
+    # (the rebuilt packets' lengths, what QEMU gets of them checked below)
+    cases += [
+        (44, same_true, None, None, {"unchanged": True}),
+        (45, same_lies, "PAGE_SAME for page at offset 0 of pc.ram in epoch 1 refused: the page was last delivered "
+                        "with other bytes", None, {"unchanged": True}),
+        (46, same_true, "destination was not told that the source's unchanged filter is on", None, None),
+    ]
     with Fabric(build, "af_packet-veth") as f:
-        for sid, packets, expect, qemu_gets in cases:
+        for sid, packets, expect, qemu_gets, *policy in cases:
             qemu = FakeQemu(str(f.workdir / f"q{sid}.sock"))
-            f.dst_daemon.ctl.execute("session-prepare", session=sid, **{"qemu-uri": f"unix:{f.workdir}/q{sid}.sock"})
+            prep = {"qemu-uri": f"unix:{f.workdir}/q{sid}.sock"}
+            if policy and policy[0]:
+                prep["pages"] = policy[0]
+            f.dst_daemon.ctl.execute("session-prepare", session=sid, **prep)
             raw = [frame(f.dst.mac, f.src.mac, "10.77.1.1", "10.77.1.2", 7470,
                          mmp(sid, payload, stream=stream, seq=seq, msg=seq)) for stream, seq, payload in packets]
             code = ("import socket,sys,pickle,time\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
@@ -617,16 +672,44 @@ def case_lying_pages(build: Path) -> None:
                     "for fr in pickle.loads(sys.stdin.buffer.read()):\n s.send(fr)\n time.sleep(0.2)\n")
             subprocess.run(["ip", "netns", "exec", f.src.netns, sys.executable, "-c", code],
                            input=pickle.dumps(raw), check=True, timeout=30)
+            if expect is None:
+                # A true PAGE_SAME: checked, counted, nothing fails.
+                time.sleep(1.0)
+                s = f.dst_daemon.session(sid)
+                c = s["counters"]
+                check(s["state"] not in ("failed", "cancelled") and c["pages_unchanged"] == 1
+                      and c["pages_unchanged_refused"] == 0,
+                      f"session {sid}: a true PAGE_SAME passes its check: {s['state']}, unchanged "
+                      f"{c['pages_unchanged']}, refused {c['pages_unchanged_refused']} {s.get('error', '')}")
+                f.dst_daemon.ctl.execute("session-cancel", session=sid)
+                qemu.close()
+                continue
             s = f.dst_daemon.wait_session(sid, 15)
             time.sleep(0.3)
             got = [bytes(b) for b in qemu.data]
+            if qemu_gets is None:
+                # The page and the SYNC were delivered before the lie; the
+                # lying message (all pages unchanged: an empty packet) adds
+                # nothing, then the release.
+                pkt_len = len(release)
+                check(len(got) == 2 and got[0] == qevm and got[1].startswith(multifd_init)
+                      and len(got[1]) == len(multifd_init) + 2 * pkt_len + 4096 + pkt_len
+                      and got[1][len(multifd_init):len(multifd_init) + 32] == got_raw0
+                      and got[1][len(multifd_init) + pkt_len + 4096:][:32] == got_sync
+                      and got[1][-pkt_len:][:32] == got_release,
+                      f"session {sid}: QEMU got the page, the SYNC and the release, nothing else: "
+                      f"{[len(b) for b in got]} bytes per channel")
+                check(s["counters"]["pages_unchanged_refused"] == 1,
+                      f"session {sid}: the refusal is counted ({s['counters']['pages_unchanged_refused']})")
+
             check(s["state"] == "failed" and expect in s.get("error", ""),
                   f"session {sid}: {s['state']}: {s.get('error')}")
-            check(got == qemu_gets, f"session {sid}: QEMU got {[len(b) for b in got]} bytes per channel, "
-                                   f"expected {[len(b) for b in qemu_gets]} (nothing of the lie)")
+            if qemu_gets is not None:
+                check(got == qemu_gets, f"session {sid}: QEMU got {[len(b) for b in got]} bytes per channel, "
+                                       f"expected {[len(b) for b in qemu_gets]} (nothing of the lie)")
             released = s["counters"].get("released_channels")
-            check(released == len(qemu_gets) - 1, f"session {sid}: {released} multifd channel(s) ended with "
-                                                  f"an empty SYNC, expected {len(qemu_gets) - 1}")
+            check(released == len(got) - 1, f"session {sid}: {released} multifd channel(s) ended with "
+                                                  f"an empty SYNC, expected {len(got) - 1}")
             qemu.close()
 
 
