@@ -146,9 +146,12 @@ Packet make_packet(size_t n, uint32_t seed) {
   return p;
 }
 
-Bytes encode(pages::PageEncoder& enc, const Packet& p, uint64_t num) {
+// Packet `num` of epoch `epoch` with QEMU's `flags`; may_skip and channels
+// as the session's filter gate gives them (PageEncoder::encode).
+Bytes encode_at(pages::PageEncoder& enc, const Packet& p, uint64_t num, uint32_t flags, uint32_t epoch,
+                bool may_skip, uint8_t channels) {
   pages::PacketView v;
-  v.flags = num % 3 == 0 ? 1 : 0;
+  v.flags = flags;
   v.pages_alloc = 128;
   v.packet_num = num;
   v.ramblock = "pc.ram";
@@ -156,9 +159,14 @@ Bytes encode(pages::PageEncoder& enc, const Packet& p, uint64_t num) {
   v.pages = p.pages.data();
   Bytes m(pages::PageEncoder::max_message(p.offsets.size()));
   wire::RecordWriter w(m);
-  enc.encode(v, 0, false, w);
+  enc.encode(v, epoch, may_skip, w, channels);
   m.resize(w.size());
   return m;
+}
+
+// Every third packet has QEMU's SYNC flag; no filter.
+Bytes encode(pages::PageEncoder& enc, const Packet& p, uint64_t num) {
+  return encode_at(enc, p, num, num % 3 == 0 ? 1 : 0, 0, false, 0);
 }
 
 void page_seeds() {
@@ -212,25 +220,11 @@ void page_seeds() {
     pol.dedupe = false;
     pages::UnchangedFilter filter;
     pages::PageEncoder enc(pol, nullptr, &filter);
-    auto at = [&](const Packet& pk, uint32_t flags, uint32_t epoch, uint64_t num) {
-      pages::PacketView v;
-      v.flags = flags;
-      v.pages_alloc = 128;
-      v.packet_num = num;
-      v.ramblock = "pc.ram";
-      v.offsets = pk.offsets;
-      v.pages = pk.pages.data();
-      Bytes m(pages::PageEncoder::max_message(pk.offsets.size()));
-      wire::RecordWriter w(m);
-      enc.encode(v, epoch, true, w, 1);
-      m.resize(w.size());
-      return m;
-    };
     const Packet p = make_packet(8, 4);
     Bytes stream = {3};
-    piece(stream, at(p, 0, 0, 1));
-    piece(stream, at(Packet{}, 1, 0, 2));  // QEMU's SYNC: epoch 1 from here
-    const Bytes same = at(p, 0, 1, 3);
+    piece(stream, encode_at(enc, p, 1, 0, 0, true, 1));
+    piece(stream, encode_at(enc, Packet{}, 2, 1, 0, true, 1));  // QEMU's SYNC: epoch 1 from here
+    const Bytes same = encode_at(enc, p, 3, 0, 1, true, 1);
     piece(stream, same);
     write("fuzz_page_decoder", "same-checked", stream);
     Bytes one = {0x37};

@@ -70,6 +70,10 @@ struct Pair {
     enc.encode(p.view(), epoch, may_skip, w);
     return {msg.data(), w.size()};
   }
+  // The decoder checks PAGE_SAME records against what it delivered (a
+  // destination told that the source's filter is on).
+  DeliveredTable delivered;
+  void check_same() { dec.set_delivered(&delivered); }
   // An empty SYNC packet of `epoch` through both ends: the decoder's epoch
   // (its SYNC count) follows the encoder's.
   void sync(uint32_t epoch) {
@@ -148,8 +152,7 @@ TEST(PagePipeline, UnchangedPagesAreOmittedOnlyInALaterEpochWithTheGateOpen) {
   PagePolicy pol;
   pol.unchanged = true;
   Pair pair(pol);
-  DeliveredTable delivered;
-  pair.dec.set_delivered(&delivered);
+  pair.check_same();
   Packet p = packet_of(PageKind::text, 0);
   DecodedPacket d;
   pair.sync(0);
@@ -180,8 +183,7 @@ TEST(PagePipeline, ASameRecordIsCheckedAgainstWhatTheDestinationDelivered) {
   pol.unchanged = true;
   pol.dedupe = false;
   Pair pair(pol);
-  DeliveredTable delivered;
-  pair.dec.set_delivered(&delivered);
+  pair.check_same();
   Packet p = packet_of(PageKind::text, 0);
   DecodedPacket d;
   pair.sync(0);
@@ -210,7 +212,7 @@ TEST(PagePipeline, ASameRecordIsCheckedAgainstWhatTheDestinationDelivered) {
   why = blind.decode(good, d);
   EXPECT_NE(why.find("not told that the source's unchanged filter is on"), std::string::npos) << why;
   EXPECT_EQ(blind.stats().unchanged_refused, 1u);
-  delivered.distrust("the main channel went opaque");
+  pair.delivered.distrust("the main channel went opaque");
   why = pair.dec.decode(good, d);
   EXPECT_NE(why.find("refused: the main channel went opaque"), std::string::npos) << why;
 }
