@@ -245,9 +245,14 @@ def check_store(f: Fabric, a, s_src: dict, s_dst: dict, dump: str = "src-vm.ram"
     ram_pages = a.ram * 256
     for d, s in ((f.src_daemon, s_src), (f.dst_daemon, s_dst)):
         st = {}
-        for _ in range(20):  # merged on the control thread's next tick after the release
+        # Merged on the control thread's next tick after the session's
+        # release (its linger over): until then a second hop's host still
+        # lists its earlier image of the VM, so wait until no capture is
+        # pending or being merged, not just for an image to be listed.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             st = d.ctl.execute("query-store")
-            if any(i["vm"] == a.vm for i in st["images"]):
+            if st["capturing"] == 0 and any(i["vm"] == a.vm for i in st["images"]):
                 break
             time.sleep(0.25)
         img = next((i for i in st["images"] if i["vm"] == a.vm), None)
