@@ -102,12 +102,20 @@ void make_honest(std::vector<uint8_t>& m, Codecs& c, std::unique_ptr<DedupeDicti
 // A peer may ask for a dictionary of up to kMaxDedupeSlots pages (1 GiB);
 // allocating that on every input would make the fuzzer crawl, so larger
 // sizes are folded into 1..4096 (the decoder's code is the same for all).
+// Page offsets are folded too (see below); the table's bound itself is
+// tested in tests/unit/pages_test.cpp.
 void fold_dictionary(std::vector<uint8_t>& m) {
   wire::RecordReader r(m);
   wire::Record rec;
   for (size_t at = 0; r.next(rec) == wire::RecordError::ok; at = r.offset()) {
     if (rec.type == wire::RecordType::multifd_begin && rec.begin.dict_slots > 4096) {
       wire::put_be32(m.data() + at + 17, 1 + rec.begin.dict_slots % 4096);
+    }
+    // Likewise the table of deliveries grows to the largest page offset
+    // seen (up to 1 GiB, DeliveredTable::kMaxPages): offsets are folded
+    // into the first 64 MiB (page-aligned ones stay page-aligned).
+    if (wire::is_page_record(rec.type) && rec.page >= (uint64_t(64) << 20)) {
+      wire::put_be64(m.data() + at + 1, rec.page % (uint64_t(64) << 20));
     }
   }
 }
