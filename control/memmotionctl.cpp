@@ -492,7 +492,7 @@ int main(int argc, char** argv) {
     sub->add_flag("--no-zero", no_zero, "send zero pages like any other");
     sub->add_flag("--unchanged", unchanged,
                   "do not resend pages whose bytes did not change (PAGE_SAME with the page's hash, which the "
-                  "destination checks; off by default until the whole perf matrix has passed with it)");
+                  "destination checks; off by default: with it a session keeps its streams on one worker)");
     sub->add_flag("--no-unchanged", no_unchanged, "resend pages whose bytes did not change (the default)");
     sub->add_flag("--no-dedupe", no_dedupe, "no dedupe dictionary");
     sub->add_flag("--no-delta", no_delta, "no PAGE_DELTA (pages sent again go whole, not as their changes)");

@@ -39,7 +39,8 @@ struct PagePolicy {
   bool zero = true;                  // zero pages as PAGE_ZERO
   // Unchanged re-sends as PAGE_SAME, with the page's hash, which the
   // destination checks against what it last delivered (DeliveredTable.hpp).
-  // Off unless asked for, until the whole perf matrix has run with it on.
+  // Off unless asked for: with it on a session keeps its streams on one
+  // worker at each end (engine::spreads).
   bool unchanged = false;
   bool dedupe = true;                // repeats of a recent page as PAGE_REF
   uint32_t dedupe_slots = 16384;     // dictionary pages per stream (64 MiB)
