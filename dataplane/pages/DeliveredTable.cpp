@@ -1,19 +1,11 @@
 #include "dataplane/pages/DeliveredTable.hpp"
 
-#include <algorithm>
-
 namespace mm::pages {
 
-DeliveredTable::Block& DeliveredTable::block(std::string_view name) {
-  auto it = blocks_.find(name);
-  if (it == blocks_.end()) it = blocks_.emplace(std::string(name), std::make_unique<Block>()).first;
-  return *it->second;
-}
-
 void DeliveredTable::write(Block& b, uint64_t i, const Write& w) {
-  if (i >= kMaxPages) return;
-  if (i >= b.size()) b.resize(std::min<size_t>(std::max<size_t>(i + 1, b.size() * 2), kMaxPages));
-  Entry& e = b[i];
+  Entry* at = PageBlocks<Entry>::at(b, i);
+  if (!at) return;
+  Entry& e = *at;
   if (w.epoch > e.last.epoch) {
     e.earlier = e.last;
     e.last = w;
@@ -45,12 +37,6 @@ std::string DeliveredTable::check(const Block& b, uint64_t i, uint64_t hash, uin
   if (w.unknown) return "what the page holds since epoch " + std::to_string(w.epoch - 1) + " is not known here";
   if (w.hash != hash) return "the page was last delivered with other bytes";
   return {};
-}
-
-size_t DeliveredTable::tracked_pages() const {
-  size_t n = 0;
-  for (const auto& [name, b] : blocks_) n += b->size();
-  return n;
 }
 
 }  // namespace mm::pages

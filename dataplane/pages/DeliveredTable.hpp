@@ -24,11 +24,10 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
-#include <vector>
+
+#include "dataplane/pages/PageBlocks.hpp"
 
 namespace mm::pages {
 
@@ -43,15 +42,12 @@ class DeliveredTable {
     Write last;      // the last write in epoch order
     Write earlier;   // the last write of an epoch before last's
   };
-  // Pages beyond this index (128 GiB of 4 KiB pages) are never tracked; a
-  // SAME for one is refused. It bounds what a peer's page offsets can make
-  // this table hold (32 bytes a page: 1 GiB), as the source's filter,
-  // which tracks no further (UnchangedFilter::kMaxPages), never sends one.
-  static constexpr uint64_t kMaxPages = uint64_t(1) << 25;
-  using Block = std::vector<Entry>;
+  // Pages beyond this index are never tracked; a SAME for one is refused
+  // (the source's filter, which tracks no further, never sends one).
+  static constexpr uint64_t kMaxPages = kMaxTrackedPages;
+  using Block = PageBlocks<Entry>::Block;
 
-  // Looked up once per packet; created on first use.
-  Block& block(std::string_view name);
+  Block& block(std::string_view name) { return blocks_.block(name); }
   // This daemon wrote the page with these bytes to QEMU in `epoch`.
   static void delivered(Block& b, uint64_t page_index, uint64_t hash, uint32_t epoch);
   // ... with bytes it did not see (a raw page on the main channel).
@@ -66,16 +62,12 @@ class DeliveredTable {
     if (distrust_.empty()) distrust_ = std::move(why);
   }
   const std::string& distrusted() const { return distrust_; }
-  size_t tracked_pages() const;
+  size_t tracked_pages() const { return blocks_.tracked_pages(); }
   size_t bytes() const { return tracked_pages() * sizeof(Entry); }
 
  private:
   static void write(Block& b, uint64_t page_index, const Write& w);
-  struct NameHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-  };
-  std::unordered_map<std::string, std::unique_ptr<Block>, NameHash, std::equal_to<>> blocks_;
+  PageBlocks<Entry> blocks_;
   std::string distrust_;
 };
 

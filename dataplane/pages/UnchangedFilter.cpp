@@ -4,20 +4,6 @@
 
 namespace mm::pages {
 
-namespace {
-UnchangedFilter::Entry* entry(UnchangedFilter::Block& b, uint64_t i) {
-  if (i >= UnchangedFilter::kMaxPages) return nullptr;
-  if (i >= b.size()) b.resize(std::min<size_t>(std::max<size_t>(i + 1, b.size() * 2), UnchangedFilter::kMaxPages));
-  return &b[i];
-}
-}  // namespace
-
-UnchangedFilter::Block& UnchangedFilter::block(std::string_view name) {
-  auto it = blocks_.find(name);
-  if (it == blocks_.end()) it = blocks_.emplace(std::string(name), std::make_unique<Block>()).first;
-  return *it->second;
-}
-
 bool UnchangedFilter::can_skip(const Block& b, uint64_t i, const PageHash& h, uint32_t epoch) {
   if (i >= b.size()) return false;
   const Entry& e = b[i];
@@ -30,7 +16,7 @@ bool UnchangedFilter::can_skip(const Block& b, uint64_t i, const PageHash& h, ui
 }
 
 bool UnchangedFilter::sent(Block& b, uint64_t i, const PageHash& h, uint32_t epoch) {
-  Entry* e = entry(b, i);
+  Entry* e = PageBlocks<Entry>::at(b, i);
   if (!e) return false;
   const bool conflict = e->sent == epoch + 1 && !(e->hash == h);
   if (conflict) {
@@ -49,14 +35,8 @@ bool UnchangedFilter::sent(Block& b, uint64_t i, const PageHash& h, uint32_t epo
 }
 
 void UnchangedFilter::written_elsewhere(std::string_view name, uint64_t i, uint32_t epoch) {
-  Entry* e = entry(block(name), i);
+  Entry* e = PageBlocks<Entry>::at(block(name), i);
   if (e) e->other = std::max(e->other, epoch + 1);
-}
-
-size_t UnchangedFilter::tracked_pages() const {
-  size_t n = 0;
-  for (const auto& [name, b] : blocks_) n += b->size();
-  return n;
 }
 
 }  // namespace mm::pages

@@ -22,13 +22,10 @@
 
 #include <cstdint>
 #include <functional>
-#include <memory>
-#include <string>
 #include <string_view>
-#include <unordered_map>
-#include <vector>
 
 #include "dataplane/pages/Page.hpp"
+#include "dataplane/pages/PageBlocks.hpp"
 
 namespace mm::pages {
 
@@ -39,13 +36,12 @@ class UnchangedFilter {
     uint32_t sent = 0;   // 1 + epoch of the last send; 0: never sent
     uint32_t other = 0;  // 1 + latest epoch of another write; 0: none
   };
-  // Pages beyond this index (128 GiB of 4 KiB pages) are never tracked,
-  // so never skipped: the destination checks no further
-  // (DeliveredTable::kMaxPages).
-  static constexpr uint64_t kMaxPages = uint64_t(1) << 25;
-  using Block = std::vector<Entry>;
+  // Pages beyond this index are never tracked, so never skipped: the
+  // destination checks no further (PageBlocks.hpp).
+  static constexpr uint64_t kMaxPages = kMaxTrackedPages;
+  using Block = PageBlocks<Entry>::Block;
 
-  Block& block(std::string_view name);
+  Block& block(std::string_view name) { return blocks_.block(name); }
   // True when the page was last sent with this very hash in an epoch before
   // `epoch` and nothing else wrote it since.
   static bool can_skip(const Block& b, uint64_t page_index, const PageHash& h, uint32_t epoch);
@@ -56,16 +52,10 @@ class UnchangedFilter {
   static bool sent(Block& b, uint64_t page_index, const PageHash& h, uint32_t epoch);
   // Something other than a multifd page wrote the page in `epoch`.
   void written_elsewhere(std::string_view block, uint64_t page_index, uint32_t epoch);
-  size_t tracked_pages() const;
+  size_t tracked_pages() const { return blocks_.tracked_pages(); }
 
  private:
-  // Looked up by string_view once per packet and per main-channel record:
-  // a transparent hash spares building a std::string each time.
-  struct NameHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-  };
-  std::unordered_map<std::string, std::unique_ptr<Block>, NameHash, std::equal_to<>> blocks_;
+  PageBlocks<Entry> blocks_;
 };
 
 }  // namespace mm::pages
