@@ -480,11 +480,9 @@ int main(int argc, char** argv) {
   migrate->add_flag("--copy-storage-all", lv.req.copy_storage, "refused: disks go over libvirt's own NBD connections")
       ->needs("--libvirt");
   migrate->add_flag("--copy-storage-inc", copy_storage_inc, "refused, as --copy-storage-all")->needs("--libvirt");
-  // prepare takes the page flags too: the source's policy, so that a
-  // destination set up directly checks PAGE_SAME records (--unchanged).
-  for (CLI::App* sub : {prepare}) {
-    sub->add_flag("--unchanged", unchanged, "the source's unchanged filter is on: check its PAGE_SAME records");
-  }
+  // prepare takes the source's policy too, so that a destination set up
+  // directly checks PAGE_SAME records.
+  prepare->add_flag("--unchanged", unchanged, "the source's unchanged filter is on: check its PAGE_SAME records");
   for (CLI::App* sub : {start, migrate}) {
     sub->add_option("--vm", vm, "the VM's identity for the page store (default for migrate --src-qmp: QEMU's UUID)");
     sub->add_option("--codec", codec, "page codec: auto (default: LZ4 where the CPU is the limit, zstd where the link is), lz4, zstd, deflate (compressdev), none")

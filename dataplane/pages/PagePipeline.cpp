@@ -110,7 +110,7 @@ uint64_t PageEncoder::block_key(std::string_view name) {
 }
 
 size_t PageEncoder::max_message(size_t n_pages) {
-  return 23 + wire::kMaxRamblockName + n_pages * wire::kPageRawRecordSize + wire::kMultifdEndRecordSize;
+  return wire::kMultifdBeginHead + wire::kMaxRamblockName + n_pages * wire::kPageRawRecordSize + wire::kMultifdEndRecordSize;
 }
 
 void PageEncoder::encode(const PacketView& p, uint32_t epoch, bool may_skip, wire::RecordWriter& w,

@@ -97,7 +97,7 @@ bool RecordWriter::put_fin() {
 bool RecordWriter::put_multifd_begin(const MultifdBegin& b) {
   const size_t n = b.ramblock.size();
   if (n > kMaxRamblockName) return false;
-  uint8_t h[23];
+  uint8_t h[kMultifdBeginHead];
   h[0] = uint8_t(RecordType::multifd_begin);
   put_be32(h + 1, b.flags);
   put_be32(h + 5, b.pages_alloc);
@@ -215,18 +215,18 @@ RecordError RecordReader::next(Record& r) {
       pos_ += 1;
       return RecordError::ok;
     case RecordType::multifd_begin: {
-      if (left < 23) return RecordError::truncated;
-      const size_t n = p[22];
-      if (left < 23 + n) return RecordError::truncated;
+      if (left < kMultifdBeginHead) return RecordError::truncated;
+      const size_t n = p[kMultifdBeginHead - 1];
+      if (left < kMultifdBeginHead + n) return RecordError::truncated;
       r.type = RecordType::multifd_begin;
       r.begin.flags = get_be32(p + 1);
       r.begin.pages_alloc = get_be32(p + 5);
       r.begin.packet_num = get_be64(p + 9);
       r.begin.dict_slots = get_be32(p + 17);
       r.begin.channels = p[21];
-      r.begin.ramblock = {reinterpret_cast<const char*>(p + 23), n};
+      r.begin.ramblock = {reinterpret_cast<const char*>(p + kMultifdBeginHead), n};
       r.body = {};
-      pos_ += 23 + n;
+      pos_ += kMultifdBeginHead + n;
       return RecordError::ok;
     }
     case RecordType::multifd_end:

@@ -40,6 +40,9 @@ inline constexpr size_t kPageRawRecordSize = 1 + 8 + 8 + kRecordPageSize;
 inline constexpr size_t kPageRefRecordSize = 1 + 8 + 8 + 4;
 inline constexpr size_t kPageCompressedOverhead = 1 + 8 + 8 + 2;
 inline constexpr size_t kMultifdEndRecordSize = 1 + 4 + 8;
+// MULTIFD_BEGIN before its RAM block name: code + flags:4 pages_alloc:4
+// packet_num:8 dict_slots:4 channels:1 namelen:1.
+inline constexpr size_t kMultifdBeginHead = 1 + 4 + 4 + 8 + 4 + 1 + 1;
 inline constexpr size_t kFinRecordSize = 1;
 // PAGE_STORED: code + page:8 + hash:8 (low 64 bits) + hash_hi:8.
 inline constexpr size_t kPageStoredRecordSize = 1 + 8 + 8 + 8;
