@@ -480,9 +480,13 @@ int main(int argc, char** argv) {
   migrate->add_flag("--copy-storage-all", lv.req.copy_storage, "refused: disks go over libvirt's own NBD connections")
       ->needs("--libvirt");
   migrate->add_flag("--copy-storage-inc", copy_storage_inc, "refused, as --copy-storage-all")->needs("--libvirt");
-  // prepare takes the source's policy too, so that a destination set up
-  // directly checks PAGE_SAME records.
-  prepare->add_flag("--unchanged", unchanged, "the source's unchanged filter is on: check its PAGE_SAME records");
+  // prepare takes the source's policy too: a destination set up directly
+  // checks PAGE_SAME records unless told the source's filter is off.
+  prepare->add_flag("--unchanged", unchanged,
+                    "the source's unchanged filter is on: check its PAGE_SAME records (the default)");
+  prepare->add_flag("--no-unchanged", no_unchanged,
+                    "the source's unchanged filter is off: refuse PAGE_SAME records, and let the session's "
+                    "streams spread over this daemon's workers");
   for (CLI::App* sub : {start, migrate}) {
     sub->add_option("--vm", vm, "the VM's identity for the page store (default for migrate --src-qmp: QEMU's UUID)");
     sub->add_option("--codec", codec, "page codec: auto (default: LZ4 where the CPU is the limit, zstd where the link is), lz4, zstd, deflate (compressdev), none")
@@ -490,8 +494,10 @@ int main(int argc, char** argv) {
     sub->add_flag("--no-zero", no_zero, "send zero pages like any other");
     sub->add_flag("--unchanged", unchanged,
                   "do not resend pages whose bytes did not change (PAGE_SAME with the page's hash, which the "
-                  "destination checks; off by default: with it a session keeps its streams on one worker)");
-    sub->add_flag("--no-unchanged", no_unchanged, "resend pages whose bytes did not change (the default)");
+                  "destination checks; the default: with it a session keeps its streams on one worker)");
+    sub->add_flag("--no-unchanged", no_unchanged,
+                  "resend pages whose bytes did not change, and let the session's streams spread over the "
+                  "daemons' workers");
     sub->add_flag("--no-dedupe", no_dedupe, "no dedupe dictionary");
     sub->add_flag("--no-delta", no_delta, "no PAGE_DELTA (pages sent again go whole, not as their changes)");
   }

@@ -39,9 +39,11 @@ struct PagePolicy {
   bool zero = true;                  // zero pages as PAGE_ZERO
   // Unchanged re-sends as PAGE_SAME, with the page's hash, which the
   // destination checks against what it last delivered (DeliveredTable.hpp).
-  // Off unless asked for: with it on a session keeps its streams on one
-  // worker at each end (engine::spreads).
-  bool unchanged = false;
+  // On by default (the whole perf matrix passed with it checked: see
+  // perf/results/20261202-same-checked). The price: a session with it on
+  // keeps its streams on one worker at each end (engine::spreads), since the
+  // source's filter and the destination's table each have one owner.
+  bool unchanged = true;
   bool dedupe = true;                // repeats of a recent page as PAGE_REF
   uint32_t dedupe_slots = 16384;     // dictionary pages per stream (64 MiB)
   // A page sent again on the stream while its last version is still in the

@@ -99,11 +99,20 @@ TEST(ControlRequest, SessionArgumentsBecomeSessionParams) {
               session_params_from_args(false, {{"session", 1.5}, {"qemu-uri", "unix:/q"}}, 7470, 1);
             }).find("must be an integer"),
             std::string::npos);
-  // A destination is told the source's page policy (its unchanged filter).
+  // A destination is told the source's page policy (its unchanged filter):
+  // on by default, so a session prepared without it checks PAGE_SAME and
+  // is not spread; told the filter is off, it may spread.
   const auto d = session_params_from_args(
       false, {{"session", 4u}, {"qemu-uri", "unix:/q"}, {"pages", {{"unchanged", true}}}}, 7470, 1);
   EXPECT_TRUE(d.pages.unchanged);
   EXPECT_FALSE(mm::engine::spreads(d));
+  const auto dflt = session_params_from_args(false, {{"session", 5u}, {"qemu-uri", "unix:/q"}}, 7470, 1);
+  EXPECT_TRUE(dflt.pages.unchanged);
+  EXPECT_FALSE(mm::engine::spreads(dflt));
+  const auto off = session_params_from_args(
+      false, {{"session", 6u}, {"qemu-uri", "unix:/q"}, {"pages", {{"unchanged", false}}}}, 7470, 1);
+  EXPECT_FALSE(off.pages.unchanged);
+  EXPECT_TRUE(mm::engine::spreads(off));
 }
 
 TEST(ControlRequest, PeerOfferIsCheckedMemberByMember) {

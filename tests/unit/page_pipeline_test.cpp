@@ -136,16 +136,34 @@ TEST(PagePipeline, EveryPolicyAndCorpusRoundTripsExactly) {
   }
 }
 
-TEST(PagePipeline, UnchangedFilterIsOffUnlessAskedFor) {
-  PagePolicy pol;
-  EXPECT_FALSE(pol.unchanged);
-  Pair pair(pol);
+TEST(PagePipeline, UnchangedFilterIsOnByDefaultAndCheckedOrOffWhenAsked) {
   Packet p = packet_of(PageKind::text, 0);
-  DecodedPacket d;
-  ASSERT_EQ(pair.dec.decode(pair.encode(p, 1), d), "");
-  ASSERT_EQ(pair.dec.decode(pair.encode(p, 2), d), "");
-  expect_pages(d, p, all());
-  EXPECT_EQ(pair.enc.stats().unchanged + pair.enc.stats().unchanged_held, 0u);
+  {
+    // The default: a page resent unchanged in a later epoch goes as a
+    // PAGE_SAME, which a destination that keeps a table checks.
+    PagePolicy pol;
+    EXPECT_TRUE(pol.unchanged);
+    Pair pair(pol);
+    pair.check_same();
+    DecodedPacket d;
+    ASSERT_EQ(pair.dec.decode(pair.encode(p, 0), d), "");
+    pair.sync(0);
+    ASSERT_EQ(pair.dec.decode(pair.encode(p, 1), d), "");
+    EXPECT_EQ(pair.enc.stats().unchanged, 128u);
+    EXPECT_EQ(pair.dec.stats().unchanged, 128u);
+    EXPECT_EQ(pair.dec.stats().unchanged_refused, 0u);
+    EXPECT_TRUE(d.offsets.empty());  // the rebuilt packet omits them
+  }
+  {
+    PagePolicy pol;
+    pol.unchanged = false;
+    Pair pair(pol);
+    DecodedPacket d;
+    ASSERT_EQ(pair.dec.decode(pair.encode(p, 1), d), "");
+    ASSERT_EQ(pair.dec.decode(pair.encode(p, 2), d), "");
+    expect_pages(d, p, all());
+    EXPECT_EQ(pair.enc.stats().unchanged + pair.enc.stats().unchanged_held, 0u);
+  }
 }
 
 TEST(PagePipeline, UnchangedPagesAreOmittedOnlyInALaterEpochWithTheGateOpen) {

@@ -33,7 +33,7 @@ MODES: dict[str, Mode] = {m.name: m for m in [
     *[Mode(f"mm-{c}-nodelta", True, multifd=4,
            pages={"codec": c, "zero": True, "unchanged": True, "dedupe": True, "delta": False})
       for c in MM_CODECS],
-    # The same with the unchanged filter off (the daemon's default): what
+    # The same with the unchanged filter off (it is on by default): what
     # PAGE_SAME and the destination's epoch gate for checking it carry and
     # cost, in the same run (issue 12). Not in the default set.
     *[Mode(f"mm-{c}-nosame", True, multifd=4,

@@ -343,10 +343,8 @@ How to read this (and what it does not say):
   then spends about 1 s in setup on a SYN retransmission.
 - Same `downtime-limit` (300 ms) everywhere; multifd modes use 4 channels;
   the mm modes run QEMU multifd 4 into the source daemon, with zero pages,
-  dedupe and the unchanged-page filter on. The unchanged filter is off by
-  default in memmotiond (experimental): its pages carry no bytes, so the
-  destination cannot check them, and it was on in the runs that failed the
-  RAM check below (if any).
+  dedupe and the unchanged-page filter on (memmotiond's defaults); each
+  PAGE_SAME carries the page's hash, which the destination checks.
 - Both "hosts" are network namespaces on one machine, the VMs run under
   TCG, and QEMUs, daemons and guests share the machine's cores: absolute
   figures are this machine's; the ratios are the point.
