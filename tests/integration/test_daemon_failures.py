@@ -15,8 +15,8 @@
              duplicates (then as late), nothing reaches QEMU twice
   lying_pages  page records that lie (a page failing its hash, pages on the
              main channel, a PAGE_SAME whose hash is not that of the page's
-             last delivery, or one to a destination not told of the
-             unchanged filter): the session fails naming it, QEMU gets none
+             last delivery, or one to a destination told the unchanged
+             filter is off): the session fails naming it, QEMU gets none
              of it; a true PAGE_SAME passes
   encrypted  a session negotiated over the peer channel (AES-256-GCM, the
              default): no plaintext on the wire; captured frames replayed are
@@ -656,13 +656,14 @@ def case_lying_pages(build: Path) -> None:
         (44, same_true, None, None, {"unchanged": True}),
         (45, same_lies, "PAGE_SAME for page at offset 0 of pc.ram in epoch 1 refused: the page was last delivered "
                         "with other bytes", None, {"unchanged": True}),
-        (46, same_true, "destination was not told that the source's unchanged filter is on", None, None),
+        # (the filter is on by default: this destination is told it is off)
+        (46, same_true, "destination was not told that the source's unchanged filter is on", None, {"unchanged": False}),
     ]
     with Fabric(build, "af_packet-veth") as f:
         for sid, packets, expect, qemu_gets, *policy in cases:
             qemu = FakeQemu(str(f.workdir / f"q{sid}.sock"))
             prep = {"qemu-uri": f"unix:{f.workdir}/q{sid}.sock"}
-            if policy and policy[0]:
+            if policy and policy[0] is not None:
                 prep["pages"] = policy[0]
             f.dst_daemon.ctl.execute("session-prepare", session=sid, **prep)
             raw = [frame(f.dst.mac, f.src.mac, "10.77.1.1", "10.77.1.2", 7470,
