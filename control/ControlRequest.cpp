@@ -73,6 +73,13 @@ double double_arg_or(const json& args, const char* name, double max, double dflt
   return v.get<double>();
 }
 
+bool bool_arg_or(const json& args, const char* name, bool dflt) {
+  if (!args.contains(name)) return dflt;
+  const json& v = args[name];
+  if (!v.is_boolean()) throw CommandError("InvalidParameter", std::string("argument '") + name + "' must be true or false");
+  return v.get<bool>();
+}
+
 std::string string_arg(const json& args, const char* name) {
   const json& v = arg(args, name);
   if (!v.is_string())
@@ -107,11 +114,14 @@ engine::SessionParams session_params_from_args(bool source, const json& args,
                                                uint16_t udp_base_port, uint16_t queues) {
   if (source) {
     no_other_args(args, {"session", "listen", "peer-ip", "peer-mac", "peer-udp-port", "peer-queues",
-                         "max-bandwidth", "pages", "vm"});
+                         "max-bandwidth", "pages", "vm", "postcopy-preempt"});
   } else {
     // pages: the source's policy (with its unchanged filter on, PAGE_SAME
     // records come and the destination checks them).
-    no_other_args(args, {"session", "qemu-uri", "peer-udp-port", "peer-queues", "max-bandwidth", "pages"});
+    // postcopy-preempt: both QEMUs have the capability (the destination
+    // opens the channel to its QEMU only when told).
+    no_other_args(args, {"session", "qemu-uri", "peer-udp-port", "peer-queues", "max-bandwidth", "pages",
+                         "postcopy-preempt"});
   }
   engine::SessionParams p;
   p.id = session_arg(args);
@@ -129,6 +139,7 @@ engine::SessionParams session_params_from_args(bool source, const json& args,
   p.max_bandwidth =
       args.contains("max-bandwidth") ? uint_arg(args, "max-bandwidth", uint64_t(1) << 50) : 0;
   if (args.contains("vm")) p.vm = vm_arg(args);
+  p.postcopy_preempt = bool_arg_or(args, "postcopy-preempt", false);
   try {
     if (args.contains("pages")) p.pages = page_policy_from_json(args["pages"]);
     if (source) {
@@ -202,6 +213,11 @@ SessionOffer parse_session_offer(const json& offer, bool have_compressdev, uint1
   if (auto it = offer.find("postcopy"); it != offer.end()) {
     if (!it->is_boolean()) throw PeerError("PeerError", "offer with a non-boolean 'postcopy'");
     o.postcopy = it->get<bool>();
+  }
+  if (auto it = offer.find("postcopy-preempt"); it != offer.end()) {
+    if (!it->is_boolean()) throw PeerError("PeerError", "offer with a non-boolean 'postcopy-preempt'");
+    o.postcopy_preempt = it->get<bool>();
+    if (o.postcopy_preempt && !o.postcopy) throw PeerError("PeerError", "offer with 'postcopy-preempt' but no 'postcopy'");
   }
   // Answers go to the source's workers that own the streams (base port +
   // wire::stream_queue).

@@ -47,6 +47,7 @@ const nlohmann::json& arg(const nlohmann::json& args, const char* name);
 uint64_t uint_arg(const nlohmann::json& args, const char* name, uint64_t max, uint64_t min = 0);
 uint64_t uint_arg_or(const nlohmann::json& args, const char* name, uint64_t max, uint64_t dflt);
 double double_arg_or(const nlohmann::json& args, const char* name, double max, double dflt);
+bool bool_arg_or(const nlohmann::json& args, const char* name, bool dflt);
 std::string string_arg(const nlohmann::json& args, const char* name);
 void no_other_args(const nlohmann::json& args, std::initializer_list<const char*> known);
 uint32_t session_arg(const nlohmann::json& args);
@@ -69,6 +70,7 @@ struct SessionOffer {
   std::string dst_incoming;  // else: the URI the manager gave it with -incoming
   uint64_t multifd_channels = 0;
   bool postcopy = false;
+  bool postcopy_preempt = false;  // QEMU's postcopy-preempt channel on stream 17
   uint16_t peer_udp_port = 0;  // the source's base UDP port for this session's answers
   uint16_t peer_queues = 1;    // ... and its queues (stream s: base + wire::stream_queue)
   std::string vm;              // the VM's identity, for this host's page store ("": none)

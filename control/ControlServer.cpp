@@ -458,6 +458,7 @@ json ControlServer::session_json(const engine::SessionInfo& info) {
   auto m = migrations_.find(info.id);
   if (m != migrations_.end()) {
     j["progress"] = m->second.progress;
+    if (!m->second.decision.empty()) j["postcopy-decision"] = m->second.decision;
     // The orchestrator knows phases the dataplane cannot see (negotiating,
     // postcopy) when it drives QEMU; the dataplane's completing and terminal
     // states win, and all of its states when a manager (libvirt) drives QEMU.
@@ -469,9 +470,38 @@ json ControlServer::session_json(const engine::SessionInfo& info) {
   return j;
 }
 
+std::string ControlServer::switchover_decision(Migration& m, const json& ram, uint64_t now) {
+  const double elapsed = double(now - m.started_ns) / 1e9;
+  if (elapsed >= m.switchover_after_s) {
+    if (m.switchover_after_s == 0) return "postcopy-first (switchover-after 0)";
+    char b[160];
+    std::snprintf(b, sizeof b, "precopy did not converge in %g s (switchover-after)", m.switchover_after_s);
+    return b;
+  }
+  // The watchdog judges each completed pass over RAM (a new dirty sync)
+  // after the first: the guest's dirty rate against what the link carried.
+  const uint64_t syncs = ram.value("dirty-sync-count", uint64_t(0));
+  if (syncs < 2 || syncs == m.watched_sync) return "";
+  m.watched_sync = syncs;
+  const double dirty = double(ram.value("dirty-pages-rate", uint64_t(0))) * 4096;  // bytes/s
+  const double link = ram.value("mbps", 0.0) * 1e6 / 8;                             // bytes/s
+  if (link > 0 && dirty >= kWatchdogShare * link) {
+    ++m.behind_passes;
+  } else {
+    m.behind_passes = 0;
+  }
+  if (m.behind_passes < kWatchdogPasses) return "";
+  char b[200];
+  std::snprintf(b, sizeof b,
+                "convergence watchdog: the guest dirtied %.1f MiB/s while the link carried %.1f MiB/s, for %u passes",
+                dirty / 1048576, link / 1048576, m.behind_passes);
+  return b;
+}
+
 json ControlServer::migrate(const json& args) {
   no_other_args(args, {"session", "peer", "src-qmp", "dst-qmp", "dst-incoming", "listen", "max-bandwidth",
-                       "downtime-limit", "postcopy-after", "multifd-channels", "pages", "encrypt", "vm"});
+                       "downtime-limit", "postcopy-after", "switchover-after", "postcopy-preempt", "multifd-channels",
+                       "pages", "encrypt", "vm"});
   const uint32_t id = session_arg(args);
   std::string vm = args.contains("vm") ? vm_arg(args) : "";
   const std::string peer = string_arg(args, "peer");
@@ -492,14 +522,31 @@ json ControlServer::migrate(const json& args) {
     throw CommandError("InvalidParameter", e.what());
   }
   const uint64_t downtime_ms = uint_arg_or(args, "downtime-limit", 600000, 300);
-  const double postcopy_after = double_arg_or(args, "postcopy-after", 86400, 0);
+  // Postcopy policy: switchover-after S switches to postcopy S seconds
+  // after the request at the latest (0: postcopy-first, as soon as QEMU is
+  // migrating), earlier when the convergence watchdog sees precopy cannot
+  // finish; postcopy-after S is the older form (0 there: never).
+  if (args.contains("switchover-after") && args.contains("postcopy-after")) {
+    throw CommandError("InvalidParameter", "give 'switchover-after' or 'postcopy-after', not both");
+  }
+  const bool has_switchover = args.contains("switchover-after");
+  const double switchover_after = has_switchover ? double_arg_or(args, "switchover-after", 86400, 0)
+                                                 : double_arg_or(args, "postcopy-after", 86400, 0);
+  const bool postcopy = has_switchover || switchover_after > 0;
+  // QEMU's postcopy-preempt channel (stream 17, ahead of the bulk): on by
+  // default when the daemons set both QEMUs' capabilities themselves.
+  const bool preempt =
+      bool_arg_or(args, "postcopy-preempt", postcopy && has_src_qmp && args.contains("dst-qmp"));
+  if (preempt && !postcopy) {
+    throw CommandError("InvalidParameter", "'postcopy-preempt' needs a postcopy policy (switchover-after)");
+  }
   // Multifd channels default to the dataplane's queues (each channel is a
   // stream of the session); off with a postcopy policy, which QEMU does not
   // combine with multifd.
   const uint64_t multifd = uint_arg_or(args, "multifd-channels", engine::Session::kMaxMultifdChannels,
-                                       postcopy_after > 0 ? 0 : engines_.size());
-  if (multifd > 0 && postcopy_after > 0) {
-    throw CommandError("InvalidParameter", "multifd-channels and postcopy-after cannot be combined (QEMU 7.2)");
+                                       postcopy ? 0 : engines_.size());
+  if (multifd > 0 && postcopy) {
+    throw CommandError("InvalidParameter", "multifd-channels and a postcopy policy cannot be combined (QEMU 7.2)");
   }
   if (!peer_client_tls_) {
     throw CommandError("AuthError", "this daemon has no pre-shared key (--key-file) or certificates (--x509-dir): "
@@ -540,11 +587,13 @@ json ControlServer::migrate(const json& args) {
     }
   }
 
-  m.postcopy_after_s = postcopy_after;
+  m.postcopy = postcopy;
+  m.switchover_after_s = switchover_after;
   broadcast_session({{"session", id}, {"role", "source"}, {"state", "negotiating"}});
 
   json offer = {{"session", id},
-                {"postcopy", postcopy_after > 0},
+                {"postcopy", postcopy},
+                {"postcopy-preempt", preempt},
                 {"multifd-channels", multifd},
                 {"pages", to_json(policy)},
                 {"encrypt", encrypt ? "required" : "off"},
@@ -577,6 +626,7 @@ json ControlServer::migrate(const json& args) {
   p.qemu_uri = listen;
   p.max_bandwidth = max_bw;
   p.pages = policy;
+  p.postcopy_preempt = preempt;
   if (encrypt) {
     p.keys = derive_session_keys(r.session_key, true);
     p.keys->engine = id_.cipher;
@@ -595,8 +645,8 @@ json ControlServer::migrate(const json& args) {
   m.phase = "prepared";
   if (has_src_qmp) {
     try {
-      m.qmp->set_capabilities({{"return-path", true}, {"events", true}, {"postcopy-ram", postcopy_after > 0},
-                               {"multifd", multifd > 0}});
+      m.qmp->set_capabilities({{"return-path", true}, {"events", true}, {"postcopy-ram", postcopy},
+                               {"postcopy-preempt", preempt}, {"multifd", multifd > 0}});
       // Lift QEMU's own cap (128 MiB/s by default): the fabric paces.
       json params = {{"max-bandwidth", int64_t(1) << 40}, {"downtime-limit", downtime_ms}};
       if (multifd) params["multifd-channels"] = multifd;
@@ -637,8 +687,8 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
       uri = "unix:" + id_.run_dir + "/" + id_.name + "-" + std::to_string(id) + "-in.sock";
       qmp = std::make_unique<QmpClient>(o.dst_qmp);
       const uint64_t multifd = o.multifd_channels;
-      qmp->set_capabilities({{"return-path", true}, {"events", true},
-                             {"postcopy-ram", o.postcopy}, {"multifd", multifd > 0}});
+      qmp->set_capabilities({{"return-path", true}, {"events", true}, {"postcopy-ram", o.postcopy},
+                             {"postcopy-preempt", o.postcopy_preempt}, {"multifd", multifd > 0}});
       if (multifd) qmp->execute("migrate-set-parameters", {{"multifd-channels", multifd}});
     } else {
       uri = o.dst_incoming;
@@ -650,6 +700,7 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     // The source's page policy: with its unchanged filter on, PAGE_SAME
     // records come and this session checks them (one owner: not spread).
     p.pages = o.pages;
+    p.postcopy_preempt = o.postcopy_preempt;
     if (id_.encrypt) {
       p.keys = derive_session_keys(session_key, false);
       p.keys->engine = id_.cipher;
@@ -675,6 +726,10 @@ json ControlServer::accept_offer(const json& offer, const Bytes& session_key) {
     }
     // QEMU listens only once the session exists, so the dataplane finds it.
     if (qmp) qmp->execute("migrate-incoming", {{"uri", uri}});
+    // Postcopy: the VM runs here as soon as QEMU can start it (at the
+    // switchover; `cont` on an incoming QEMU only arms its autostart), not
+    // when the manager gets round to it.
+    if (qmp && o.postcopy) qmp->execute("cont");
   } catch (const QmpError& e) {
     throw PeerError("QemuError", e.what());
   } catch (const std::invalid_argument& e) {
@@ -735,14 +790,19 @@ void ControlServer::tick() {
         on_worker(owner, [&owner, id = id, why] { owner.cancel_session(id, why); });  // clang 14: no binding captures
         m.done = true;
       }
-      // Postcopy by policy: precopy that has not converged by the deadline
-      // switches, so the VM runs at the destination at once.
-      if (status == "active" && m.postcopy_after_s > 0 && !m.postcopy_started &&
-          double(now - m.started_ns) / 1e9 >= m.postcopy_after_s) {
-        m.qmp->execute("migrate-start-postcopy");
-        m.postcopy_started = true;
-        std::cerr << "memmotiond[" << id_.name << "]: session " << id << ": precopy did not converge in "
-                  << m.postcopy_after_s << " s, switched to postcopy" << std::endl;
+      // Postcopy by policy: at the deadline (0: at once), or when the
+      // watchdog sees that precopy cannot converge; the VM then runs at the
+      // destination at once.
+      if ((status == "active" || status == "setup") && m.postcopy && !m.postcopy_started) {
+        std::string why = switchover_decision(m, ram, now);
+        if (!why.empty()) {
+          m.qmp->execute("migrate-start-postcopy");
+          m.postcopy_started = true;
+          m.decision = why;
+          std::cerr << "memmotiond[" << id_.name << "]: session " << id << ": switched to postcopy: " << why
+                    << std::endl;
+          broadcast_session({{"session", id}, {"role", "source"}, {"state", "postcopy"}, {"decision", why}});
+        }
       }
     } catch (const QmpError& e) {
       m.progress["qmp-error"] = e.what();
@@ -813,6 +873,13 @@ std::string ControlServer::metrics_text() {
       const std::string l = "session=\"" + std::to_string(info.id) + "\",role=\"" +
                             engine::to_string(info.role) + "\"";
       for (auto& [k, v] : j["counters"].items()) emit(out, "memmotion_session_" + k + "_total", l, v, typed);
+      if (j.contains("faults")) {
+        const json& f = j["faults"];
+        for (const char* q : {"p50", "p99", "max"}) {
+          emit(out, "memmotion_session_fault_latency_us", l + ",quantile=\"" + q + "\"", f[std::string(q) + "-us"],
+               typed, "gauge");
+        }
+      }
       for (const auto& part : info.parts) {
         emit(out, "memmotion_session_worker_pages_total", l + ",worker=\"" + std::to_string(part.worker) + "\"",
              part.pages, typed);

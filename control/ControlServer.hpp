@@ -106,13 +106,23 @@ class ControlServer {
   struct Migration {
     std::unique_ptr<QmpClient> qmp;
     uint64_t started_ns = 0;
-    double postcopy_after_s = 0;  // 0: never switch
+    bool postcopy = false;          // a postcopy policy (QEMU's postcopy-ram on)
+    double switchover_after_s = 0;  // ... switch at this age at the latest
     bool postcopy_started = false;
+    std::string decision;           // why it switched
+    uint64_t watched_sync = 0;      // the watchdog's last judged dirty sync
+    unsigned behind_passes = 0;     // ... passes in a row it fell behind
     bool done = false;
     std::string phase = "negotiating";
     nlohmann::json progress = nlohmann::json::object();
   };
   nlohmann::json migrate(const nlohmann::json& args);
+  // Why the migration should switch to postcopy now ("": not yet).
+  std::string switchover_decision(Migration& m, const nlohmann::json& ram, uint64_t now);
+  // The watchdog switches when the dirty rate stays at or above this share
+  // of the link's for this many passes over RAM.
+  static constexpr double kWatchdogShare = 0.9;
+  static constexpr unsigned kWatchdogPasses = 2;
   nlohmann::json accept_offer(const nlohmann::json& offer, const Bytes& session_key);
   void tick();
   // The page store: a source session of a named VM logs its pages; once

@@ -95,8 +95,32 @@ json to_json(const engine::SessionInfo& s) {
            {"store_pages", c.store_pages},
            {"store_pages_without_bytes", c.store_pages_without_bytes},
            {"store_bytes", c.store_bytes},
+           {"preempt_bytes", c.preempt_bytes},
+           {"fault_requests", c.faults.requests},
+           {"fault_answered", c.faults.answered},
+           {"fault_unmatched", c.faults.unmatched},
+           {"fault_dropped", c.faults.dropped},
        }},
   };
+  j["postcopy-preempt"] = s.postcopy_preempt;
+  if (s.role == engine::Role::destination && (c.faults.requests > 0 || s.postcopy_preempt)) {
+    // Destination, postcopy: each page request timed from the return path
+    // until its page came on the preempt channel (engine/FaultClock.hpp).
+    const auto& h = c.faults.latency;
+    auto us = [](uint64_t ns) { return double(ns) / 1e3; };
+    j["faults"] = {{"requests", c.faults.requests},
+                   {"timed", h.count()},
+                   {"p50-us", us(h.quantile_ns(0.5))},
+                   {"p99-us", us(h.quantile_ns(0.99))},
+                   {"max-us", us(h.max_ns())},
+                   {"mean-us", h.count() ? us(h.sum_ns() / h.count()) : 0.0},
+                   {"unmatched", c.faults.unmatched},
+                   {"dropped", c.faults.dropped}};
+    if (!s.fault_note.empty()) j["faults"]["note"] = s.fault_note;
+    if (!s.postcopy_preempt && c.faults.requests > 0) {
+      j["faults"]["note"] = "not timed: without the postcopy-preempt channel the answers come on the main channel";
+    }
+  }
   if (!s.vm.empty()) j["vm"] = s.vm;
   if (!s.store_note.empty()) j["store-note"] = s.store_note;
   if (s.role == engine::Role::source) {
@@ -160,6 +184,22 @@ std::string session_summary(const engine::SessionInfo& s) {
                   static_cast<unsigned long long>(c.main_eos), static_cast<unsigned long long>(c.main_zero_records),
                   static_cast<unsigned long long>(c.main_page_records),
                   s.main_channel_note.empty() ? "" : "; parsed until ", s.main_channel_note.c_str());
+    out += line;
+  }
+  if (s.role == engine::Role::destination && c.faults.requests > 0) {
+    const auto& h = c.faults.latency;
+    if (h.count() > 0) {
+      std::snprintf(line, sizeof line,
+                    "  postcopy faults: %llu requests, %llu timed on the preempt channel: p50 %.0f us, p99 %.0f us, "
+                    "max %.0f us; %llu answered elsewhere\n",
+                    static_cast<unsigned long long>(c.faults.requests), static_cast<unsigned long long>(h.count()),
+                    double(h.quantile_ns(0.5)) / 1e3, double(h.quantile_ns(0.99)) / 1e3, double(h.max_ns()) / 1e3,
+                    static_cast<unsigned long long>(c.faults.unmatched));
+    } else {
+      std::snprintf(line, sizeof line, "  postcopy faults: %llu requests, none timed (%s)\n",
+                    static_cast<unsigned long long>(c.faults.requests),
+                    s.postcopy_preempt ? "no page came on the preempt channel" : "no postcopy-preempt channel");
+    }
     out += line;
   }
   return out;

@@ -172,6 +172,16 @@ void print_session(const json& s) {
     if (p.contains("unchanged-note")) std::cout << " (unchanged filter " << p["unchanged-note"].get<std::string>() << ")";
     std::cout << "\n";
   }
+  if (s.contains("postcopy-decision")) std::cout << "  postcopy: " << s["postcopy-decision"].get<std::string>() << "\n";
+  if (s.contains("faults")) {
+    const json& f = s["faults"];
+    std::cout << "  postcopy faults: " << f["requests"] << " requests, " << f["timed"]
+              << " timed from request to page (preempt channel): p50 " << f["p50-us"].get<double>() << " us, p99 "
+              << f["p99-us"].get<double>() << " us, max " << f["max-us"].get<double>() << " us; answered elsewhere "
+              << f["unmatched"];
+    if (f.contains("note")) std::cout << " (" << f["note"].get<std::string>() << ")";
+    std::cout << "\n";
+  }
   if (s.contains("error")) std::cout << "  error: " << s["error"].get<std::string>() << "\n";
 }
 
@@ -422,6 +432,11 @@ int main(int argc, char** argv) {
   start->add_option("--peer-mac", peer_mac, "destination daemon's fabric MAC (default broadcast)");
   start->add_option("--peer-udp-port", peer_port, "destination daemon's fabric UDP base port");
   start->add_option("--max-bandwidth", max_bw, "pace the session to this many wire bytes/s");
+  bool preempt = false;
+  for (CLI::App* sub : {start, prepare}) {
+    sub->add_flag("--postcopy-preempt", preempt,
+                  "both QEMUs have the postcopy-preempt capability: relay its channel on the priority stream");
+  }
   std::string codec;
   bool no_zero = false, unchanged = false, no_unchanged = false, no_dedupe = false, no_delta = false;
   auto* status = app.add_subcommand("status", "show one session");
@@ -442,6 +457,8 @@ int main(int argc, char** argv) {
   std::string peer, src_qmp, dst_qmp, dst_incoming, listen;
   uint64_t downtime_ms = 0;
   double postcopy_after = 0;
+  double switchover_after = -1;
+  bool no_preempt = false;
   int multifd_channels = -1;
   bool no_progress = false;
   std::string encrypt;
@@ -455,6 +472,15 @@ int main(int argc, char** argv) {
   migrate->add_option("--max-bandwidth", max_bw, "pace the session to this many wire bytes/s");
   migrate->add_option("--downtime-limit", downtime_ms, "QEMU downtime limit, ms (default 300)");
   migrate->add_option("--postcopy-after", postcopy_after, "switch to postcopy when precopy has not converged after this many s");
+  migrate->add_option("--switchover-after", switchover_after,
+                      "postcopy policy: switch to postcopy after this many s at the latest (0: postcopy-first, at "
+                      "once), earlier when the convergence watchdog sees the guest dirty memory faster than the "
+                      "link carries it")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->excludes("--postcopy-after");
+  migrate->add_flag("--no-preempt", no_preempt,
+                    "postcopy without QEMU's postcopy-preempt channel (by default the pages the destination asks "
+                    "for travel on a priority stream of their own)");
   migrate->add_option("--multifd-channels", multifd_channels, "QEMU multifd channels (default: the daemon's queues; 0: off)");
   migrate->add_flag("--no-progress", no_progress, "no progress display");
   migrate->add_option("--encrypt", encrypt, "AES-256-GCM on the fabric for this migration: required or off "
@@ -529,6 +555,7 @@ int main(int argc, char** argv) {
     if (no_dedupe) pages["dedupe"] = false;
     if (no_delta) pages["delta"] = false;
     if (!pages.empty() && (*start || *migrate || *prepare)) args["pages"] = pages;
+    if (preempt && (*start || *prepare)) args["postcopy-preempt"] = true;
     if (*prepare) {
       args["session"] = session;
       args["qemu-uri"] = uri;
@@ -578,6 +605,8 @@ int main(int argc, char** argv) {
       if (!listen.empty()) args["listen"] = listen;
       if (downtime_ms) args["downtime-limit"] = downtime_ms;
       if (postcopy_after > 0) args["postcopy-after"] = postcopy_after;
+      if (switchover_after >= 0) args["switchover-after"] = switchover_after;
+      if (no_preempt) args["postcopy-preempt"] = false;
       if (multifd_channels >= 0) args["multifd-channels"] = multifd_channels;
       if (!encrypt.empty()) args["encrypt"] = encrypt;
       if (!vm.empty()) args["vm"] = vm;

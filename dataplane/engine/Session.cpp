@@ -97,6 +97,34 @@ struct Session::MainSink final : qemu::MainChannelObserver::Sink {
   Session& s;
 };
 
+// Destination, postcopy: page requests on the return path start a clock;
+// pages on the preempt channel stop it (FaultClock.hpp).
+struct Session::FaultSink final : qemu::ReturnPathObserver::Sink, qemu::MainChannelObserver::Sink {
+  explicit FaultSink(Session& s) : s(s) {}
+  void on_request(std::string_view block, uint64_t start, uint32_t) override {
+    // Without the preempt channel the answers come on the main channel,
+    // which is not parsed in postcopy: requests are only counted.
+    if (s.info_.postcopy_preempt) {
+      s.faults_->requested(block, start, s.now_);
+    } else {
+      s.faults_->counted();
+    }
+  }
+  void on_page(std::string_view block, uint64_t offset) override { s.faults_->delivered(block, offset, s.now_); }
+  void on_zero_page(std::string_view block, uint64_t offset) override { on_page(block, offset); }
+  void on_eos(uint64_t) override {}
+  void on_opaque(std::string_view why) override {
+    if (s.info_.fault_note.empty()) s.info_.fault_note = "preempt channel not parsed from here on: " + std::string(why);
+  }
+  Session& s;
+};
+
+std::string Session::channel_name(uint16_t stream) {
+  if (stream == 0) return "main channel";
+  if (stream == kPreemptStream) return "postcopy-preempt channel";
+  return "multifd channel " + std::to_string(stream - 1);
+}
+
 namespace {
 // What captures logged so far, added to the session's store_* counters.
 void add_store_counts(const std::vector<std::unique_ptr<store::Capture>>& caps, SessionCounters& c) {
@@ -124,6 +152,7 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
   info_.pages = p.pages;
   info_.vm = p.vm;
   info_.home = home();
+  info_.postcopy_preempt = p.postcopy_preempt;
   if (p.role == Role::source) {
     if (p.pages.codec != pages::CodecKind::raw) {
       std::string why;
@@ -170,7 +199,7 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
     // checked against what this session last delivered for the page.
     if (p.pages.unchanged) delivered_ = std::make_unique<pages::DeliveredTable>();
     for (uint16_t i = 1; i < kStreams; ++i) {
-      if (owns(i)) {
+      if (is_multifd(i) && owns(i)) {
         rebuilders_[i] = std::make_unique<MultifdRebuilder>(codecs_, format_);
         if (image_) rebuilders_[i]->set_image(image_);
         if (delivered_) rebuilders_[i]->set_delivered(delivered_.get());
@@ -189,6 +218,18 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
       relays_[0]->set_out_tap([this](std::span<const uint8_t> b) { observer_->feed(b); });
     }
     if (image_ && home()) table_chunks_ = store::PageTable::of(*image_).encode();
+    if (home()) {
+      // Postcopy's page requests come back on stream 0; with the preempt
+      // channel, their pages on stream 17 (both the home part's).
+      faults_ = std::make_unique<FaultClock>();
+      fault_sink_ = std::make_unique<FaultSink>(*this);
+      return_path_ = std::make_unique<qemu::ReturnPathObserver>(*fault_sink_);
+      relays_[0]->set_tap([this](std::span<const uint8_t> b) { return_path_->feed(b); });
+      if (p.postcopy_preempt) {
+        preempt_observer_ = std::make_unique<qemu::MainChannelObserver>(*fault_sink_, qemu::MainChannelObserver::Kind::preempt);
+        relays_[kPreemptStream]->set_out_tap([this](std::span<const uint8_t> b) { preempt_observer_->feed(b); });
+      }
+    }
   }
   info_.id = p.id;
   info_.role = p.role;
@@ -215,8 +256,12 @@ Session::Session(const SessionParams& p, const transport::TransportConfig& cfg, 
     // A multifd stream holds at most kHeldMessages QEMU packets its QEMU
     // has not taken yet: the source then waits, and QEMU's own bandwidth
     // estimate stays honest even when messages are small (PAGE_STORED).
-    for (uint16_t st = 1; st < kStreams; ++st) conn_->receiver(st).set_max_held_messages(kHeldMessages);
+    for (uint16_t st = 1; st < kStreams; ++st) {
+      if (is_multifd(st)) conn_->receiver(st).set_max_held_messages(kHeldMessages);
+    }
   }
+  // The pages a postcopy destination is waiting for overtake the bulk.
+  conn_->set_priority(kPreemptStream, true);
   // A part other than the home one probes on the first stream it holds
   // (the peer's part holding that stream hears it) and never sends CLOSE.
   for (uint16_t st = 0; st < kStreams; ++st) {
@@ -383,9 +428,9 @@ void Session::hand_in_captures() {
 
 void Session::attach(uint16_t stream, int fd, uint64_t now) {
   relays_[stream]->attach(fd);
-  if (stream > 0) ++multifd_channels_;
+  if (is_multifd(stream)) ++multifd_channels_;
   if (stream == 0) share_->main_attached.store(true, std::memory_order_release);
-  if (stream > 0 && info_.role == Role::source) {
+  if (is_multifd(stream) && info_.role == Role::source) {
     sources_[stream] = std::make_unique<MultifdSource>(uint16_t(stream - 1), info_.pages, codec_,
                                                        info_.pages.unchanged ? &filter_ : nullptr, kMaxMessage,
                                                        heavy_codec_, format_);
@@ -427,7 +472,14 @@ bool Session::accept_channels(uint64_t now) {
       continue;
     }
     const auto kind = format_.classify({b, n > 0 ? size_t(n) : 0});
-    if (kind.type == qemu::ChannelKind::need_more) {
+    // QEMU 7.2 writes the main channel's header and a multifd channel's
+    // MultiFDInit as soon as it connects them; its postcopy-preempt channel
+    // stays silent until a requested page goes on it, and QEMU opens it
+    // only after the main channel. So once the main channel is here, a
+    // silent connection of a session told to expect one is that channel.
+    const bool preempt = kind.type == qemu::ChannelKind::need_more && n < 0 && info_.postcopy_preempt &&
+                         relays_[0]->attached() && !relays_[kPreemptStream]->attached();
+    if (kind.type == qemu::ChannelKind::need_more && !preempt) {
       ++i;
       continue;
     }
@@ -435,7 +487,9 @@ bool Session::accept_channels(uint64_t now) {
     work = true;
     uint16_t stream = 0;
     std::string problem;
-    if (kind.type == qemu::ChannelKind::main) {
+    if (preempt) {
+      stream = kPreemptStream;
+    } else if (kind.type == qemu::ChannelKind::main) {
       stream = 0;
     } else if (kind.type == qemu::ChannelKind::multifd && kind.multifd_id < kMaxMultifdChannels) {
       stream = uint16_t(1 + kind.multifd_id);
@@ -453,7 +507,7 @@ bool Session::accept_channels(uint64_t now) {
       fail(now, problem);
       return true;
     }
-    if (stream > 0) share_->multifd_channels.fetch_add(1, std::memory_order_relaxed);
+    if (is_multifd(stream)) share_->multifd_channels.fetch_add(1, std::memory_order_relaxed);
     if (owns(stream)) {
       attach(stream, fd, now);
       continue;
@@ -473,7 +527,16 @@ bool Session::connect_channels(uint64_t now) {
   // the receive window meanwhile); the format says whether it must.
   bool work = false;
   for (uint16_t s = 0; s < kStreams; ++s) {
-    if (!owns(s) || relays_[s]->attached() || conn_->receiver(s).drained()) continue;
+    if (!owns(s) || relays_[s]->attached()) continue;
+    // The preempt channel is opened right after the main one, before any
+    // page comes on it: QEMU 7.2 starts loading only once it has both.
+    const bool preempt = s == kPreemptStream;
+    if (preempt && !info_.postcopy_preempt && !conn_->receiver(s).drained()) {
+      fail(now, "the source sent a postcopy-preempt channel, but this destination was not told to expect one "
+                "(postcopy-preempt in the offer or session-prepare; a QEMU without the capability aborts on it)");
+      return true;
+    }
+    if (preempt ? !info_.postcopy_preempt : conn_->receiver(s).drained()) continue;
     if (s > 0 && format_.main_channel_first() && !share_->main_attached.load(std::memory_order_acquire)) break;
     const int fd = qemu::connect_unix(qemu_path_);
     if (fd == -EAGAIN) {
@@ -563,6 +626,8 @@ void Session::share_pacer() {
 
 bool Session::poll(uint64_t now, transport::DatagramPort& port) {
   bool work = false;
+  now_ = now;
+  if (faults_) faults_->expire(now);
   if (!is_terminal(info_.state)) {
     if (info_.role == Role::source) {
       if (home()) work |= accept_channels(now);
@@ -596,19 +661,19 @@ bool Session::poll(uint64_t now, transport::DatagramPort& port) {
         accept_channels(now);
         channels_frozen_ = true;
         for (uint16_t k = 1; k < kStreams; ++k) {
-          if (relays_[k]->attached()) frozen_streams_.push_back(k);
+          if (is_multifd(k) && relays_[k]->attached()) frozen_streams_.push_back(k);
         }
       }
       const uint64_t out_before = r.bytes_to_qemu();
       const bool out_ok =
           rebuilders_[s] ? rebuilders_[s]->pump(conn_->receiver(s), r, same) : r.pump_out(conn_->receiver(s));
       if (!same_error_.empty()) {
-        fail(now, "multifd channel " + std::to_string(s - 1) + ": " + same_error_);
+        fail(now, channel_name(s) + ": " + same_error_);
         return true;
       }
       if (!out_ok || !r.error().empty()) {
         const std::string why = rebuilders_[s] && !rebuilders_[s]->error().empty() ? rebuilders_[s]->error() : r.error();
-        fail(now, (s == 0 ? "main channel: " : "multifd channel " + std::to_string(s - 1) + ": ") + why);
+        fail(now, channel_name(s) + ": " + why);
         return true;
       }
       if (r.bytes_to_qemu() != out_before) work = true;
@@ -826,6 +891,7 @@ void Session::finish(uint64_t now, SessionState s) {
   for (int fd : unclassified_) ::close(fd);
   unclassified_.clear();
   listener_.close();
+  if (faults_) faults_->finish();
   // Every page this part's flows sent is logged by now: the captures go to
   // the control plane at once (the image is ready before the linger ends).
   hand_in_captures();
@@ -849,6 +915,8 @@ void Session::release_transport() {
   for (auto& rb : rebuilders_) rb.reset();
   observer_.reset();
   main_sink_.reset();
+  return_path_.reset();
+  preempt_observer_.reset();
   filter_ = pages::UnchangedFilter();
   main_writes_.clear();
   delivered_.reset();
@@ -911,6 +979,11 @@ SessionInfo Session::info() const {
   c.store_pages_without_bytes = handed_store_.store_pages_without_bytes;
   c.store_bytes = handed_store_.store_bytes;
   add_store_counts(captures_, c);
+  c.preempt_bytes = relays_[kPreemptStream]->bytes_from_qemu() + relays_[kPreemptStream]->bytes_to_qemu();
+  if (faults_) c.faults = faults_->stats();
+  if (return_path_ && return_path_->opaque() && i.fault_note.empty()) {
+    i.fault_note = "return path not parsed from here on: " + return_path_->opaque_reason();
+  }
 
   if (conn_) {
     c.conn = conn_->stats();
@@ -944,6 +1017,8 @@ void SessionInfo::merge(const SessionInfo& part) {
   c.store_pages += o.store_pages;
   c.store_pages_without_bytes += o.store_pages_without_bytes;
   c.store_bytes += o.store_bytes;
+  c.preempt_bytes += o.preempt_bytes;
+  c.faults.merge(o.faults);
   parts.insert(parts.end(), part.parts.begin(), part.parts.end());
   if (error.empty() && !part.error.empty()) error = part.error;
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/engine/FaultClock.hpp"
 #include "dataplane/engine/PageChannels.hpp"
 #include "dataplane/engine/SessionShare.hpp"
 #include "dataplane/pages/DeliveredTable.hpp"
@@ -20,10 +21,12 @@
 #include "dataplane/qemu/ChannelClassifier.hpp"
 #include "dataplane/qemu/ChannelRelay.hpp"
 #include "dataplane/qemu/MainChannelObserver.hpp"
+#include "dataplane/qemu/ReturnPath.hpp"
 #include "dataplane/qemu/UnixSocket.hpp"
 #include "dataplane/store/Capture.hpp"
 #include "dataplane/transport/Connection.hpp"
 #include "dataplane/wire/AuthTag.hpp"
+#include "dataplane/wire/Mmp.hpp"
 #include "dataplane/wire/PacketCipher.hpp"
 
 namespace mm::engine {
@@ -75,6 +78,10 @@ struct SessionCounters {
   uint64_t store_pages = 0;
   uint64_t store_pages_without_bytes = 0;
   uint64_t store_bytes = 0;
+  // QEMU's postcopy-preempt channel (stream 17): bytes relayed, and at the
+  // destination the page requests timed until their page came on it.
+  uint64_t preempt_bytes = 0;
+  FaultStats faults;
 };
 
 // One worker's part of a session: which worker, how many of the session's
@@ -108,6 +115,11 @@ struct SessionInfo {
   // the main-channel parser stopped reading RAM records.
   std::string unchanged_note;
   std::string main_channel_note;
+  // QEMU's postcopy-preempt channel is expected (both QEMUs have the
+  // capability); destination: why page requests are not timed, if they
+  // are not.
+  bool postcopy_preempt = false;
+  std::string fault_note;
   uint64_t created_ns = 0, started_ns = 0, finished_ns = 0;
   // Its transport, buffers and page state are freed (after the linger);
   // merged: every part's are.
@@ -146,6 +158,13 @@ struct SessionParams {
   // since go as deltas against the version both images hold).
   std::shared_ptr<const store::Image> image;
   bool table_expected = false;
+  // Postcopy with QEMU's postcopy-preempt capability on both QEMUs. Source:
+  // a connection that stays silent once the main channel is attached is the
+  // preempt channel. Destination: it is opened to QEMU right after the
+  // main channel (QEMU 7.2 starts loading only once it has both; a QEMU
+  // without the capability aborts on a second connection, so it is never
+  // opened unless asked for).
+  bool postcopy_preempt = false;
 };
 
 // Whether a session's streams may be spread over the workers: not when the
@@ -173,7 +192,12 @@ class Session {
   // QEMU allows up to 255 multifd channels; a session relays up to 16, each
   // on its own stream (stream 0 is the main channel).
   static constexpr uint16_t kMaxMultifdChannels = 16;
-  static constexpr uint16_t kStreams = 1 + kMaxMultifdChannels;
+  // ... and stream 17 (wire::kPreemptStream) is QEMU's postcopy-preempt
+  // channel, sent ahead of the others.
+  static constexpr uint16_t kPreemptStream = wire::kPreemptStream;
+  static constexpr uint16_t kStreams = kPreemptStream + 1;
+  static_assert(kPreemptStream == 1 + kMaxMultifdChannels);
+  static bool is_multifd(uint16_t stream) { return stream > 0 && stream < kPreemptStream; }
 
   // Throws std::invalid_argument / std::runtime_error on a bad URI or a
   // socket that cannot be opened: the control plane reports it.
@@ -283,7 +307,10 @@ class Session {
   // rate (source, parts on several workers): by the parts' backlogs.
   void publish_part();
   void share_pacer();
+  // "main channel", "multifd channel k", "preempt channel": for errors.
+  static std::string channel_name(uint16_t stream);
   struct MainSink;
+  struct FaultSink;
 
   SessionInfo info_;
   // The QEMU stream format both QEMUs speak (one built: 7.2).
@@ -341,6 +368,13 @@ class Session {
   std::bitset<kStreams> releasing_;       // destination, failed: channels being ended
   std::bitset<kStreams> release_queued_;  // ... whose empty SYNC is queued
   uint64_t released_channels_ = 0;
+  // Destination, postcopy: the return path's page requests, the preempt
+  // channel's pages, and the clock between them (home part).
+  std::unique_ptr<FaultSink> fault_sink_;
+  std::unique_ptr<qemu::ReturnPathObserver> return_path_;
+  std::unique_ptr<qemu::MainChannelObserver> preempt_observer_;
+  std::unique_ptr<FaultClock> faults_;
+  uint64_t now_ = 0;  // the current poll's time, for the observers' callbacks
   // How long a failed session keeps writing its release to a QEMU that
   // does not read.
   static constexpr uint64_t kReleaseNs = 5'000'000'000;

@@ -115,7 +115,9 @@ void MainChannelObserver::on_ram_record() {
   if (kind == kEos) {
     ++eos_;
     sink_.on_eos(eos_);
-    step_ = Step::section;  // the section ends; its footer comes as a section type
+    // On the main channel the section ends (its footer comes as a section
+    // type); the preempt channel has only records.
+    step_ = kind_ == Kind::main ? Step::section : Step::ram_record;
     return;
   }
   if (kind == kMultifdFlush) {
@@ -125,6 +127,10 @@ void MainChannelObserver::on_ram_record() {
     return;
   }
   if (kind == kMemSize) {
+    if (kind_ == Kind::preempt) {
+      go_opaque("RAM setup record on the postcopy-preempt channel");
+      return;
+    }
     if (postcopy_) {
       go_opaque("RAM setup with postcopy: block page sizes are not self-describing");
       return;

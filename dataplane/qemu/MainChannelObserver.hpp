@@ -10,6 +10,11 @@
 // says why (on_opaque) -- expected once device state starts. Malformed
 // input never crashes it, never makes it buffer more than one record
 // header, and turns it opaque. Pure code: no I/O.
+//
+// The same parser reads QEMU 7.2's postcopy-preempt channel (Kind::preempt):
+// bare RAM records with no header or sections (the pages the source sends
+// because the destination asked for them; QEMU-7.2-STREAM.md §3), where an
+// EOS ends nothing but a burst.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +40,9 @@ class MainChannelObserver {
     virtual void on_multifd_flush() {}
   };
 
-  explicit MainChannelObserver(Sink& sink) : sink_(sink) {}
+  enum class Kind : uint8_t { main, preempt };
+  explicit MainChannelObserver(Sink& sink, Kind kind = Kind::main)
+      : sink_(sink), kind_(kind), step_(kind == Kind::main ? Step::header : Step::ram_record) {}
 
   // The next bytes of the channel, split anywhere.
   void feed(std::span<const uint8_t> bytes);
@@ -91,7 +98,8 @@ class MainChannelObserver {
   static bool syncs_before_each_eos(std::string_view machine);
 
   Sink& sink_;
-  Step step_ = Step::header;
+  Kind kind_;
+  Step step_;
   Step after_skip_ = Step::section;
   uint8_t hdr_[8 + 256 + 16] = {};
   size_t have_ = 0;

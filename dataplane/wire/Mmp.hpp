@@ -25,13 +25,18 @@ inline constexpr size_t kMaxPayload = 9600 - kIpUdpOverhead - kHeaderSize;
 // The GCM tag after a sealed datagram's ciphertext (PacketCipher.hpp).
 inline constexpr size_t kTagSize = 16;
 
+// MMP.md "Sessions and streams": stream 17 carries QEMU's postcopy-preempt
+// channel (the pages the destination asked for), ahead of every bulk stream.
+inline constexpr uint16_t kPreemptStream = 17;
+
 // MMP.md "Encapsulation": the queue (worker) of a host with `queues` of
 // them that owns stream `stream` of session `session`. Stream 0 (the main
-// channel, PROBE, CLOSE) belongs to the session's home queue,
+// channel, PROBE, CLOSE) and the preempt stream (its page requests come on
+// stream 0's return path) belong to the session's home queue,
 // session % queues; the others follow round the queues from there, so one
 // session's streams spread over every worker.
 inline constexpr uint16_t stream_queue(uint32_t session, uint16_t stream, uint16_t queues) {
-  return queues <= 1 ? 0 : uint16_t((uint64_t(session) + stream) % queues);
+  return queues <= 1 ? 0 : uint16_t((uint64_t(session) + (stream == kPreemptStream ? 0 : stream)) % queues);
 }
 
 enum class PacketType : uint8_t { data = 1, ack = 2, probe = 3, close = 4 };

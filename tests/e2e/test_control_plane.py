@@ -7,7 +7,12 @@
                 follow progress; RAM byte-identical after; the Prometheus
                 endpoint, scraped during the migration, shows moving counters
   postcopy      the same with a postcopy policy that switches a migration
-                which has not converged (a paced, dirtying guest)
+                which has not converged (a paced, dirtying guest), without
+                QEMU's postcopy-preempt channel: page requests counted
+  postcopy_first  --switchover-after 0: postcopy at once; the preempt channel
+                on its priority stream, every answered page request timed
+  postcopy_watchdog  --switchover-after 60 on a guest that dirties faster
+                than the link: the convergence watchdog switches, and says why
   cancel        cancel mid-migration: the source VM keeps running, unharmed
   refusals      wrong key, no key, MTU mismatch: the session is refused with
                 an error naming the cause and both sides' values"""
@@ -66,32 +71,77 @@ def scrape(f: Fabric) -> dict[str, float]:
     return out
 
 
-def vms(f: Fabric, kernel: Path, initrd: Path, a, tag: str, dirty: int):
+def vms(f: Fabric, kernel: Path, initrd: Path, a, tag: str, dirty: int, console_input: bool = False):
     append = f"memload.mib={a.guest_mib} memload.dirty={dirty} memload.same=30"
-    src = Vm(f"{tag}-src", f.workdir, kernel, initrd, a.ram, append, netns=f.src.netns)
+    # (both with the command port: a migration needs the same devices)
+    src = Vm(f"{tag}-src", f.workdir, kernel, initrd, a.ram, append, netns=f.src.netns, console_input=console_input)
     dst = Vm(f"{tag}-dst", f.workdir, kernel, initrd, a.ram, append, incoming="defer", paused=True,
-             netns=f.dst.netns)
+             netns=f.dst.netns, console_input=console_input)
     return src, dst
 
 
-def case_orchestrated(f: Fabric, kernel: Path, initrd: Path, a, postcopy: bool) -> None:
-    tag = "pc" if postcopy else "orch"
-    sid = 22 if postcopy else 21
-    print("postcopy:" if postcopy else "orchestrated:")
-    src, dst = vms(f, kernel, initrd, a, tag, dirty=20000 if postcopy else a.dirty)
+def postcopy_guest(dst: Vm, p: subprocess.Popen, t0: float) -> float:
+    """Postcopy: the destination daemon starts the VM at the switchover;
+    the guest then times its first touches of random pages (console 'T').
+    Returns the time from the migrate request until the destination ran."""
+    while dst.status() != "running":
+        if p.poll() is not None or time.monotonic() - t0 > 120:
+            check(False, f"the destination VM runs during postcopy: {dst.status()}")
+            return -1
+        time.sleep(0.02)
+    ran = time.monotonic() - t0
+    check(True, f"the destination VM ran {ran:.2f} s after the migrate request")
+    dst.send_console("T\n")  # a line: the tty is canonical
+    m = dst.wait_console(r"MEMLOAD TOUCH n=(\d+) p50_us=([0-9.]+) p99_us=([0-9.]+) max_us=([0-9.]+) bad=(\d+)", 120)
+    check(m.group(5) == "0", f"the guest timed {m.group(1)} first touches at the destination: p50 {m.group(2)} us, "
+                             f"p99 {m.group(3)} us, max {m.group(4)} us; pages with other bytes than it wrote: {m.group(5)}")
+    return ran
+
+
+def postcopy_verify(src: Vm, dst: Vm) -> None:
+    """The guest ran at the destination, so its RAM is no longer the
+    source's: it checks every page against what it wrote itself."""
+    check(src.status() == "postmigrate", f"source VM is {src.status()}, expected postmigrate")
+    check(dst.status() == "running", f"destination VM is {dst.status()}, expected running")
+    after = len(dst.console())
+    dst.send_console("V\n")
+    m = dst.wait_console(r"MEMLOAD VERIFY pages=(\d+) bad=(\d+) first_bad=(-?\d+)", 180, after)
+    check(m.group(2) == "0", f"the guest checked all {m.group(1)} of its pages at the destination: {m.group(2)} with "
+                             f"other bytes than it wrote (first {m.group(3)})")
+
+
+# Postcopy policies: migrate arguments, the session id, the decision the
+# daemon must report, whether the preempt channel is used.
+POSTCOPY = {
+    # Paced below the guest's dirty rate: precopy cannot converge.
+    "postcopy": (["--max-bandwidth", "40000000", "--postcopy-after", "1.5", "--no-preempt"], 22,
+                 "precopy did not converge in 1.5 s", False),
+    "postcopy_first": (["--max-bandwidth", "40000000", "--switchover-after", "0"], 24, "postcopy-first", True),
+    "postcopy_watchdog": (["--max-bandwidth", "40000000", "--switchover-after", "60"], 25, "convergence watchdog", True),
+}
+
+
+def case_orchestrated(f: Fabric, kernel: Path, initrd: Path, a, mode: str = "") -> None:
+    postcopy = bool(mode)
+    tag = mode.replace("postcopy", "pc") if postcopy else "orch"
+    sid = POSTCOPY[mode][1] if postcopy else 21
+    print(f"{mode}:" if postcopy else "orchestrated:")
+    src, dst = vms(f, kernel, initrd, a, tag, dirty=20000 if postcopy else a.dirty, console_input=postcopy)
     with src, dst:
         src.wait_console(r"MEMLOAD READY", 180)
         args = ["migrate", "--session", str(sid), "--peer", PEER, "--src-qmp", src.mgmt_qmp_path,
                 "--dst-qmp", dst.mgmt_qmp_path]
         if postcopy:
-            # Paced below the guest's dirty rate: precopy cannot converge.
-            args += ["--max-bandwidth", "40000000", "--postcopy-after", "1.5"]
+            args += POSTCOPY[mode][0]
         else:
             # Paced to ~3 s so that the metrics are scraped several times
             # while the migration runs.
             args += ["--multifd-channels", "4", "--max-bandwidth", "60000000"]
         watcher = ControlClient(f.src_daemon.control_path)
+        t0 = time.monotonic()
         p = ctl(f, *args)
+        if postcopy:
+            postcopy_guest(dst, p, t0)
         samples = []
         while p.poll() is None and len(samples) < 3 and not postcopy:
             time.sleep(0.3)
@@ -120,8 +170,33 @@ def case_orchestrated(f: Fabric, kernel: Path, initrd: Path, a, postcopy: bool) 
         if postcopy:
             check(s["progress"].get("qemu-status") in ("completed", "postcopy-active"),
                   f"QEMU went through postcopy: {s['progress'].get('qemu-status')}")
-            check("switched to postcopy" in f.src_daemon.log_text(), "the policy switched to postcopy")
-        if p.returncode == 0:
+            _, _, decision, preempt = POSTCOPY[mode]
+            check(decision in s.get("postcopy-decision", "") and "switched to postcopy" in f.src_daemon.log_text(),
+                  f"the policy switched to postcopy: {s.get('postcopy-decision')}")
+            check(any(e["data"].get("decision") for e in events if e["data"].get("session") == sid),
+                  "the decision was in the session's events")
+            d = f.dst_daemon.session(sid)
+            fa = d.get("faults", {})
+            print(f"  destination faults: {fa}; preempt channel {s['counters']['preempt_bytes']} bytes; return path {d['counters']['qemu_bytes_in']} bytes; {s['progress']}")
+            check(s["postcopy-preempt"] == preempt and d["postcopy-preempt"] == preempt,
+                  f"postcopy-preempt at both ends: {s['postcopy-preempt']}, {d['postcopy-preempt']} (asked {preempt})")
+            check(fa.get("requests", 0) > 0, f"the destination read page requests on the return path: {fa.get('requests')}")
+            if preempt:
+                check(s["counters"]["preempt_bytes"] > 0 and d["counters"]["preempt_bytes"] == s["counters"]["preempt_bytes"],
+                      f"the preempt channel carried {s['counters']['preempt_bytes']} bytes from the source QEMU, "
+                      f"{d['counters']['preempt_bytes']} to the destination QEMU")
+                check(fa.get("timed", 0) > 0 and 0 < fa["p50-us"] <= fa["p99-us"] <= fa["max-us"],
+                      f"page requests timed until their page came: {fa.get('timed')}, p50 {fa.get('p50-us')} us, "
+                      f"p99 {fa.get('p99-us')} us")
+                check(fa["timed"] + fa["unmatched"] + fa["dropped"] == fa["requests"],
+                      f"every request was timed, answered elsewhere or dropped: {fa['timed']} + {fa['unmatched']} + "
+                      f"{fa['dropped']} of {fa['requests']}")
+            else:
+                check(s["counters"]["preempt_bytes"] == 0 and fa.get("timed") == 0,
+                      f"no preempt channel: {s['counters']['preempt_bytes']} bytes, {fa.get('timed')} timed")
+        if p.returncode == 0 and postcopy:
+            postcopy_verify(src, dst)
+        elif p.returncode == 0:
             try:
                 check(True, flow.verify(src, dst, f.workdir))
             except AssertionError as e:
@@ -198,9 +273,9 @@ def main() -> int:
         f.key = key
         for c in a.cases:
             if c == "orchestrated":
-                case_orchestrated(f, kernel, initrd, a, postcopy=False)
-            elif c == "postcopy":
-                case_orchestrated(f, kernel, initrd, a, postcopy=True)
+                case_orchestrated(f, kernel, initrd, a)
+            elif c in POSTCOPY:
+                case_orchestrated(f, kernel, initrd, a, c)
             elif c == "cancel":
                 case_cancel(f, kernel, initrd, a)
             elif c == "refusals":

@@ -14,6 +14,17 @@
  *   HOT_PERCENT: 0 (default) dirties pages uniformly; P > 0 gives 90 % of
  *     the writes to a hot set of P % of the pages (the rest go to the
  *     whole of memory), a hot/cold working set.
+ *
+ * Commands (one letter and a newline on the second serial port, ttyS1, or
+ * on stdin when there is none; a test writes them after a postcopy
+ * switchover, with the guest running at the destination):
+ *   T  touch 2000 random pages, timing each first read (a page still at the
+ *      source faults, and the vCPU waits for it), and check each page's bytes
+ *      against what memload last wrote there: "MEMLOAD TOUCH n=.. p50_us=..
+ *      p99_us=.. max_us=.. bad=..";
+ *   V  check every page: "MEMLOAD VERIFY pages=.. bad=.. first_bad=..".
+ * Checks need whole-page writes (LINES 0): memload keeps each page's
+ * generation and rebuilds the page from it.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -21,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,6 +119,52 @@ static double now_s(void) {
   return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+static int cmp_double(const void* a, const void* b) {
+  const double x = *(const double*)a, y = *(const double*)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Whether page i holds what memload last wrote there (generation gen[i]). */
+static int page_ok(const unsigned char* mem, const uint32_t* gen, uint64_t i, int all_random) {
+  static unsigned char want[PAGE];
+  fill(want, i, gen[i], all_random);
+  return memcmp(mem + i * PAGE, want, PAGE) == 0;
+}
+
+static void touch(const unsigned char* mem, const uint32_t* gen, uint64_t pages, int all_random, uint64_t* rng) {
+  enum { N = 2000 };
+  static double lat[N];
+  uint64_t bad = 0;
+  for (int k = 0; k < N; ++k) {
+    uint64_t i = xorshift(rng) % pages;
+    double t0 = now_s();
+    (void)*(volatile const unsigned char*)(mem + i * PAGE);
+    lat[k] = (now_s() - t0) * 1e6;
+    if (gen && !page_ok(mem, gen, i, all_random)) ++bad;
+  }
+  qsort(lat, N, sizeof lat[0], cmp_double);
+  printf("MEMLOAD TOUCH n=%d p50_us=%.1f p99_us=%.1f max_us=%.1f bad=%llu%s\n", N, lat[N / 2], lat[N * 99 / 100],
+         lat[N - 1], (unsigned long long)bad, gen ? "" : " (not checked: partial-page writes)");
+  fflush(stdout);
+}
+
+static void verify(const unsigned char* mem, const uint32_t* gen, uint64_t pages, int all_random) {
+  uint64_t bad = 0, first = UINT64_MAX;
+  for (uint64_t i = 0; gen && i < pages; ++i) {
+    if (!page_ok(mem, gen, i, all_random)) {
+      if (!bad) first = i;
+      ++bad;
+    }
+  }
+  if (!gen) {
+    printf("MEMLOAD VERIFY not possible: partial-page writes\n");
+  } else {
+    printf("MEMLOAD VERIFY pages=%llu bad=%llu first_bad=%lld\n", (unsigned long long)pages, (unsigned long long)bad,
+           bad ? (long long)first : -1LL);
+  }
+  fflush(stdout);
+}
+
 int main(int argc, char** argv) {
   long mib = argc > 1 ? atol(argv[1]) : 64;
   long dirty = argc > 2 ? atol(argv[2]) : 2000;
@@ -132,6 +190,13 @@ int main(int argc, char** argv) {
   for (int t = 0; t < 16; ++t)
     for (int i = 0; i < PAGE; ++i) templates[t][i] = (unsigned char)xorshift(&seed);
   for (uint64_t i = 0; i < pages; ++i) fill(mem + i * PAGE, i, 0, all_random);
+  /* Each page's generation, for the console's checks (whole-page writes only). */
+  uint32_t* gen = lines == 0 ? calloc(pages, sizeof *gen) : NULL;
+  int cmd_fd = open("/dev/ttyS1", O_RDONLY | O_NONBLOCK | O_NOCTTY);
+  if (cmd_fd < 0) {
+    cmd_fd = 0;
+    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+  }
   /* The hot set: the first hot_pages of a fixed permutation-free spread,
    * page (k * stride) % pages, so that it is scattered over memory. */
   uint64_t hot_pages = hot > 0 ? pages * (uint64_t)hot / 100 : 0;
@@ -165,9 +230,15 @@ int main(int argc, char** argv) {
           memcpy(p + (r % (PAGE / 64)) * 64 + ((r >> 16) % 8) * 8, &v, 8);
         }
       } else {
+        if (gen) gen[page] = (uint32_t)generation;
         fill(p, page, generation++, all_random);
       }
       ++done;
+    }
+    char cmd;
+    while (read(cmd_fd, &cmd, 1) == 1) {
+      if (cmd == 'T') touch(mem, gen, pages, all_random, &rng);
+      if (cmd == 'V') verify(mem, gen, pages, all_random);
     }
     if (now_s() >= next_tick) {
       printf("MEMLOAD TICK %llu\n", (unsigned long long)++tick);

@@ -94,7 +94,10 @@ void probe(Session& s, uint16_t stream, uint64_t now) {
 TEST(SessionShare, StreamsFollowRoundTheWorkersFromTheHome) {
   const SessionShare spread(7, 3, true);
   EXPECT_EQ(spread.home(), 1);
-  for (uint16_t s = 0; s < Session::kStreams; ++s) EXPECT_EQ(spread.owner(s), (7 + s) % 3) << s;
+  // The preempt stream stays with the home, where its requests' return path is.
+  for (uint16_t s = 0; s < Session::kStreams; ++s) {
+    EXPECT_EQ(spread.owner(s), s == Session::kPreemptStream ? 1 : (7 + s) % 3) << s;
+  }
   const SessionShare kept(7, 3, false);
   for (uint16_t s = 0; s < Session::kStreams; ++s) EXPECT_EQ(kept.owner(s), 1) << s;
   const SessionShare one(7, 1, true);
@@ -122,7 +125,7 @@ TEST(Connection, EachStreamGoesToThePeerWorkerThatOwnsIt) {
   EXPECT_EQ(c.peer_of(3).udp_port, 7470);  // one queue: one port
   c.set_peer_queues(3);
   for (uint16_t s = 0; s < Session::kStreams; ++s) {
-    EXPECT_EQ(c.peer_of(s).udp_port, 7470 + (7 + s) % 3) << s;
+    EXPECT_EQ(c.peer_of(s).udp_port, 7470 + (7 + (s == Session::kPreemptStream ? 0 : s)) % 3) << s;
   }
   EXPECT_EQ(c.peer().udp_port, 7470);
 }

@@ -24,7 +24,7 @@ TCG_RAM_PAD_KIB = 8
 class Vm:
     def __init__(self, name: str, workdir: Path, kernel: Path, initrd: Path, ram_mib: int = 256,
                  append: str = "", incoming: str | None = None, paused: bool = False,
-                 netns: str | None = None):
+                 netns: str | None = None, console_input: bool = False):
         if not os.path.exists(QEMU):
             raise SystemExit(f"{QEMU} is missing (apt-get install qemu-system-x86)")
         self.name = name
@@ -45,6 +45,12 @@ class Vm:
                "-chardev", f"file,id=con,path={self.console_path}", "-serial", "chardev:con",
                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                "-qmp", f"unix:{self.mgmt_qmp_path},server=on,wait=off"]
+        # console_input: a second serial port (the guest's ttyS1, where
+        # memload reads commands) on a socket the test writes to.
+        self.cmd_path = str(self.workdir / f"{name}.cmd.sock")
+        self._cmd_sock = None
+        if console_input:
+            cmd += ["-chardev", f"socket,id=cmd,path={self.cmd_path},server=on,wait=off", "-serial", "chardev:cmd"]
         if incoming:
             cmd += ["-incoming", incoming]
         # MM_QEMU_TRACE=<dir>: QEMU's multifd trace events into <dir> (debugging aid).
@@ -107,6 +113,15 @@ class Vm:
         assert self.qmp is not None
         return self.qmp.execute(cmd, **args)
 
+    def send_console(self, text: str) -> None:
+        """Types text on the guest's command port, ttyS1 (needs
+        console_input); the connection stays open, so nothing is cut off."""
+        import socket
+        if self._cmd_sock is None:
+            self._cmd_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._cmd_sock.connect(self.cmd_path)
+        self._cmd_sock.sendall(text.encode())
+
     def status(self) -> str:
         return self.execute("query-status")["status"]
 
@@ -138,6 +153,9 @@ class Vm:
         return path
 
     def stop(self) -> None:
+        if self._cmd_sock is not None:
+            self._cmd_sock.close()
+            self._cmd_sock = None
         quit_and_reap(self.qmp, self.proc)
         self.qmp = None
         if hasattr(self, "log"):
