@@ -4,7 +4,13 @@
 #include <cstdio>
 #include <cstring>
 
+#include "dataplane/wire/Mmp.hpp"
+
 namespace mm::qemu {
+
+using wire::get_be16;
+using wire::get_be32;
+using wire::get_be64;
 
 namespace {
 constexpr uint32_t kMagic = 0x5145564d;  // "QEVM"
@@ -22,11 +28,6 @@ constexpr uint32_t kZero = 0x02, kMemSize = 0x04, kPage = 0x08, kEos = 0x10, kCo
                    kXbzrle = 0x40, kHook = 0x80, kCompressPage = 0x100, kMultifdFlush = 0x200;
 constexpr uint32_t kKnown = kZero | kMemSize | kPage | kEos | kContinue | kMultifdFlush;
 
-uint16_t be16(const uint8_t* p) { return uint16_t((p[0] << 8) | p[1]); }
-uint32_t be32(const uint8_t* p) {
-  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
-}
-uint64_t be64(const uint8_t* p) { return (uint64_t(be32(p)) << 32) | be32(p + 4); }
 
 std::string hex(uint64_t v) {
   char b[24];
@@ -98,7 +99,7 @@ void MainChannelObserver::finish_ram_record() {
 }
 
 void MainChannelObserver::on_ram_record() {
-  const uint64_t addr = be64(hdr_);
+  const uint64_t addr = get_be64(hdr_);
   const uint32_t flags = uint32_t(addr & (kPageSize - 1));
   rec_offset_ = addr & ~(kPageSize - 1);
   rec_flags_ = flags;
@@ -201,8 +202,8 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
       }
       case Step::header:
         if (!gather(p, end, 8)) break;
-        if (be32(hdr_) != kMagic || be32(hdr_ + 4) != kVersion) {
-          go_opaque("not a QEMU migration stream v3 (first bytes " + hex(be64(hdr_)) + ")");
+        if (get_be32(hdr_) != kMagic || get_be32(hdr_ + 4) != kVersion) {
+          go_opaque("not a QEMU migration stream v3 (first bytes " + hex(get_be64(hdr_)) + ")");
           break;
         }
         have_ = 0;
@@ -214,7 +215,7 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
         break;
       case Step::config_len: {
         if (!gather(p, end, 4)) break;
-        const uint32_t n = be32(hdr_);
+        const uint32_t n = get_be32(hdr_);
         if (n > 256) {
           go_opaque("configuration with a machine name of " + std::to_string(n) + " bytes");
           break;
@@ -254,7 +255,7 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
       }
       case Step::sub_caps_count:
         if (!gather(p, end, 4)) break;
-        caps_left_ = be32(hdr_);
+        caps_left_ = get_be32(hdr_);
         if (caps_left_ > 64) {
           go_opaque("configuration lists " + std::to_string(caps_left_) + " capabilities");
           break;
@@ -275,7 +276,7 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
       }
       case Step::command: {
         if (!gather(p, end, 4)) break;
-        const uint16_t cmd = be16(hdr_), len = be16(hdr_ + 2);
+        const uint16_t cmd = get_be16(hdr_), len = get_be16(hdr_ + 2);
         if (cmd == kCmdPackaged) {
           go_opaque("packaged postcopy stream (command 7)");
           break;
@@ -290,7 +291,7 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
         if (!gather(p, end, 5 + n + 8)) break;
         const std::string id = printable(hdr_ + 5, n);
         if (section_type_ == kStart && id == "ram") {
-          ram_section_ = be32(hdr_);
+          ram_section_ = get_be32(hdr_);
           ram_known_ = true;
           have_ = 0;
           step_ = Step::ram_record;
@@ -303,7 +304,7 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
       }
       case Step::part_end: {
         if (!gather(p, end, 4)) break;
-        const uint32_t id = be32(hdr_);
+        const uint32_t id = get_be32(hdr_);
         have_ = 0;
         if (ram_known_ && id == ram_section_) {
           step_ = Step::ram_record;
@@ -346,7 +347,7 @@ void MainChannelObserver::feed(std::span<const uint8_t> bytes) {
         const size_t n = hdr_[0];
         const size_t want = 1 + n + 8 + (ignore_shared_ ? 8 : 0);
         if (!gather(p, end, want)) break;
-        const uint64_t used = be64(hdr_ + 1 + n);
+        const uint64_t used = get_be64(hdr_ + 1 + n);
         have_ = 0;
         if (n == 0 || used > mem_total_ - mem_seen_) {
           go_opaque("RAM setup: block sizes do not add up to the total " + std::to_string(mem_total_));

@@ -3,15 +3,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dataplane/wire/Mmp.hpp"
+
 namespace mm::qemu {
 
-namespace {
-uint16_t be16(const uint8_t* p) { return uint16_t((p[0] << 8) | p[1]); }
-uint32_t be32(const uint8_t* p) {
-  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
-}
-uint64_t be64(const uint8_t* p) { return (uint64_t(be32(p)) << 32) | be32(p + 4); }
-}  // namespace
+using wire::get_be16;
+using wire::get_be32;
+using wire::get_be64;
 
 void ReturnPathObserver::go_opaque(std::string why) {
   if (opaque_) return;
@@ -29,7 +27,7 @@ void ReturnPathObserver::feed(std::span<const uint8_t> bytes) {
     p += n;
     if (have_ < want_) return;
     if (want_ == 4) {
-      const uint16_t len = be16(buf_ + 2);
+      const uint16_t len = get_be16(buf_ + 2);
       if (len > kMaxMessage) {
         go_opaque("return-path message of " + std::to_string(len) + " bytes");
         return;
@@ -45,7 +43,7 @@ void ReturnPathObserver::feed(std::span<const uint8_t> bytes) {
 
 void ReturnPathObserver::on_message() {
   ++messages_;
-  const uint16_t type = be16(buf_);
+  const uint16_t type = get_be16(buf_);
   const size_t len = want_ - 4;
   const uint8_t* d = buf_ + 4;
   switch (type) {
@@ -77,7 +75,7 @@ void ReturnPathObserver::on_message() {
     default: go_opaque("return-path message type " + std::to_string(type)); return;
   }
   ++requests_;
-  sink_.on_request(block_, be64(d), be32(d + 8));
+  sink_.on_request(block_, get_be64(d), get_be32(d + 8));
 }
 
 }  // namespace mm::qemu
