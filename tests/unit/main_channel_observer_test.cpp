@@ -237,3 +237,35 @@ TEST(MainChannelObserver, KnowsWhichMachineTypesSyncBeforeEveryEos) {
   MainChannelObserver o(e);
   EXPECT_FALSE(o.sync_before_each_eos()) << "before the configuration";
 }
+
+TEST(MainChannelObserver, ReadsThePostcopyPreemptChannelsBareRecords) {
+  // QEMU 7.2's preempt channel: RAM records only, no header or sections;
+  // an EOS ends a burst, not the parsing; setup records are refused.
+  Stream s;
+  s.be64(0x5000 | 0x08).str8("pc.ram").bytes(4096, 7);  // requested page, named block
+  s.be64(0x6000 | 0x02 | 0x20).u8(0);                     // zero page, CONTINUE
+  s.eos();
+  s.be64(0x7000 | 0x08 | 0x20).bytes(4096, 9);
+  for (size_t piece : {s.b.size(), size_t(1), size_t(3), size_t(4097)}) {
+    Events ev;
+    MainChannelObserver o(ev, MainChannelObserver::Kind::preempt);
+    for (size_t at = 0; at < s.b.size(); at += piece) {
+      o.feed({s.b.data() + at, std::min(piece, s.b.size() - at)});
+    }
+    EXPECT_EQ(ev.log, (std::vector<std::string>{"page pc.ram 20480", "zero pc.ram 24576", "eos 1", "page pc.ram 28672"}))
+        << "pieces of " << piece;
+    EXPECT_FALSE(o.opaque());
+  }
+  Events ev;
+  MainChannelObserver o(ev, MainChannelObserver::Kind::preempt);
+  Stream setup;
+  setup.be64(0x1000 | 0x04);
+  o.feed(setup.b);
+  EXPECT_TRUE(o.opaque());
+  EXPECT_EQ(o.opaque_reason(), "RAM setup record on the postcopy-preempt channel");
+  // A main-channel observer does not take bare records: it wants the header.
+  Events main_ev;
+  MainChannelObserver m(main_ev);
+  m.feed(s.b);
+  EXPECT_TRUE(m.opaque());
+}
